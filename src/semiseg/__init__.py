@@ -1,0 +1,9 @@
+"""semiseg: semi-supervised semantic segmentation (DSSN, CSL, SemiRES and the baselines) on one engine."""
+__version__ = "0.1.0"
+
+
+def load(ckpt: str, device: str = "cpu"):
+    """Load a checkpoint for inference: returns a :class:`semiseg.inference.Predictor` with ``.predict(image)``."""
+    from semiseg.inference import Predictor
+
+    return Predictor.from_checkpoint(ckpt, device=device)

@@ -1,0 +1,145 @@
+"""One entry point: ``semiseg <verb> ...`` (also ``python -m semiseg`` and ``torchrun -m semiseg``)."""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import List, Optional
+
+from semiseg.errors import SemisegError
+
+EXAMPLES = """examples:
+  semiseg data scenes --out data/scenes                      # build the offline benchmark
+  semiseg train configs/scenes/supervised.yaml               # one CPU or GPU
+  semiseg train configs/scenes/supervised.yaml train.iters=200 data.split=1_8
+  torchrun --nproc-per-node 4 -m semiseg train CONFIG        # 4 GPUs (or CPU processes)
+  torchrun --nnodes 2 --node-rank 0 --rdzv-backend c10d --rdzv-endpoint host:29400 \\
+      --nproc-per-node 8 -m semiseg train CONFIG             # two nodes
+  semiseg train CONFIG --resume                              # continue work_dir/latest.pth
+  semiseg eval runs/x/best.pth --mode slide
+  semiseg predict runs/x/best.pth --input 'photos/*.jpg' --output preds/
+  semiseg export runs/x/best.pth --format onnx
+"""
+
+
+def _train_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("config", help="experiment YAML (only what differs from the defaults)")
+    p.add_argument("overrides", nargs="*", help="a.b=c overrides, applied after the file")
+    p.add_argument("--work-dir", help="where logs and checkpoints go (default: config work_dir)")
+    p.add_argument("--resume", nargs="?", const="auto", help="resume everything from CKPT (default: work_dir/latest.pth)")
+    p.add_argument("--load-from", help="initialise the weights from CKPT, starting at step 0")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="semiseg", description=__doc__, epilog=EXAMPLES,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    verbs = parser.add_subparsers(dest="verb", required=True)
+
+    _train_args(verbs.add_parser("train", help="train a method from a config"))
+
+    p = verbs.add_parser("eval", help="evaluate a checkpoint on its validation split")
+    p.add_argument("ckpt")
+    p.add_argument("overrides", nargs="*", help="a.b=c overrides of the checkpoint's config (e.g. data.root=...)")
+    p.add_argument("--mode", choices=["whole", "slide"])
+
+    p = verbs.add_parser("predict", help="segment images with a checkpoint")
+    p.add_argument("ckpt")
+    p.add_argument("--input", required=True, help="an image file, a folder or a glob")
+    p.add_argument("--output", required=True)
+    p.add_argument("--opacity", type=float, default=0.5)
+    p.add_argument("--mode", choices=["whole", "slide"], default="whole")
+    p.add_argument("--device", default="cpu")
+
+    p = verbs.add_parser("export", help="export a checkpoint's model and check it against eager")
+    p.add_argument("ckpt")
+    p.add_argument("--format", choices=["onnx", "torchscript"], default="onnx")
+    p.add_argument("--output", help="output file (default: next to the checkpoint)")
+    p.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"))
+
+    data = verbs.add_parser("data", help="datasets: build the scenes benchmark, draw splits, check data")
+    dverbs = data.add_subparsers(dest="data_verb", required=True)
+    p = dverbs.add_parser("scenes", help="write the scenes benchmark in the split-file layout")
+    p.add_argument("--out", default="data/scenes")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--canvas", type=int, default=64)
+    p.add_argument("--n-train", type=int, default=4096)
+    p.add_argument("--n-val", type=int, default=512)
+    p.add_argument("--items-min", type=int, default=1)
+    p.add_argument("--items-max", type=int, default=4)
+    p.add_argument("--item-scale", type=float, nargs=2, default=[0.8, 1.6])
+    p.add_argument("--no-tint", action="store_true")
+    p.add_argument("--background", choices=["photos", "dimmed", "plain"], default="photos")
+    p.add_argument("--items", choices=["fashion", "digits", "auto"], default="auto")
+    p.add_argument("--classes", choices=["fine", "coarse"], default="fine")
+
+    p = dverbs.add_parser("split", help="draw labeled/unlabeled lists by count or ratio")
+    p.add_argument("--root", required=True, help="data root the paths are relative to")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--list", help="a split file to draw from")
+    src.add_argument("--images", help="image folder (relative to root), paired with --masks by file stem")
+    p.add_argument("--masks", help="mask folder (relative to root)")
+    p.add_argument("--count", type=int, default=0)
+    p.add_argument("--ratio", type=float, default=0.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, help="folder for labeled.txt and unlabeled.txt")
+
+    p = dverbs.add_parser("check", help="class histogram and the usual mask traps")
+    p.add_argument("config", nargs="?", help="experiment YAML (default: the scenes benchmark)")
+    p.add_argument("overrides", nargs="*")
+    p.add_argument("--max-samples", type=int, default=0, help="check only the first N of each list")
+
+    bench = verbs.add_parser("bench", help="benchmarks")
+    bverbs = bench.add_subparsers(dest="bench_verb", required=True)
+    p = bverbs.add_parser("speed", help="step time, throughput, memory and data-loader headroom")
+    p.add_argument("config")
+    p.add_argument("overrides", nargs="*")
+    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--warmup", type=int, default=5)
+    return parser
+
+
+def _config(path: Optional[str], overrides: List[str]):
+    from semiseg.config import load_config
+
+    return load_config(path, overrides)
+
+
+def run(argv: Optional[List[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.verb == "train":
+        from semiseg.engine.trainer import train_from_cli
+
+        return train_from_cli(args)
+    if args.verb == "eval":
+        from semiseg.engine.evaluator import eval_from_cli
+
+        return eval_from_cli(args)
+    if args.verb == "predict":
+        from semiseg.inference import predict_from_cli
+
+        return predict_from_cli(args)
+    if args.verb == "export":
+        from semiseg.export import export_from_cli
+
+        return export_from_cli(args)
+    if args.verb == "bench":
+        from semiseg.bench.speed import speed_from_cli
+
+        return speed_from_cli(args)
+    from semiseg.data.commands import data_from_cli
+
+    return data_from_cli(args)
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    try:
+        code = run(argv)
+    except SemisegError as e:
+        print(f"error: {e}", file=sys.stderr)
+        code = 2
+    except KeyboardInterrupt:
+        code = 130
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,227 @@
+"""Typed defaults + a YAML file of differences + ``a.b=c`` overrides, merged once with OmegaConf.
+
+The schema below is the single source of defaults. A YAML file lists only what differs; command
+line overrides come last (``model.dilations=[6,12,18]`` parses lists). Unknown keys and values of the
+wrong type stop with a message that names the file or override and lists the valid keys.
+
+The ``method`` section is open in the schema and checked against the chosen method's own
+``Config`` dataclass (see ``semiseg.methods``), so every method validates its own knobs.
+"""
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+import yaml
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from semiseg.errors import SemisegError
+
+
+@dataclass
+class DataConfig:
+    dataset: str = "scenes"  # scenes | voc | cityscapes | coco | folder (presets in data/presets.py)
+    root: str = "data/scenes"
+    split: str = "1_16"  # folder under <root>/splits holding labeled.txt / unlabeled.txt
+    labeled: str = ""  # explicit split files (relative to root) override the preset's
+    unlabeled: str = ""
+    val: str = ""
+    num_classes: int = 0  # 0 = the preset's
+    class_names: List[str] = field(default_factory=list)
+    palette: List[List[int]] = field(default_factory=list)
+    ignore_index: int = 255
+    resize: int = 0  # resize the long side to this before any geometry (0 = keep); eval maps back
+    crop_size: int = 64
+    scale_range: List[float] = field(default_factory=lambda: [0.5, 2.0])
+    flip: bool = True
+    mean: List[float] = field(default_factory=lambda: [0.485, 0.456, 0.406])
+    std: List[float] = field(default_factory=lambda: [0.229, 0.224, 0.225])
+    batch_size: int = 8  # per process, labeled; unlabeled batches have the same size
+    num_workers: int = 2
+    on_error: str = "stop"  # stop | skip: what a corrupt sample found mid-run does
+
+
+@dataclass
+class ModelConfig:
+    arch: str = "deeplabv3plus"
+    backbone: str = "resnet18"  # resnet18/34/50/101 | efficientnet_lite0
+    width: float = 1.0  # channel multiplier for ResNets (0.5 = half width for CPU)
+    stem: str = "deep"  # deep (3x conv3x3, the field's checkpoints) | standard (7x7, torchvision)
+    output_stride: int = 16
+    dilations: List[int] = field(default_factory=lambda: [6, 12, 18])
+    head_channels: int = 256
+    low_level_channels: int = 48
+    pretrained: str = ""  # "" | imagenet (EfficientNet-Lite0's shipped weights) | path to a file
+    fp_dropout: float = 0.5
+
+
+@dataclass
+class TrainConfig:
+    iters: int = 2000  # optimizer steps
+    optimizer: str = "sgd"  # sgd | adamw
+    lr: float = 0.001
+    lr_multi: float = 10.0  # head LR = lr * lr_multi
+    weight_decay: float = 1e-4
+    momentum: float = 0.9
+    betas: List[float] = field(default_factory=lambda: [0.9, 0.999])
+    poly_power: float = 0.9
+    criterion: str = "ce"  # ce | ohem
+    ohem_thresh: float = 0.7
+    ohem_min_kept: int = 100000
+    amp: str = "auto"  # auto (bf16 on CPU, fp16 on CUDA) | bf16 | fp16 | none
+    channels_last: bool = False
+    accum_steps: int = 1
+    seed: int = 0
+    deterministic: bool = False
+    threads: int = 0  # torch intra-op threads on CPU (0 = torch's choice)
+    base_batch_size: int = 0  # the reference global batch the config's LR was tuned for (0 = unset)
+    log_interval: int = 50
+    eval_interval: int = 500
+    ckpt_interval: int = 500
+    max_bad_steps: int = 5  # consecutive NaN/Inf losses before the run stops
+
+
+@dataclass
+class EvalConfig:
+    mode: str = "whole"  # whole | slide
+    window: int = 0  # slide window (0 = data.crop_size)
+    batch_size: int = 16
+    max_images: int = 0  # 0 = all; for quick looks
+
+
+@dataclass
+class Config:
+    work_dir: str = "runs/default"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    method: Dict[str, Any] = field(default_factory=lambda: {"name": "supervised"})
+
+
+class _Loader(yaml.SafeLoader):
+    """YAML without YAML 1.1's underscores in numbers: the field names splits ``1_16``, not 116.
+
+    Also reads ``1e-3`` as a float (plain YAML 1.1 needs ``1.0e-3``)."""
+
+
+_INT, _FLOAT = "tag:yaml.org,2002:int", "tag:yaml.org,2002:float"
+_Loader.yaml_implicit_resolvers = {
+    k: [(tag, rx) for tag, rx in v if tag not in (_INT, _FLOAT)] for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Loader.add_implicit_resolver(_INT, re.compile(r"^[-+]?(0|[1-9][0-9]*)$"), list("-+0123456789"))
+_Loader.add_implicit_resolver(
+    _FLOAT, re.compile(r"^[-+]?([0-9]+\.[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?$|^[-+]?[0-9]+[eE][-+]?[0-9]+$"
+                       r"|^[-+]?\.(inf|Inf|INF)$|^\.(nan|NaN|NAN)$"), list("-+0123456789."))
+
+
+def _check_keys(user: Any, schema: Any, where: str, prefix: str = "") -> None:
+    """Reject keys the schema does not know, naming the valid ones (OmegaConf's message is terse)."""
+    if not isinstance(user, dict) or not dataclasses.is_dataclass(schema):
+        return
+    valid = {f.name: f for f in dataclasses.fields(schema)}
+    for key, value in user.items():
+        if key not in valid:
+            raise SemisegError(
+                f"{where}: unknown config key '{prefix}{key}'; valid keys under "
+                f"'{prefix.rstrip('.') or '<top>'}': {', '.join(valid)}"
+            )
+        sub = getattr(schema, key)
+        if dataclasses.is_dataclass(sub):
+            _check_keys(value, sub, where, f"{prefix}{key}.")
+
+
+def _merge(base: DictConfig, user: Dict[str, Any], schema: Any, where: str) -> DictConfig:
+    _check_keys(user, schema, where)
+    try:
+        return OmegaConf.merge(base, user)
+    except OmegaConfBaseException as e:
+        key = getattr(e, "full_key", "") or "?"
+        msg = str(e).splitlines()[0]
+        raise SemisegError(f"{where}: bad value for '{key}': {msg}") from None
+
+
+def parse_overrides(overrides: Sequence[str]) -> Dict[str, Any]:
+    """``a.b=c`` strings to a nested dict; values parse as YAML so lists and numbers work."""
+    out: Dict[str, Any] = {}
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise SemisegError(f"override {item!r} is not of the form key=value (e.g. train.iters=100)")
+        try:
+            value = yaml.load(text, Loader=_Loader) if text else ""
+        except yaml.YAMLError as e:
+            raise SemisegError(f"override {item!r}: cannot parse the value: {e}") from None
+        node = out
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise SemisegError(f"override {item!r} conflicts with another override of {p!r}")
+        node[leaf] = value
+    return out
+
+
+def read_yaml(path: str | Path) -> Dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise SemisegError(f"config file {path} does not exist")
+    try:
+        data = yaml.load(path.read_text(), Loader=_Loader) or {}
+    except yaml.YAMLError as e:
+        raise SemisegError(f"config file {path} is not valid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise SemisegError(f"config file {path} must hold a mapping at the top, not {type(data).__name__}")
+    return data
+
+
+def load_config(
+    path: Optional[str | Path] = None,
+    overrides: Sequence[str] = (),
+    extra: Optional[Dict[str, Any]] = None,
+) -> DictConfig:
+    """Defaults <- YAML file <- ``extra`` (e.g. a checkpoint's config) <- overrides; validated."""
+    schema = Config()
+    cfg = OmegaConf.structured(schema)
+    if extra:
+        cfg = _merge(cfg, extra, schema, "embedded config")
+    if path is not None:
+        cfg = _merge(cfg, read_yaml(path), schema, str(path))
+    if overrides:
+        cfg = _merge(cfg, parse_overrides(overrides), schema, "command line override")
+    return resolve_method(cfg)
+
+
+def resolve_method(cfg: DictConfig) -> DictConfig:
+    """Validate ``cfg.method`` against the chosen method's Config and fill its defaults."""
+    from semiseg.methods import METHODS  # late: methods import models, which import this module's users
+
+    method = OmegaConf.to_container(cfg.method)
+    name = method.pop("name", "supervised")
+    method_cls = METHODS.get(name)
+    mschema = method_cls.Config()
+    _check_keys(method, mschema, "method section", "method.")
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(mschema), method)
+    except OmegaConfBaseException as e:
+        raise SemisegError(f"method section: bad value for 'method.{getattr(e, 'full_key', '?')}': {e}") from None
+    out = OmegaConf.to_container(merged)
+    cfg.method = {"name": name, **out}
+    return cfg
+
+
+def to_yaml(cfg: DictConfig) -> str:
+    return OmegaConf.to_yaml(cfg)
+
+
+def save_config(cfg: DictConfig, path: str | Path) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(to_yaml(cfg))
+
+
+def as_dict(cfg: DictConfig) -> Dict[str, Any]:
+    return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]

@@ -1,0 +1,108 @@
+"""``semiseg data check``: find the traps users fall into before they cost a training run.
+
+Reports a per-class pixel histogram and flags: masks saved as 0/255 (binary foreground silently
+ignored, IoU 0), RGB masks, label values outside [0, classes) and the ignore index, image/mask size
+mismatch, missing or unreadable files, and images listed as both labeled and unlabeled.
+"""
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import numpy as np
+from PIL import Image
+
+from semiseg.data.presets import Layout
+from semiseg.data.splits import Sample
+
+
+@dataclass
+class CheckReport:
+    class_names: List[str]
+    pixels: np.ndarray  # (num_classes + 1,) counts; last entry = ignore
+    images: Dict[str, int] = field(default_factory=dict)
+    problems: List[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def format(self) -> str:
+        lines = ["lists: " + ", ".join(f"{k} {v} samples" for k, v in self.images.items())]
+        total = max(int(self.pixels.sum()), 1)
+        lines.append(f"{'class':<20}{'pixels':>12}{'share':>9}")
+        for name, n in zip(self.class_names + ["(ignore)"], self.pixels.tolist()):
+            lines.append(f"{name:<20}{n:>12}{100 * n / total:>8.2f}%")
+        if self.problems:
+            lines.append(f"{len(self.problems)} problem(s):")
+            lines += [f"  - {p}" for p in self.problems[:50]]
+            if len(self.problems) > 50:
+                lines.append(f"  ... and {len(self.problems) - 50} more")
+        else:
+            lines.append("no problems found")
+        return "\n".join(lines)
+
+
+def _mask_problem(mask_path: Path, img_size, num_classes: int, ignore: int, hist: np.ndarray) -> Optional[str]:
+    with Image.open(mask_path) as im:
+        if im.mode in ("RGB", "RGBA"):
+            return f"{mask_path}: RGB mask ({im.mode}); masks must hold class ids in one channel (mode L or P)"
+        if im.size != img_size:
+            return f"{mask_path}: mask is {im.size[0]}x{im.size[1]} but its image is {img_size[0]}x{img_size[1]}"
+        m = np.asarray(im)
+    values = np.unique(m)
+    if values.max(initial=0) == 255 and set(values.tolist()) <= {0, 255} and num_classes <= 255:
+        return (f"{mask_path}: binary mask saved as 0/255; 255 is the ignore label, so the foreground would be "
+                "ignored (save it as 0/1)")
+    bad = values[(values >= num_classes) & (values != ignore)]
+    counts = np.bincount(np.where(m == ignore, num_classes, np.minimum(m, num_classes)).ravel(),
+                         minlength=num_classes + 1)
+    hist += counts[: num_classes + 1]
+    if len(bad):
+        return f"{mask_path}: label values {bad.tolist()[:8]} outside [0, {num_classes}) and {ignore}"
+    return None
+
+
+def check_layout(layout: Layout, ignore_index: int = 255, max_samples: int = 0) -> CheckReport:
+    n = len(layout.class_names)
+    report = CheckReport(list(layout.class_names), np.zeros(n + 1, np.int64))
+    lists = {k: getattr(layout, k) for k in ("labeled", "unlabeled", "val") if getattr(layout, k)}
+    if not lists:
+        report.problems.append(f"{layout.root}: no labeled, unlabeled or val list found")
+    for kind, samples in lists.items():
+        report.images[kind] = len(samples)
+        seen = Counter(s.image for s in samples)
+        report.problems += [f"{layout.sources.get(kind, kind)}: {img} listed {c} times" for img, c in seen.items() if c > 1]
+        for s in samples[: max_samples or None]:
+            report.problems += _check_sample(layout, s, kind != "unlabeled", n, ignore_index, report.pixels)
+    if "labeled" in lists and "unlabeled" in lists:
+        both = {s.image for s in lists["labeled"]} & {s.image for s in lists["unlabeled"]}
+        if both:
+            report.problems.append(f"{len(both)} image(s) are in both the labeled and the unlabeled list, "
+                                   f"e.g. {sorted(both)[:3]}")
+    return report
+
+
+def _check_sample(layout: Layout, s: Sample, labeled: bool, n: int, ignore: int, hist: np.ndarray) -> List[str]:
+    img_path = layout.root / s.image
+    if not img_path.is_file():
+        return [f"{img_path}: image file missing"]
+    try:
+        with Image.open(img_path) as im:
+            im.verify()
+        with Image.open(img_path) as im:
+            size = im.size
+    except Exception as e:  # any decoder failure is a finding, not a crash
+        return [f"{img_path}: unreadable image ({e.__class__.__name__})"]
+    if s.mask is None:
+        return [f"{img_path}: labeled sample without a mask"] if labeled else []
+    mask_path = layout.root / s.mask
+    if not mask_path.is_file():
+        return [f"{mask_path}: mask file missing"]
+    try:
+        problem = _mask_problem(mask_path, size, n, ignore, hist)
+    except Exception as e:
+        return [f"{mask_path}: unreadable mask ({e.__class__.__name__})"]
+    return [problem] if problem else []

@@ -1,0 +1,57 @@
+"""``semiseg data scenes|split|check``: thin glue from arguments to the data functions."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from semiseg.data.splits import read_split, write_split, draw_split
+from semiseg.errors import SemisegError
+
+
+def data_from_cli(args) -> int:
+    if args.data_verb == "scenes":
+        from semiseg.data.scenes import ScenesConfig, generate
+
+        cfg = ScenesConfig(seed=args.seed, canvas=args.canvas, n_train=args.n_train, n_val=args.n_val,
+                           items_min=args.items_min, items_max=args.items_max, item_scale=list(args.item_scale),
+                           tint=not args.no_tint, background=args.background, items=args.items,
+                           classes=args.classes)
+        t = time.time()
+        counts = generate(args.out, cfg)
+        print(f"wrote {counts['train']} train and {counts['val']} val scenes to {args.out} in {time.time() - t:.1f}s")
+        return 0
+    if args.data_verb == "split":
+        return _split(args)
+    return _check(args)
+
+
+def _split(args) -> int:
+    root = Path(args.root)
+    if args.list:
+        samples = read_split(Path(args.list) if Path(args.list).is_file() else root / args.list, require_mask=False)
+    else:
+        from semiseg.data.presets import folder_samples
+
+        images = root / args.images
+        if not images.is_dir():
+            raise SemisegError(f"image folder {images} does not exist")
+        samples = folder_samples(images, root / args.masks if args.masks else None, root)
+        if not samples:
+            raise SemisegError(f"image folder {images} holds no images")
+    labeled, unlabeled = draw_split(samples, args.seed, args.count, args.ratio)
+    out = Path(args.out)
+    write_split(out / "labeled.txt", labeled)
+    write_split(out / "unlabeled.txt", unlabeled)
+    print(f"{len(labeled)} labeled, {len(unlabeled)} unlabeled -> {out}/labeled.txt, unlabeled.txt")
+    return 0
+
+
+def _check(args) -> int:
+    from semiseg.config import load_config
+    from semiseg.data.check import check_layout
+    from semiseg.data.presets import resolve_layout
+
+    cfg = load_config(args.config, args.overrides)
+    report = check_layout(resolve_layout(cfg.data), cfg.data.ignore_index, args.max_samples)
+    print(report.format())
+    return 0 if report.ok else 1

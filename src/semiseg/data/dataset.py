@@ -1,0 +1,97 @@
+"""One dataset class for every preset: labeled, unlabeled and validation samples from split lists."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from semiseg.data.io import check_mask_values, read_image, read_mask
+from semiseg.data.presets import Layout
+from semiseg.data.splits import Sample
+from semiseg.data.transforms import (PAD_LABELED, PAD_UNLABELED, normalize, resize_long_side,
+                                     train_geometry)
+from semiseg.errors import SemisegError
+
+
+def sample_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
+    """Augmentation randomness that depends only on (seed, epoch, index): identical across worker
+    counts and after a resume, which exact-resume tests rely on."""
+    return np.random.default_rng([seed, epoch, index])
+
+
+class SegDataset(Dataset):
+    """``mode``: ``train_l`` (image, mask), ``train_u`` (image, ignore; hidden mask on request), ``val``.
+
+    Items are indexed by ``(index, epoch)`` pairs from :class:`EpochSampler` (or a plain int for val).
+    """
+
+    def __init__(self, samples: List[Sample], layout: Layout, data_cfg, mode: str, seed: int = 0,
+                 with_hidden: bool = False) -> None:
+        assert mode in ("train_l", "train_u", "val")
+        self.samples, self.layout, self.cfg, self.mode, self.seed = samples, layout, data_cfg, mode, seed
+        self.with_hidden = with_hidden
+        self.num_classes = len(layout.class_names)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def path(self, rel: str) -> Path:
+        p = Path(rel)
+        return p if p.is_absolute() else self.layout.root / p
+
+    def load(self, i: int, need_mask: bool):
+        s = self.samples[i]
+        img_path = self.path(s.image)
+        img = read_image(img_path)
+        mask = None
+        if need_mask and s.mask is not None:
+            mask_path = self.path(s.mask)
+            mask = self.layout.map_mask(read_mask(mask_path), s.mask)
+            if mask.shape != img.shape[:2]:
+                raise SemisegError(
+                    f"mask file {mask_path} is {mask.shape[1]}x{mask.shape[0]} but its image {img_path} is "
+                    f"{img.shape[1]}x{img.shape[0]}"
+                )
+            check_mask_values(mask, mask_path, self.num_classes, self.cfg.ignore_index)
+        return img, mask
+
+    def __getitem__(self, key):
+        index, epoch = key if isinstance(key, tuple) else (key, 0)
+        cfg = self.cfg
+        if self.mode == "val":
+            img, mask = self.load(index, need_mask=True)
+            full_mask = mask
+            if cfg.resize:
+                img, _ = resize_long_side(img, None, cfg.resize)
+            return {"image": normalize(img, cfg.mean, cfg.std), "mask": torch.from_numpy(full_mask.astype(np.int64)),
+                    "index": index}
+        labeled = self.mode == "train_l"
+        img, mask = self.load(index, need_mask=labeled or self.with_hidden)
+        if mask is None:
+            mask = np.zeros(img.shape[:2], np.uint8)
+        if cfg.resize:
+            img, mask = resize_long_side(img, mask, cfg.resize)
+        rng = sample_rng(self.seed, epoch, index)
+        pad = PAD_LABELED if labeled else PAD_UNLABELED
+        img, mask = train_geometry(img, mask, rng, cfg.crop_size, cfg.scale_range, cfg.flip, pad)
+        out = {"image": normalize(img, cfg.mean, cfg.std), "index": index}
+        mask_t = torch.from_numpy(mask.astype(np.int64))
+        if labeled:
+            out["mask"] = mask_t
+        else:
+            out["ignore"] = mask_t == PAD_UNLABELED  # padding only; never the unlabeled ground truth
+            if self.with_hidden:
+                out["hidden"] = mask_t.masked_fill(mask_t == PAD_UNLABELED, PAD_LABELED)
+        return out
+
+
+def collate_val(items: List[dict]) -> dict:
+    """Stack when all images share a size (the common case); otherwise keep lists."""
+    shapes = {tuple(it["image"].shape) for it in items} | {("m",) + tuple(it["mask"].shape) for it in items}
+    if len(shapes) == 2:
+        return {k: torch.stack([it[k] for it in items]) if k != "index" else [it[k] for it in items]
+                for k in items[0]}
+    return {k: [it[k] for it in items] for k in items[0]}

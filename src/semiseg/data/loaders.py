@@ -1,0 +1,117 @@
+"""Loaders that yield one labeled and one (or two) unlabeled batches per step.
+
+The labeled list is cycled to the unlabeled length, so one epoch consumes every unlabeled image
+once (UniMatch's ``nsample``). :class:`EpochSampler` is a distributed sampler that reshuffles every
+epoch and can start mid-epoch, so a resumed run sees exactly the batches an uninterrupted run would.
+"""
+from __future__ import annotations
+
+import math
+from typing import Dict, Iterator, List, Optional
+
+import torch
+from torch.utils.data import DataLoader, Sampler
+
+from semiseg.data.dataset import SegDataset, collate_val
+from semiseg.data.presets import Layout, resolve_layout
+from semiseg.errors import SemisegError
+
+
+class EpochSampler(Sampler):
+    """Per-epoch permutation of ``n`` items, repeated to ``length`` and sharded over ranks.
+
+    Yields ``(index, epoch)`` so the dataset can seed augmentation per sample and epoch.
+    """
+
+    def __init__(self, n: int, length: int, seed: int, rank: int = 0, world: int = 1) -> None:
+        self.n, self.seed, self.rank, self.world = n, seed, rank, world
+        self.per_rank = math.ceil(length / world)
+        self.epoch, self.start = 0, 0
+
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        self.epoch, self.start = epoch, start
+
+    def indices(self, epoch: int) -> List[int]:
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        total = self.per_rank * self.world
+        reps = math.ceil(total / self.n)
+        idx = torch.cat([torch.randperm(self.n, generator=g) for _ in range(reps)])[:total]
+        return idx[self.rank :: self.world].tolist()
+
+    def __iter__(self) -> Iterator:
+        for i in self.indices(self.epoch)[self.start :]:
+            yield (i, self.epoch)
+
+    def __len__(self) -> int:
+        return self.per_rank - self.start
+
+
+class TrainBatches:
+    """Infinite stream of step batches: ``{"x", "y"}`` plus ``{"u", "u_ignore"}`` (and ``"mix"``).
+
+    ``skip(n)`` positions the stream after ``n`` batches without loading them (resume).
+    """
+
+    def __init__(self, cfg, layout: Layout, rank: int, world: int, unlabeled_streams: int, device) -> None:
+        if layout.labeled is None:
+            raise SemisegError(f"no labeled split found under {layout.root} (set data.labeled or data.split)")
+        if unlabeled_streams and layout.unlabeled is None:
+            raise SemisegError(f"method {cfg.method.name} needs unlabeled data, but no unlabeled split was found "
+                               f"under {layout.root} (set data.unlabeled or data.split)")
+        d, seed = cfg.data, cfg.train.seed
+        self.batch, self.device = d.batch_size, device
+        length = len(layout.unlabeled) if unlabeled_streams else len(layout.labeled)
+        self.steps_per_epoch = math.ceil(length / world) // self.batch
+        if self.steps_per_epoch == 0:
+            raise SemisegError(f"{length} training samples over {world} process(es) do not fill one batch of {self.batch}")
+        self.streams: Dict[str, tuple] = {}
+        specs = [("x", layout.labeled, "train_l", seed)]
+        specs += [(name, layout.unlabeled, "train_u", seed + 7919 * (k + 1))
+                  for k, name in enumerate(["u", "mix"][:unlabeled_streams])]
+        for name, samples, mode, s in specs:
+            ds = SegDataset(samples, layout, d, mode, seed=s)
+            sampler = EpochSampler(len(samples), length, s, rank, world)
+            loader = DataLoader(ds, batch_size=self.batch, sampler=sampler, drop_last=True,
+                                num_workers=d.num_workers, persistent_workers=d.num_workers > 0,
+                                pin_memory=torch.device(device).type == "cuda")
+            self.streams[name] = (sampler, loader)
+        self.consumed = 0
+        self._iters: Optional[Dict[str, Iterator]] = None
+
+    def skip(self, n: int) -> None:
+        self.consumed, self._iters = n, None
+
+    def _start_epoch(self) -> None:
+        epoch, offset = divmod(self.consumed, self.steps_per_epoch)
+        for sampler, _ in self.streams.values():
+            sampler.set_epoch(epoch, offset * self.batch)
+        self._iters = {k: iter(loader) for k, (_, loader) in self.streams.items()}
+
+    def __next__(self) -> dict:
+        if self._iters is None or self.consumed % self.steps_per_epoch == 0:
+            self._start_epoch()
+        out = {}
+        for name, it in self._iters.items():
+            b = next(it)
+            if name == "x":
+                out["x"], out["y"] = b["image"], b["mask"]
+            else:
+                out[name], out[f"{name}_ignore"] = b["image"], b["ignore"]
+        self.consumed += 1
+        nb = self.device.type == "cuda"
+        return {k: v.to(self.device, non_blocking=nb) for k, v in out.items()}
+
+    def __iter__(self):
+        return self
+
+
+def build_val_loader(cfg, layout: Layout, rank: int = 0, world: int = 1) -> DataLoader:
+    if layout.val is None:
+        raise SemisegError(f"no validation split found under {layout.root} (set data.val or add splits/val.txt)")
+    samples = layout.val[: cfg.eval.max_images] if cfg.eval.max_images else layout.val
+    ds = SegDataset(samples[rank::world], layout, cfg.data, "val")
+    return DataLoader(ds, batch_size=cfg.eval.batch_size, shuffle=False, num_workers=min(cfg.data.num_workers, 2),
+                      collate_fn=collate_val)
+
+
+__all__ = ["EpochSampler", "TrainBatches", "build_val_loader", "resolve_layout"]

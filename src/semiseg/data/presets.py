@@ -1,0 +1,165 @@
+"""Dataset presets: class names, palettes, where the split files live, label mapping on load.
+
+A preset only fills in what the user left empty in ``data``; explicit split files, class names and
+palettes always win. ``folder`` builds its lists from images/, masks/ and unlabeled/ (and val/).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import numpy as np
+
+from semiseg.data.splits import Sample, read_split
+from semiseg.errors import SemisegError
+
+IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+
+
+def voc_palette(n: int = 256) -> List[List[int]]:
+    """The PASCAL VOC colour map (bit-interleaved class id); also a good default for any dataset."""
+    pal = []
+    for i in range(n):
+        r = g = b = 0
+        c = i
+        for j in range(8):
+            r |= ((c >> 0) & 1) << (7 - j)
+            g |= ((c >> 1) & 1) << (7 - j)
+            b |= ((c >> 2) & 1) << (7 - j)
+            c >>= 3
+        pal.append([r, g, b])
+    return pal
+
+
+VOC_CLASSES = [
+    "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
+    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
+]
+CITYSCAPES_CLASSES = [
+    "road", "sidewalk", "building", "wall", "fence", "pole", "traffic light", "traffic sign", "vegetation",
+    "terrain", "sky", "person", "rider", "car", "truck", "bus", "train", "motorcycle", "bicycle",
+]
+CITYSCAPES_PALETTE = [
+    [128, 64, 128], [244, 35, 232], [70, 70, 70], [102, 102, 156], [190, 153, 153], [153, 153, 153],
+    [250, 170, 30], [220, 220, 0], [107, 142, 35], [152, 251, 152], [70, 130, 180], [220, 20, 60],
+    [255, 0, 0], [0, 0, 142], [0, 0, 70], [0, 60, 100], [0, 80, 100], [0, 0, 230], [119, 11, 32],
+]
+# labelIds -> trainIds (cityscapesScripts' labels.py); everything else is 255
+CITYSCAPES_ID_TO_TRAINID: Dict[int, int] = {
+    7: 0, 8: 1, 11: 2, 12: 3, 13: 4, 17: 5, 19: 6, 20: 7, 21: 8, 22: 9, 23: 10, 24: 11, 25: 12, 26: 13,
+    27: 14, 28: 15, 31: 16, 32: 17, 33: 18,
+}
+COCO_CLASSES = ["background"] + (
+    "person bicycle car motorcycle airplane bus train truck boat traffic_light fire_hydrant stop_sign "
+    "parking_meter bench bird cat dog horse sheep cow elephant bear zebra giraffe backpack umbrella handbag "
+    "tie suitcase frisbee skis snowboard sports_ball kite baseball_bat baseball_glove skateboard surfboard "
+    "tennis_racket bottle wine_glass cup fork knife spoon bowl banana apple sandwich orange broccoli carrot "
+    "hot_dog pizza donut cake chair couch potted_plant bed dining_table toilet tv laptop mouse remote "
+    "keyboard cell_phone microwave oven toaster sink refrigerator book clock vase scissors teddy_bear "
+    "hair_drier toothbrush"
+).split()
+
+
+def cityscapes_label_ids_to_train_ids(mask: np.ndarray) -> np.ndarray:
+    lut = np.full(256, 255, np.uint8)
+    for k, v in CITYSCAPES_ID_TO_TRAINID.items():
+        lut[k] = v
+    return lut[mask]
+
+
+@dataclass
+class Layout:
+    """What a preset resolves to: sample lists, class metadata and an optional per-mask label map."""
+
+    root: Path
+    class_names: List[str]
+    palette: List[List[int]]
+    labeled: Optional[List[Sample]] = None
+    unlabeled: Optional[List[Sample]] = None
+    val: Optional[List[Sample]] = None
+    sources: Dict[str, str] = field(default_factory=dict)  # list name -> where it came from (for messages)
+
+    def map_mask(self, mask: np.ndarray, mask_path: str) -> np.ndarray:
+        # Cityscapes users often have only labelIds; map them on load instead of asking for a converter run
+        if "labelIds" in Path(mask_path).name and "labelTrainIds" not in Path(mask_path).name:
+            return cityscapes_label_ids_to_train_ids(mask)
+        return mask
+
+
+def _stem_map(folder: Path) -> Dict[str, Path]:
+    return {p.stem: p for p in sorted(folder.iterdir()) if p.suffix.lower() in IMAGE_EXTS} if folder.is_dir() else {}
+
+
+def folder_samples(images: Path, masks: Optional[Path], root: Path) -> List[Sample]:
+    """Pair images and masks by file stem; a labeled image without a mask is an error."""
+    imgs = _stem_map(images)
+    if masks is None:
+        return [Sample(str(p.relative_to(root))) for p in imgs.values()]
+    msks = _stem_map(masks)
+    missing = sorted(set(imgs) - set(msks))
+    if missing:
+        raise SemisegError(f"folder {images}: {len(missing)} image(s) without a mask in {masks}, e.g. {missing[:3]}")
+    return [Sample(str(p.relative_to(root)), str(msks[s].relative_to(root))) for s, p in imgs.items()]
+
+
+PRESETS = {
+    "scenes": dict(class_names=[], palette=[]),  # read from the generated meta.json
+    "voc": dict(class_names=VOC_CLASSES, palette=voc_palette(21)),
+    "cityscapes": dict(class_names=CITYSCAPES_CLASSES, palette=CITYSCAPES_PALETTE),
+    "coco": dict(class_names=COCO_CLASSES, palette=voc_palette(81)),
+    "folder": dict(class_names=[], palette=[]),
+}
+
+
+def resolve_layout(data) -> Layout:
+    """Turn the ``data`` config section into sample lists and class metadata."""
+    if data.dataset not in PRESETS:
+        raise SemisegError(f"unknown data.dataset {data.dataset!r}; valid: {', '.join(PRESETS)}")
+    root = Path(data.root)
+    if not root.is_dir():
+        raise SemisegError(f"data.root {root} does not exist (for the scenes benchmark run `semiseg data scenes`)")
+    preset = PRESETS[data.dataset]
+    names, palette = list(data.class_names) or list(preset["class_names"]), list(map(list, data.palette))
+    if data.dataset == "scenes" and not names:
+        meta = root / "meta.json"
+        if not meta.is_file():
+            raise SemisegError(f"{meta} is missing; regenerate the benchmark with `semiseg data scenes --out {root}`")
+        m = json.loads(meta.read_text())
+        names, palette = m["class_names"], palette or m["palette"]
+    num_classes = data.num_classes or len(names)
+    if not num_classes:
+        raise SemisegError(f"data.dataset={data.dataset}: set data.num_classes or data.class_names")
+    names = names or [f"class_{i}" for i in range(num_classes)]
+    if len(names) != num_classes:
+        raise SemisegError(f"data.class_names has {len(names)} names but data.num_classes is {num_classes}")
+    palette = palette or preset["palette"] or voc_palette(num_classes)
+    layout = Layout(root, names, [list(p) for p in palette[:num_classes]])
+
+    split_dir = root / "splits" / data.split
+    defaults = {"labeled": split_dir / "labeled.txt", "unlabeled": split_dir / "unlabeled.txt",
+                "val": root / "splits" / "val.txt"}
+    for kind in ("labeled", "unlabeled", "val"):
+        explicit = getattr(data, kind)
+        path = (root / explicit) if explicit and not Path(explicit).is_absolute() else Path(explicit) if explicit else None
+        if path is None and data.dataset != "folder":
+            path = defaults[kind]
+        if path is not None and (explicit or path.is_file()):
+            setattr(layout, kind, read_split(path, require_mask=kind != "unlabeled"))
+            layout.sources[kind] = str(path)
+    if data.dataset == "folder":
+        _fill_folder(layout, root)
+    return layout
+
+
+def _fill_folder(layout: Layout, root: Path) -> None:
+    if layout.labeled is None and (root / "images").is_dir():
+        layout.labeled = folder_samples(root / "images", root / "masks", root)
+        layout.sources["labeled"] = str(root / "images")
+    if layout.unlabeled is None and (root / "unlabeled").is_dir():
+        layout.unlabeled = folder_samples(root / "unlabeled", None, root)
+        layout.sources["unlabeled"] = str(root / "unlabeled")
+    if layout.val is None and (root / "val" / "images").is_dir():
+        layout.val = folder_samples(root / "val" / "images", root / "val" / "masks", root)
+        layout.sources["val"] = str(root / "val" / "images")

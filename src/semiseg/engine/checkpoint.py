@@ -1,0 +1,72 @@
+"""Checkpoints: atomic writes, unwrapped state dicts, ``weights_only`` loading.
+
+A checkpoint holds model, teacher (via the method state), optimizer, scaler, step, best metrics, RNG
+states and the resolved config, so ``--resume`` restores everything and ``predict`` needs nothing else.
+"""
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+from typing import Any, Dict
+
+import numpy as np
+import torch
+
+from semiseg.errors import SemisegError
+
+
+def save_checkpoint(path: str | Path, state: Dict[str, Any]) -> None:
+    """Write to a temp file in the same folder, fsync, then rename: a kill never leaves a torn file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    with open(tmp, "wb") as f:
+        torch.save(state, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def load_checkpoint(path: str | Path) -> Dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise SemisegError(f"checkpoint {path} does not exist")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise SemisegError(f"checkpoint {path} cannot be loaded safely (weights_only): {str(e).splitlines()[0]}") from None
+    if not isinstance(ckpt, dict) or "model" not in ckpt:
+        raise SemisegError(f"checkpoint {path} is not a semiseg checkpoint (no 'model' entry)")
+    return ckpt
+
+
+def strip_prefixes(sd: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    for prefix in ("module.", "_orig_mod."):
+        if sd and all(k.startswith(prefix) for k in sd):
+            sd = {k[len(prefix):]: v for k, v in sd.items()}
+    return sd
+
+
+def rng_state() -> Dict[str, Any]:
+    np_state = np.random.get_state()
+    state = {"torch": torch.get_rng_state(), "python": random.getstate(),
+             "numpy": (np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:])}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: Dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    v, internal, gauss = state["python"]
+    random.setstate((v, tuple(internal), gauss))
+    name, keys, *rest = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), *rest))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])

@@ -1,0 +1,124 @@
+"""Evaluation: whole image or sliding window, a confusion matrix reduced across processes, mIoU/aAcc/mAcc."""
+from __future__ import annotations
+
+import contextlib
+from typing import Dict, List
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from semiseg.engine.dist import all_reduce_sum
+
+
+@torch.no_grad()
+def slide_logits(model: nn.Module, image: torch.Tensor, num_classes: int, window: int) -> torch.Tensor:
+    """Softmax summed over windows (stride 2/3 of the window), windows clamped to the border."""
+    b, _, h, w = image.shape
+    pad_h, pad_w = max(window - h, 0), max(window - w, 0)
+    if pad_h or pad_w:
+        image = F.pad(image, (0, pad_w, 0, pad_h))
+    H, W = image.shape[-2:]
+    stride = max(1, int(window * 2 / 3))
+    acc = image.new_zeros(b, num_classes, H, W, dtype=torch.float32)
+    count = image.new_zeros(1, 1, H, W, dtype=torch.float32)
+    ys = list(range(0, max(H - window, 0) + 1, stride))
+    xs = list(range(0, max(W - window, 0) + 1, stride))
+    ys += [H - window] if ys[-1] != H - window else []
+    xs += [W - window] if xs[-1] != W - window else []
+    for y in ys:
+        for x in xs:
+            out = model(image[:, :, y : y + window, x : x + window]).float().softmax(1)
+            acc[:, :, y : y + window, x : x + window] += out
+            count[:, :, y : y + window, x : x + window] += 1
+    return (acc / count)[:, :, :h, :w]
+
+
+@torch.no_grad()
+def predict_logits(model: nn.Module, image: torch.Tensor, num_classes: int, mode: str, window: int,
+                   out_size=None) -> torch.Tensor:
+    """Class scores at ``out_size`` (the mask's size; the image may have been resized for the model)."""
+    if mode == "slide":
+        logits = slide_logits(model, image, num_classes, window)
+    else:
+        logits = model(image).float()
+    if out_size is not None and tuple(logits.shape[-2:]) != tuple(out_size):
+        logits = F.interpolate(logits, size=out_size, mode="bilinear", align_corners=True)
+    return logits
+
+
+def confusion(pred: torch.Tensor, target: torch.Tensor, num_classes: int, ignore_index: int) -> torch.Tensor:
+    keep = target != ignore_index
+    idx = target[keep] * num_classes + pred[keep]
+    return torch.bincount(idx, minlength=num_classes**2).view(num_classes, num_classes)
+
+
+def metrics_from_confusion(cm: torch.Tensor) -> Dict[str, object]:
+    cm = cm.double()
+    tp = cm.diag()
+    gt, pr = cm.sum(1), cm.sum(0)
+    union = gt + pr - tp
+    iou = torch.where(union > 0, tp / union.clamp(min=1), torch.full_like(tp, float("nan")))
+    acc = torch.where(gt > 0, tp / gt.clamp(min=1), torch.full_like(tp, float("nan")))
+    return {"mIoU": 100 * iou.nanmean().item(), "aAcc": 100 * (tp.sum() / cm.sum().clamp(min=1)).item(),
+            "mAcc": 100 * acc.nanmean().item(), "iou": [100 * v for v in iou.tolist()]}
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader, num_classes: int, ignore_index: int, device: torch.device,
+             mode: str = "whole", window: int = 64, amp_dtype=None) -> Dict[str, object]:
+    was_training = model.training
+    model.eval()
+    cm = torch.zeros(num_classes, num_classes, dtype=torch.long, device=device)
+    autocast = (torch.autocast(device.type, dtype=amp_dtype) if amp_dtype is not None
+                else contextlib.nullcontext())
+    with autocast:
+        for batch in loader:
+            images, masks = batch["image"], batch["mask"]
+            if isinstance(images, torch.Tensor):
+                pairs = [(images, masks)]
+            else:  # images of different sizes: one at a time
+                pairs = [(i[None], m[None]) for i, m in zip(images, masks)]
+            for image, mask in pairs:
+                image, mask = image.to(device), mask.to(device)
+                logits = predict_logits(model, image, num_classes, mode, window, mask.shape[-2:])
+                cm += confusion(logits.argmax(1), mask, num_classes, ignore_index)
+    model.train(was_training)
+    return metrics_from_confusion(all_reduce_sum(cm))
+
+
+def summary(prefix: str, m: Dict[str, object], names: List[str]) -> Dict[str, float]:
+    """Flat scalars for logging: ``<prefix>mIoU``, ``<prefix>aAcc``, ``<prefix>mAcc`` and per-class IoU."""
+    out = {f"{prefix}{k}": float(m[k]) for k in ("mIoU", "aAcc", "mAcc")}
+    out.update({f"{prefix}IoU_{n}": float(v) for n, v in zip(names, m["iou"])})
+    return out
+
+
+def eval_from_cli(args) -> int:
+    from semiseg.config import load_config
+    from semiseg.data.loaders import build_val_loader
+    from semiseg.data.presets import resolve_layout
+    from semiseg.engine.checkpoint import load_checkpoint
+    from semiseg.engine.logging import iou_table
+    from semiseg.models import build_model
+
+    ckpt = load_checkpoint(args.ckpt)
+    cfg = load_config(None, args.overrides, extra=ckpt["config"])
+    if args.mode:
+        cfg.eval.mode = args.mode
+    layout = resolve_layout(cfg.data)
+    names = layout.class_names
+    cfg.model.pretrained = ""  # the checkpoint has the weights
+    model = build_model(cfg.model, len(names))
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    loader = build_val_loader(cfg, layout)
+    nets = {"student": ckpt["model"]}
+    if "teacher" in ckpt.get("method", {}):
+        nets["teacher"] = ckpt["method"]["teacher"]
+    for who, sd in nets.items():
+        model.load_state_dict(sd)
+        m = evaluate(model.to(device), loader, len(names), cfg.data.ignore_index, device, cfg.eval.mode,
+                     cfg.eval.window or cfg.data.crop_size)
+        print(f"{who} ({cfg.eval.mode}):")
+        print(iou_table(names, m["iou"], {"mIoU": m["mIoU"], "aAcc": m["aAcc"], "mAcc": m["mAcc"]}))
+    return 0

@@ -1,0 +1,86 @@
+"""Rank-0 run log: console lines with a progress bar and ETA, metrics.jsonl/.csv, TensorBoard if installed."""
+from __future__ import annotations
+
+import csv
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Dict, List, Optional
+
+
+def fmt_time(seconds: float) -> str:
+    seconds = int(max(seconds, 0))
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"
+
+
+def iou_table(names: List[str], iou: List[float], extra: Dict[str, float]) -> str:
+    """Per-class IoU table, the form users diff against published logs."""
+    width = max(12, max(len(n) for n in names) + 2)
+    lines = [f"{'class':<{width}}{'IoU':>8}"]
+    lines += [f"{n:<{width}}{v:>8.2f}" for n, v in zip(names, iou)]
+    lines.append("-" * (width + 8))
+    lines += [f"{k:<{width}}{v:>8.2f}" for k, v in extra.items()]
+    return "\n".join(lines)
+
+
+class RunLogger:
+    def __init__(self, work_dir: str | Path, enabled: bool, total_steps: int, start_step: int = 0) -> None:
+        self.enabled, self.total, self.start_step = enabled, total_steps, start_step
+        self.t0 = time.time()
+        self.work_dir = Path(work_dir)
+        self.tb = None
+        self._csv_keys: Optional[List[str]] = None
+        if not enabled:
+            return
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        self.jsonl = open(self.work_dir / "metrics.jsonl", "a")
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.tb = SummaryWriter(str(self.work_dir / "tb"))
+        except Exception:  # tensorboard is optional
+            self.tb = None
+
+    def info(self, msg: str) -> None:
+        if self.enabled:
+            print(msg, flush=True)
+
+    def progress(self, step: int, scalars: Dict[str, float]) -> None:
+        """One line per log interval: bar, step, ETA, then each scalar."""
+        if not self.enabled:
+            return
+        done = step - self.start_step
+        elapsed = time.time() - self.t0
+        eta = elapsed / max(done, 1) * (self.total - step)
+        frac = step / self.total
+        bar = "#" * int(20 * frac) + "." * (20 - int(20 * frac))
+        terms = " ".join(f"{k} {v:.4g}" for k, v in scalars.items())
+        print(f"[{bar}] {step}/{self.total} {fmt_time(elapsed)}<{fmt_time(eta)} {terms}", flush=True)
+        self.write("train", step, scalars)
+
+    def write(self, kind: str, step: int, scalars: Dict[str, float]) -> None:
+        if not self.enabled:
+            return
+        row = {"kind": kind, "step": step, "time": round(time.time() - self.t0, 2), **scalars}
+        self.jsonl.write(json.dumps(row) + "\n")
+        self.jsonl.flush()
+        path = self.work_dir / f"metrics_{kind}.csv"
+        new = not path.exists()
+        with open(path, "a", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=list(row), extrasaction="ignore")
+            if new:
+                w.writeheader()
+            w.writerow(row)
+        if self.tb is not None:
+            for k, v in scalars.items():
+                self.tb.add_scalar(f"{kind}/{k}", v, step)
+
+    def close(self) -> None:
+        if self.enabled:
+            self.jsonl.close()
+            if self.tb is not None:
+                self.tb.close()
+        sys.stdout.flush()

@@ -1,0 +1,234 @@
+"""One training loop for every method, on CPU, one GPU, or many processes under torchrun.
+
+    python -m semiseg train CONFIG            # one device
+    torchrun --nproc-per-node N -m semiseg train CONFIG   # the same code, DDP (gloo on CPU)
+
+The loop owns the optimizer, poly LR, autocast, gradient accumulation, DDP, checkpoints, evaluation
+and logging; the method owns its forward passes and losses. The teacher is never DDP-wrapped.
+"""
+from __future__ import annotations
+
+import contextlib
+import random
+import signal
+import time
+from pathlib import Path
+from typing import Any, Dict, Optional
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+from semiseg.config import as_dict, load_config, save_config, to_yaml
+from semiseg.data.loaders import TrainBatches, build_val_loader
+from semiseg.data.presets import resolve_layout
+from semiseg.engine import dist
+from semiseg.engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state, strip_prefixes
+from semiseg.engine.evaluator import evaluate, summary
+from semiseg.engine.logging import RunLogger, iou_table
+from semiseg.engine.optim import build_optimizer, poly_lr, set_lr
+from semiseg.errors import SemisegError
+from semiseg.losses import build_criterion
+from semiseg.methods import METHODS
+from semiseg.models import build_model
+
+
+def amp_dtype(amp: str, device: torch.device) -> Optional[torch.dtype]:
+    if amp == "none":
+        return None
+    if amp == "auto":
+        if device.type == "cpu" or torch.cuda.is_bf16_supported():
+            return torch.bfloat16
+        return torch.float16
+    return {"bf16": torch.bfloat16, "fp16": torch.float16}[amp]
+
+
+def seed_everything(seed: int, deterministic: bool) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    if deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+
+
+class Trainer:
+    def __init__(self, cfg, work_dir: Optional[str] = None, resume: Optional[str] = None,
+                 load_from: Optional[str] = None) -> None:
+        self.cfg = cfg
+        if work_dir:
+            cfg.work_dir = work_dir
+        self.work_dir = Path(cfg.work_dir)
+        t = cfg.train
+        self.ctx = dist.init_distributed()
+        if t.threads and self.ctx.device.type == "cpu":
+            torch.set_num_threads(t.threads)
+        seed_everything(t.seed + self.ctx.rank, t.deterministic)
+        self.layout = resolve_layout(cfg.data)
+        self.names = self.layout.class_names
+        self.num_classes = len(self.names)
+        self.device = self.ctx.device
+        self.amp = amp_dtype(t.amp, self.device)
+
+        model = build_model(cfg.model, self.num_classes)
+        if load_from:
+            model.load_state_dict(strip_prefixes(load_checkpoint(load_from)["model"]))
+        if self.device.type == "cuda" and self.ctx.world > 1:
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)  # SyncBN fails on CPU; useless on 1 GPU
+        model = model.to(self.device)
+        if t.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        self.model = model
+        self.wrapped = DDP(model, broadcast_buffers=False,
+                           device_ids=[self.device.index] if self.device.type == "cuda" else None) \
+            if self.ctx.world > 1 else model
+        method_cls = METHODS.get(cfg.method.name)
+        criterion = build_criterion(t, cfg.data.ignore_index)
+        self.method = method_cls(cfg.method, self.wrapped, criterion, self.num_classes, student=model)
+        self.optimizer = build_optimizer(t, model)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp == torch.float16)
+        self.batches = TrainBatches(cfg, self.layout, self.ctx.rank, self.ctx.world, method_cls.unlabeled_streams,
+                                    self.device)
+        self.val_loader = build_val_loader(cfg, self.layout, self.ctx.rank, self.ctx.world)
+        self.step, self.best, self.bad_steps, self.skipped = 0, {}, 0, 0
+        if resume:
+            self._resume(self.work_dir / "latest.pth" if resume == "auto" else Path(resume))
+        self.log = RunLogger(self.work_dir, self.ctx.is_main, t.iters, self.step)
+        self._stop = False
+
+    # ---------------------------------------------------------------- state
+    def state(self) -> Dict[str, Any]:
+        return {"model": self.model.state_dict(), "method": self.method.state_dict(),
+                "optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(), "step": self.step,
+                "best": self.best, "skipped": self.skipped, "rng": rng_state(), "config": as_dict(self.cfg),
+                "version": __import__("semiseg").__version__}
+
+    def _resume(self, path: Path) -> None:
+        ckpt = load_checkpoint(path)
+        self.model.load_state_dict(ckpt["model"])
+        self.method.load_state_dict(ckpt["method"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scaler.load_state_dict(ckpt["scaler"])
+        self.step, self.best, self.skipped = ckpt["step"], ckpt["best"], ckpt.get("skipped", 0)
+        set_rng_state(ckpt["rng"])
+        self.batches.skip(self.step * self.cfg.train.accum_steps)
+
+    def save(self, name: str) -> None:
+        if self.ctx.is_main:
+            save_checkpoint(self.work_dir / name, self.state())
+        dist.barrier()
+
+    # ---------------------------------------------------------------- loop
+    def _autocast(self):
+        return torch.autocast(self.device.type, dtype=self.amp) if self.amp else contextlib.nullcontext()
+
+    def train_step(self) -> Optional[Dict[str, float]]:
+        t = self.cfg.train
+        set_lr(self.optimizer, poly_lr(t.lr, self.step, t.iters, t.poly_power))
+        logs: Dict[str, float] = {}
+        for _ in range(t.accum_steps):
+            batch = next(self.batches)
+            if t.channels_last:
+                batch = {k: v.contiguous(memory_format=torch.channels_last) if v.dim() == 4 else v
+                         for k, v in batch.items()}
+            with self._autocast():
+                out = self.method.training_step(batch, self.step)
+            loss = out["loss"]
+            if not dist.all_true(bool(torch.isfinite(loss.detach())), self.device):
+                self.optimizer.zero_grad(set_to_none=True)
+                return None
+            self.scaler.scale(loss / t.accum_steps).backward()
+            for k, v in out.items():
+                logs[k] = logs.get(k, 0.0) + float(v.detach()) / t.accum_steps
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.method.after_step(self.step)
+        return logs
+
+    def run(self) -> Dict[str, float]:
+        t, c = self.cfg.train, self.cfg
+        if self.ctx.is_main:
+            save_config(c, self.work_dir / "config.yaml")
+        self.log.info(to_yaml(c))
+        gb = c.data.batch_size * t.accum_steps * self.ctx.world
+        self.log.info(f"world size {self.ctx.world}, device {self.device}, amp {self.amp}, global batch {gb}"
+                      + (f" (the config's LR was set for {t.base_batch_size})" if t.base_batch_size and
+                         t.base_batch_size != gb else "")
+                      + f", {self.batches.steps_per_epoch} steps/epoch, start at step {self.step}")
+        old = signal.signal(signal.SIGTERM, self._on_signal) if self._main_thread() else None
+        self.model.train()
+        final: Dict[str, float] = {}
+        t0 = time.time()
+        while self.step < t.iters and not self._stop:
+            logs = self.train_step()
+            if logs is None:
+                self.bad_steps += 1
+                self.skipped += 1
+                self.log.info(f"step {self.step}: non-finite loss, step skipped ({self.bad_steps} in a row)")
+                if self.bad_steps >= t.max_bad_steps:
+                    self.save("latest.pth")
+                    raise SemisegError(f"{self.bad_steps} consecutive non-finite losses at step {self.step}; stopping "
+                                       "(lower train.lr, or try train.amp=none)")
+                continue
+            self.bad_steps = 0
+            self.step += 1
+            if self.step % t.log_interval == 0 or self.step == t.iters:
+                lr = self.optimizer.param_groups[0]["lr"]
+                self.log.progress(self.step, {**logs, "lr": lr, "s_per_step": (time.time() - t0) / max(1, self.step)})
+            if self.step % t.eval_interval == 0 or self.step == t.iters:
+                final = self.validate()
+            if self.step % t.ckpt_interval == 0 or self.step == t.iters:
+                self.save("latest.pth")
+        if self._stop:
+            self.save("latest.pth")
+            self.log.info(f"stopped by signal at step {self.step}; checkpoint written, resume with --resume")
+        if old is not None:
+            signal.signal(signal.SIGTERM, old)
+        self.log.close()
+        return final
+
+    @staticmethod
+    def _main_thread() -> bool:
+        import threading
+
+        return threading.current_thread() is threading.main_thread()
+
+    def _on_signal(self, signum, frame) -> None:
+        self._stop = True  # finish the current step, write a checkpoint, exit cleanly
+
+    def validate(self) -> Dict[str, float]:
+        e, d = self.cfg.eval, self.cfg.data
+        nets = {"": self.model}
+        if self.method.teacher is not None:
+            nets["teacher_"] = self.method.teacher
+        scalars: Dict[str, float] = {}
+        for prefix, net in nets.items():
+            m = evaluate(net, self.val_loader, self.num_classes, d.ignore_index, self.device, e.mode,
+                         e.window or d.crop_size, self.amp)
+            scalars.update(summary(prefix, m, self.names))
+            self.log.info(f"{prefix or 'student_'}eval at step {self.step}:\n" + iou_table(
+                self.names, m["iou"], {"mIoU": m["mIoU"], "aAcc": m["aAcc"], "mAcc": m["mAcc"]}))
+            key = f"{prefix}mIoU"
+            if m["mIoU"] > self.best.get(key, -1.0):
+                self.best[key] = m["mIoU"]
+                self.best[f"{prefix}step"] = self.step
+                if not prefix:
+                    self.save("best.pth")
+        self.log.write("eval", self.step, scalars)
+        return scalars
+
+
+def train(cfg, work_dir: Optional[str] = None, resume: Optional[str] = None, load_from: Optional[str] = None):
+    trainer = Trainer(cfg, work_dir, resume, load_from)
+    try:
+        return trainer.run()
+    finally:
+        dist.cleanup()
+
+
+def train_from_cli(args) -> int:
+    cfg = load_config(args.config, args.overrides)
+    train(cfg, args.work_dir, args.resume, args.load_from)
+    return 0

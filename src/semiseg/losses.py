@@ -1,0 +1,51 @@
+"""Losses: supervised CE / OHEM CE, and the field's masked unsupervised CE.
+
+The unsupervised CE is summed over selected pixels (times their weight) and divided by the number of
+*non-ignored* pixels, not by the number of selected pixels: that is what UniMatch, DSSN and CSL do,
+and it makes the loss shrink when selection is strict instead of renormalising it.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class OhemCE(nn.Module):
+    """Online hard example mining: keep pixels whose true-class prob < thresh, at least ``min_kept``."""
+
+    def __init__(self, ignore_index: int = 255, thresh: float = 0.7, min_kept: int = 100000) -> None:
+        super().__init__()
+        self.ignore_index, self.thresh, self.min_kept = ignore_index, thresh, min_kept
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        valid = target != self.ignore_index
+        loss = F.cross_entropy(logits.float(), target, ignore_index=self.ignore_index, reduction="none")[valid]
+        if loss.numel() == 0:
+            return logits.sum() * 0
+        with torch.no_grad():
+            prob = logits.float().softmax(1).gather(1, target.clamp(max=logits.shape[1] - 1).unsqueeze(1)).squeeze(1)[valid]
+            k = min(self.min_kept, prob.numel()) - 1
+            thresh = max(self.thresh, prob.kthvalue(k + 1).values.item()) if k >= 0 else self.thresh
+            keep = prob <= thresh
+        return loss[keep].mean() if keep.any() else loss.mean()
+
+
+def build_criterion(train_cfg, ignore_index: int) -> nn.Module:
+    if train_cfg.criterion == "ce":
+        return nn.CrossEntropyLoss(ignore_index=ignore_index)
+    if train_cfg.criterion == "ohem":
+        return OhemCE(ignore_index, train_cfg.ohem_thresh, train_cfg.ohem_min_kept)
+    from semiseg.errors import SemisegError
+
+    raise SemisegError(f"unknown train.criterion {train_cfg.criterion!r}; valid: ce, ohem")
+
+
+def masked_ce(logits: torch.Tensor, pl: torch.Tensor, weight: torch.Tensor, ignore: torch.Tensor) -> torch.Tensor:
+    """sum(CE * weight over non-ignored pixels) / count(non-ignored pixels).
+
+    logits (B, C, H, W); pl (B, H, W) long; weight (B, H, W) in [0, 1]; ignore (B, H, W) bool.
+    """
+    ce = F.cross_entropy(logits.float(), pl, reduction="none")
+    valid = (~ignore).float()
+    return (ce * weight * valid).sum() / valid.sum().clamp(min=1.0)

@@ -1,0 +1,52 @@
+"""The method contract: ``training_step(batch, step) -> dict`` with ``"loss"`` and logged terms."""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any, Dict, Optional
+
+import torch
+from torch import nn
+
+
+@dataclass
+class MethodConfig:
+    """Knobs every method has; subclasses add their own fields."""
+
+
+class Method(ABC):
+    """A semi-supervised recipe. The trainer owns the loop, optimizer, AMP and DDP; a method owns its
+    forward passes, pseudo-labels, losses and (optionally) a teacher.
+
+    Class flags read by the trainer and the tests instead of method names:
+    ``unlabeled_streams`` (0: labeled only; 1: one unlabeled batch; 2: plus a CutMix partner batch),
+    ``needs_teacher``, ``needs_proposals``.
+    """
+
+    Config = MethodConfig
+    unlabeled_streams = 0
+    needs_teacher = False
+    needs_proposals = False
+
+    def __init__(self, cfg: Any, model: nn.Module, criterion: nn.Module, num_classes: int,
+                 student: Optional[nn.Module] = None) -> None:
+        self.cfg = cfg  # the resolved ``method`` section (attribute access)
+        self.model = model  # possibly DDP-wrapped: call it for forward passes
+        self.student = student if student is not None else model  # unwrapped: for the teacher and state
+        self.criterion = criterion
+        self.num_classes = num_classes
+        self.teacher: Optional[nn.Module] = None
+
+    @abstractmethod
+    def training_step(self, batch: Dict[str, torch.Tensor], step: int) -> Dict[str, torch.Tensor]:
+        """One step's forward passes and losses; ``batch`` holds ``x, y`` and ``u, u_ignore`` (+ ``mix``)."""
+
+    def after_step(self, step: int) -> None:
+        """Called after each optimizer step (EMA updates live here)."""
+
+    def state_dict(self) -> Dict[str, Any]:
+        return {"teacher": self.teacher.state_dict()} if self.teacher is not None else {}
+
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        if self.teacher is not None and "teacher" in state:
+            self.teacher.load_state_dict(state["teacher"])

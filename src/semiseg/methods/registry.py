@@ -1,0 +1,3 @@
+from semiseg.registry import Registry
+
+METHODS: Registry = Registry("method")

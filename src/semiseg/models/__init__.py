@@ -1,0 +1,47 @@
+"""Model builders: ``build_model(cfg.model, num_classes)``."""
+from __future__ import annotations
+
+from torch import nn
+
+from semiseg.errors import SemisegError
+from semiseg.models.deeplabv3plus import DeepLabV3Plus
+from semiseg.models.efficientnet import HEAD_KEYS, EfficientNetLite0, shipped_weights_path
+from semiseg.models.resnet import ResNet
+from semiseg.models.weights import load_into, read_state_dict
+from semiseg.registry import Registry
+
+BACKBONES: Registry = Registry("backbone")
+
+
+@BACKBONES.register("resnet")
+def _resnet(mcfg, depth: int) -> nn.Module:
+    net = ResNet(depth, mcfg.width, mcfg.stem, mcfg.output_stride)
+    if mcfg.pretrained:
+        if mcfg.pretrained == "imagenet":
+            raise SemisegError("no ResNet ImageNet weights ship offline; set model.pretrained to a file path "
+                               "(e.g. the field's pretrained/resnet101.pth)")
+        load_into(net, read_state_dict(mcfg.pretrained), mcfg.pretrained, drop=("fc.",))
+    return net
+
+
+@BACKBONES.register("efficientnet_lite0")
+def _effnet(mcfg, depth: int = 0) -> nn.Module:
+    net = EfficientNetLite0(mcfg.output_stride, with_head=False)
+    if mcfg.pretrained:
+        path = shipped_weights_path() if mcfg.pretrained == "imagenet" else mcfg.pretrained
+        load_into(net, read_state_dict(path), path, drop=HEAD_KEYS)
+    return net
+
+
+def build_backbone(mcfg) -> nn.Module:
+    name = mcfg.backbone
+    if name.startswith("resnet") and name[6:].isdigit():
+        return BACKBONES.get("resnet")(mcfg, int(name[6:]))
+    return BACKBONES.get(name)(mcfg)
+
+
+def build_model(mcfg, num_classes: int) -> nn.Module:
+    if mcfg.arch != "deeplabv3plus":
+        raise SemisegError(f"unknown model.arch {mcfg.arch!r}; valid: deeplabv3plus")
+    return DeepLabV3Plus(build_backbone(mcfg), num_classes, mcfg.dilations, mcfg.head_channels,
+                         mcfg.low_level_channels, mcfg.fp_dropout)

