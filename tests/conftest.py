@@ -1,0 +1,64 @@
+"""Shared fixtures: tiny datasets written into tmp_path in the layouts users have."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+torch.set_num_threads(2)
+
+
+def write_pair(root: Path, img_rel: str, mask_rel: str | None, size=(40, 48), classes: int = 3, seed: int = 0,
+               mask_values: np.ndarray | None = None) -> None:
+    rng = np.random.default_rng(seed)
+    h, w = size
+    (root / img_rel).parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(root / img_rel)
+    if mask_rel:
+        (root / mask_rel).parent.mkdir(parents=True, exist_ok=True)
+        m = mask_values if mask_values is not None else rng.integers(0, classes, (h, w)).astype(np.uint8)
+        Image.fromarray(m.astype(np.uint8)).save(root / mask_rel)
+
+
+def write_list(path: Path, lines: List[str]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n")
+
+
+@pytest.fixture
+def voc_root(tmp_path: Path) -> Path:
+    """VOC layout: JPEGImages + SegmentationClass, UniMatch split files (unlabeled lines without masks)."""
+    root = tmp_path / "voc"
+    names = [f"2007_{i:06d}" for i in range(12)]
+    for i, n in enumerate(names):
+        write_pair(root, f"JPEGImages/{n}.jpg", f"SegmentationClass/{n}.png", classes=21, seed=i)
+    write_list(root / "splits/4/labeled.txt", [f"JPEGImages/{n}.jpg SegmentationClass/{n}.png" for n in names[:4]])
+    write_list(root / "splits/4/unlabeled.txt", [f"JPEGImages/{n}.jpg" for n in names[4:10]])
+    write_list(root / "splits/val.txt", [f"JPEGImages/{n}.jpg SegmentationClass/{n}.png" for n in names[10:]])
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_scenes(tmp_path_factory) -> Path:
+    """A small scenes benchmark (digits or fashion, whichever is installed) shared by the engine tests."""
+    from semiseg.data.scenes import ScenesConfig, generate
+
+    root = tmp_path_factory.mktemp("scenes")
+    generate(root, ScenesConfig(canvas=32, n_train=64, n_val=16, items="auto", item_scale=[0.6, 1.0]))
+    return root
+
+
+TINY = ["model.backbone=resnet18", "model.width=0.125", "model.head_channels=16", "model.low_level_channels=8",
+        "data.crop_size=32", "data.batch_size=4", "data.num_workers=0", "train.amp=none", "train.log_interval=1",
+        "eval.batch_size=8", "train.optimizer=sgd", "train.lr=0.01"]
+
+
+def tiny_cfg(root, *extra: str):
+    """A model and schedule small enough for a CPU test step in well under a second."""
+    from semiseg.config import load_config
+
+    return load_config(None, TINY + [f"data.root={root}", *extra])

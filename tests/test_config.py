@@ -1,0 +1,55 @@
+import pytest
+
+from semiseg.config import load_config, parse_overrides
+from semiseg.errors import SemisegError
+
+
+def write(tmp_path, text):
+    p = tmp_path / "exp.yaml"
+    p.write_text(text)
+    return p
+
+
+def test_defaults_file_and_overrides_merge_in_order(tmp_path):
+    p = write(tmp_path, "data:\n  crop_size: 96\ntrain:\n  lr: 0.01\n")
+    cfg = load_config(p, ["train.lr=0.02", "model.dilations=[12,24,36]"])
+    assert cfg.data.crop_size == 96  # from the file
+    assert cfg.train.lr == 0.02  # override wins over the file
+    assert list(cfg.model.dilations) == [12, 24, 36]  # lists parse
+    assert cfg.train.iters == 2000  # untouched default
+    assert cfg.method.name == "supervised"
+
+
+def test_split_names_with_underscores_stay_strings(tmp_path):
+    # plain YAML 1.1 reads 1_16 as the integer 116; the field's split folders are named 1_16
+    assert load_config(write(tmp_path, "data:\n  split: 1_16\n")).data.split == "1_16"
+    assert load_config(None, ["data.split=1_8"]).data.split == "1_8"
+    assert parse_overrides(["train.lr=1e-3"]) == {"train": {"lr": 0.001}}
+
+
+def test_unknown_key_names_the_file_and_the_valid_keys(tmp_path):
+    p = write(tmp_path, "data:\n  crop_sise: 96\n")
+    with pytest.raises(SemisegError) as e:
+        load_config(p)
+    msg = str(e.value)
+    assert str(p) in msg and "data.crop_sise" in msg and "crop_size" in msg
+
+
+def test_unknown_override_and_method_key():
+    with pytest.raises(SemisegError, match="train.itres"):
+        load_config(None, ["train.itres=5"])
+    with pytest.raises(SemisegError, match="method.bogus"):
+        load_config(None, ["method.bogus=1"])
+    with pytest.raises(SemisegError, match="unknown method 'nope'.*supervised"):
+        load_config(None, ["method.name=nope"])
+
+
+def test_wrong_type_is_a_clear_error(tmp_path):
+    with pytest.raises(SemisegError) as e:
+        load_config(write(tmp_path, "train:\n  iters: many\n"))
+    assert "train.iters" in str(e.value) and "exp.yaml" in str(e.value)
+
+
+def test_bad_override_syntax():
+    with pytest.raises(SemisegError, match="key=value"):
+        load_config(None, ["train.iters"])
