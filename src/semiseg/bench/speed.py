@@ -51,7 +51,7 @@ def measure(cfg, steps: int = 20, warmup: int = 5) -> Dict[str, float]:
         sync = (lambda: torch.cuda.synchronize(dev)) if dev.type == "cuda" else (lambda: None)
         real = trainer.batches
         cached = [next(real) for _ in range(4)]
-        streams = 1 + type(trainer.method).unlabeled_streams
+        streams = 1 + trainer.method.unlabeled_streams
         per_step_images = cfg.data.batch_size * min(streams, 2) * cfg.train.accum_steps
 
         trainer.batches = itertools.cycle(cached)

@@ -57,7 +57,7 @@ class RunLogger:
         eta = elapsed / max(done, 1) * (self.total - step)
         frac = step / self.total
         bar = "#" * int(20 * frac) + "." * (20 - int(20 * frac))
-        terms = " ".join(f"{k} {v:.4g}" for k, v in scalars.items())
+        terms = " ".join(f"{k} {v:.4g}" for k, v in scalars.items() if "/" not in k)  # per-class: files only
         print(f"[{bar}] {step}/{self.total} {fmt_time(elapsed)}<{fmt_time(eta)} {terms}", flush=True)
         self.write("train", step, scalars)
 

@@ -77,7 +77,7 @@ class Trainer:
         self.ctx = dist.init_distributed()
         if t.threads and self.ctx.device.type == "cpu":
             torch.set_num_threads(t.threads)
-        seed_everything(t.seed + self.ctx.rank, t.deterministic)
+        seed_everything(t.seed, t.deterministic)  # identical initial weights (and teacher) on every process
         self.layout = resolve_layout(cfg.data)
         self.names = self.layout.class_names
         self.num_classes = len(self.names)
@@ -95,11 +95,13 @@ class Trainer:
         self.model = model
         self.wrapped = wrap_ddp(model, self.device) if self.ctx.world > 1 else model
         method_cls = METHODS.get(cfg.method.name)
+        seed_everything(t.seed + self.ctx.rank, t.deterministic)  # per-process augmentation streams
         criterion = build_criterion(t, cfg.data.ignore_index)
-        self.method = method_cls(cfg.method, self.wrapped, criterion, self.num_classes, student=model)
+        self.method = method_cls(cfg.method, self.wrapped, criterion, self.num_classes, student=model,
+                                 norm=(tuple(cfg.data.mean), tuple(cfg.data.std)))
         self.optimizer = build_optimizer(t, model)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp == torch.float16)
-        self.batches = TrainBatches(cfg, self.layout, self.ctx.rank, self.ctx.world, method_cls.unlabeled_streams,
+        self.batches = TrainBatches(cfg, self.layout, self.ctx.rank, self.ctx.world, self.method.unlabeled_streams,
                                     self.device)
         self.val_loader = build_val_loader(cfg, self.layout, self.ctx.rank, self.ctx.world)
         self.step, self.best, self.bad_steps, self.skipped = 0, {}, 0, 0
@@ -172,7 +174,7 @@ class Trainer:
         old = signal.signal(signal.SIGTERM, self._on_signal) if self._main_thread() else None
         self.model.train()
         final: Dict[str, float] = {}
-        t0 = time.time()
+        t0, start, sums, count = time.time(), self.step, {}, 0
         while self.step < t.iters and not self._stop:
             logs = self.train_step()
             if logs is None:
@@ -186,9 +188,14 @@ class Trainer:
                 continue
             self.bad_steps = 0
             self.step += 1
+            count += 1
+            for k, v in logs.items():  # averaged over the log interval, so no step goes unlogged
+                sums[k] = sums.get(k, 0.0) + v
             if self.step % t.log_interval == 0 or self.step == t.iters:
-                lr = self.optimizer.param_groups[0]["lr"]
-                self.log.progress(self.step, {**logs, "lr": lr, "s_per_step": (time.time() - t0) / max(1, self.step)})
+                means = {self._name(k): v / count for k, v in sums.items()}
+                self.log.progress(self.step, {**means, "lr": self.optimizer.param_groups[0]["lr"],
+                                              "s_per_step": (time.time() - t0) / max(1, self.step - start)})
+                sums, count = {}, 0
             if self.step % t.eval_interval == 0 or self.step == t.iters:
                 final = self.validate()
             if self.step % t.ckpt_interval == 0 or self.step == t.iters:
@@ -200,6 +207,12 @@ class Trainer:
             signal.signal(signal.SIGTERM, old)
         self.log.close()
         return final
+
+    def _name(self, key: str) -> str:
+        """``mask_ratio_c3`` -> ``mask_ratio/<class 3's name>`` for the logs."""
+        if key.startswith("mask_ratio_c") and key[12:].isdigit():
+            return f"mask_ratio/{self.names[int(key[12:])]}"
+        return key
 
     @staticmethod
     def _main_thread() -> bool:

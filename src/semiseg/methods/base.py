@@ -3,10 +3,14 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
+
+from semiseg.methods.teacher import EMATeacher
+
+IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 
 
 @dataclass
@@ -19,7 +23,8 @@ class Method(ABC):
     forward passes, pseudo-labels, losses and (optionally) a teacher.
 
     Class flags read by the trainer and the tests instead of method names:
-    ``unlabeled_streams`` (0: labeled only; 1: one unlabeled batch; 2: plus a CutMix partner batch),
+    ``unlabeled_streams`` (0: labeled only; 1: one unlabeled batch; 2: plus a CutMix partner batch; an
+    instance may change it from its config),
     ``needs_teacher``, ``needs_proposals``.
     """
 
@@ -29,13 +34,14 @@ class Method(ABC):
     needs_proposals = False
 
     def __init__(self, cfg: Any, model: nn.Module, criterion: nn.Module, num_classes: int,
-                 student: Optional[nn.Module] = None) -> None:
+                 student: Optional[nn.Module] = None, norm: Tuple[Sequence[float], Sequence[float]] = IMAGENET) -> None:
         self.cfg = cfg  # the resolved ``method`` section (attribute access)
         self.model = model  # possibly DDP-wrapped: call it for forward passes
         self.student = student if student is not None else model  # unwrapped: for the teacher and state
         self.criterion = criterion
         self.num_classes = num_classes
-        self.teacher: Optional[nn.Module] = None
+        self.mean, self.std = norm  # the data normalisation, for photometric augmentation
+        self.teacher: Optional[EMATeacher] = None
 
     @abstractmethod
     def training_step(self, batch: Dict[str, torch.Tensor], step: int) -> Dict[str, torch.Tensor]:
@@ -45,8 +51,8 @@ class Method(ABC):
         """Called after each optimizer step (EMA updates live here)."""
 
     def state_dict(self) -> Dict[str, Any]:
-        return {"teacher": self.teacher.state_dict()} if self.teacher is not None else {}
+        return {"teacher": self.teacher.module.state_dict()} if self.teacher is not None else {}
 
     def load_state_dict(self, state: Dict[str, Any]) -> None:
-        if self.teacher is not None and "teacher" in state:
-            self.teacher.load_state_dict(state["teacher"])
+        if self.teacher is not None:
+            self.teacher.module.load_state_dict(state["teacher"])

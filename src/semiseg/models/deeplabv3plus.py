@@ -39,6 +39,17 @@ class ASPP(nn.Module):
         return self.project(torch.cat([b(x) for b in self.branches], 1))
 
 
+def complementary_dropout(f: torch.Tensor) -> torch.Tensor:
+    """UniMatch V2: for a batch [view1; view2], a per-(sample, channel) Bernoulli(0.5) mask x2 on the first
+    half and its complement on the second, so the two views see disjoint channels; a random half of the
+    pairs is left unperturbed. Masks are drawn per feature level (V2 #7)."""
+    half = f.shape[0] // 2
+    keep = torch.bernoulli(torch.full((half, f.shape[1], 1, 1), 0.5, device=f.device, dtype=f.dtype)) * 2
+    off = torch.rand(half, 1, 1, 1, device=f.device) < 0.5
+    keep = torch.where(off, torch.ones_like(keep), keep)
+    return f * torch.cat([keep, 2 - keep])
+
+
 class DeepLabV3Plus(nn.Module):
     def __init__(self, backbone: nn.Module, num_classes: int, dilations: Sequence[int] = (6, 12, 18),
                  head_channels: int = 256, low_level_channels: int = 48, fp_dropout: float = 0.5) -> None:
@@ -61,10 +72,13 @@ class DeepLabV3Plus(nn.Module):
         c4 = F.interpolate(c4, size=c1.shape[-2:], mode="bilinear", align_corners=True)
         return self.classifier(self.fuse(torch.cat([self.reduce(c1), c4], 1)))
 
-    def forward(self, x: torch.Tensor, fp_branches: int = 0) -> Union[torch.Tensor, Tuple[torch.Tensor, List[torch.Tensor]]]:
+    def forward(self, x: torch.Tensor, fp_branches: int = 0,
+                comp_drop: bool = False) -> Union[torch.Tensor, Tuple[torch.Tensor, List[torch.Tensor]]]:
         h, w = x.shape[-2:]
         feats = self.backbone(x)
         c1, c4 = feats[0], feats[-1]
+        if comp_drop:
+            c1, c4 = complementary_dropout(c1), complementary_dropout(c4)
         if fp_branches:
             # independent channel-dropout masks per branch, always on (it is a perturbation, not regularisation)
             c1 = torch.cat([c1] + [F.dropout2d(c1, self.fp_dropout, training=True) for _ in range(fp_branches)])

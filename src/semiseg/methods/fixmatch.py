@@ -1,0 +1,43 @@
+"""FixMatch for segmentation, as UniMatch's fixmatch.py: one strong CutMixed view, threshold 0.95.
+
+    L = 1/2 [L_x + L_s]
+
+Pseudo-labels come from the same network: the weak view in train mode (same forward as the labeled
+batch), the CutMix partner in eval mode under no_grad. L_s is masked CE divided by non-ignored pixels.
+"""
+from __future__ import annotations
+
+from typing import Dict
+
+import torch
+
+from semiseg.data.augment import mix
+from semiseg.losses import masked_ce
+from semiseg.methods.common import SemiMethod
+from semiseg.methods.registry import METHODS
+
+
+@METHODS.register("fixmatch")
+class FixMatch(SemiMethod):
+    def training_step(self, batch: Dict[str, torch.Tensor], step: int) -> Dict[str, torch.Tensor]:
+        x, y, u_w, ign_u = batch["x"], batch["y"], batch["u"], batch["u_ignore"]
+        u_mix, ign_mix = self.partner(batch)
+        with torch.no_grad():
+            self.model.eval()
+            probs_mix = self.model(u_mix).float().softmax(1)
+            self.model.train()
+
+        box = self.box(u_w)
+        u_s = mix(self.strong(u_w), self.strong(u_mix), box)
+
+        pred_x, pred_u_w = self.model(torch.cat([x, u_w])).split([x.shape[0], u_w.shape[0]])
+        pred_u_s = self.model(u_s)
+
+        probs_w = pred_u_w.detach().float().softmax(1)
+        probs_s, ign_s = self.mixed_targets(box, probs_w, ign_u, probs_mix, ign_mix)
+        pl_s, w_s = self.select(probs_s, ign_s)
+
+        loss_x = self.criterion(pred_x, y)
+        loss_s = masked_ce(pred_u_s, pl_s, w_s, ign_s)
+        loss = (loss_x + loss_s) / 2
+        return {"loss": loss, "loss_x": loss_x.detach(), "loss_s": loss_s.detach(), **self.stats(pl_s, w_s, ign_s)}

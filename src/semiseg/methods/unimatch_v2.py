@@ -1,0 +1,68 @@
+"""UniMatch V2 recipe (arXiv 2410.10777) on our DeepLabV3+: EMA teacher, two strong views with
+Complementary Dropout, CutMix within the batch (partner = the batch reversed).
+
+    L = 1/2 [L_x + 1/2 (L_s1 + L_s2)]
+
+The EMA teacher (eval mode, no_grad) labels the weak view; its momentum ramps as
+min(1 - 1/(step + 1), 0.996). Complementary Dropout perturbs c1 and c4 of the two strong views with
+complementary channel masks. The paper's DINOv2 + DPT network is not available offline; the recipe is.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Dict
+
+import torch
+
+from semiseg.data.augment import mix
+from semiseg.losses import masked_ce
+from semiseg.methods.common import SemiConfig, SemiMethod
+from semiseg.methods.registry import METHODS
+from semiseg.methods.teacher import EMATeacher
+
+
+@dataclass
+class UniMatchV2Config(SemiConfig):
+    mix: str = "flip"
+    ema_momentum: float = 0.996
+
+
+@METHODS.register("unimatch_v2")
+class UniMatchV2(SemiMethod):
+    Config = UniMatchV2Config
+    needs_teacher = True
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.teacher = EMATeacher(self.student, self.cfg.ema_momentum, ramp=True)
+
+    def training_step(self, batch: Dict[str, torch.Tensor], step: int) -> Dict[str, torch.Tensor]:
+        x, y, u_w, ign_u = batch["x"], batch["y"], batch["u"], batch["u_ignore"]
+        u_mix, ign_mix = self.partner(batch)
+        with torch.no_grad():
+            self.teacher.eval()
+            probs_w = self.teacher(u_w).float().softmax(1)
+            probs_mix = probs_w.flip(0) if self.cfg.mix == "flip" else self.teacher(u_mix).float().softmax(1)
+
+        box1, box2 = self.box(u_w), self.box(u_w)
+        u_s1 = mix(self.strong(u_w), self.strong(u_mix), box1)
+        u_s2 = mix(self.strong(u_w), self.strong(u_mix), box2)
+
+        pred_x = self.model(x)
+        pred_u_s1, pred_u_s2 = self.model(torch.cat([u_s1, u_s2]), comp_drop=True).chunk(2)
+
+        pl_w, w_w = self.select(probs_w, ign_u)
+        probs_s1, ign_s1 = self.mixed_targets(box1, probs_w, ign_u, probs_mix, ign_mix)
+        probs_s2, ign_s2 = self.mixed_targets(box2, probs_w, ign_u, probs_mix, ign_mix)
+        pl_s1, w_s1 = self.select(probs_s1, ign_s1)
+        pl_s2, w_s2 = self.select(probs_s2, ign_s2)
+
+        loss_x = self.criterion(pred_x, y)
+        loss_s1 = masked_ce(pred_u_s1, pl_s1, w_s1, ign_s1)
+        loss_s2 = masked_ce(pred_u_s2, pl_s2, w_s2, ign_s2)
+        loss = (loss_x + 0.5 * (loss_s1 + loss_s2)) / 2
+        return {"loss": loss, "loss_x": loss_x.detach(), "loss_s1": loss_s1.detach(), "loss_s2": loss_s2.detach(),
+                **self.stats(pl_w, w_w, ign_u)}
+
+    def after_step(self, step: int) -> None:
+        self.teacher.update(self.student, step)

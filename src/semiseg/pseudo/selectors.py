@@ -1,0 +1,65 @@
+"""Selectors: pure tensor functions ``(probs, ignore) -> (pl, weight)``.
+
+``probs`` (B, C, H, W) softmax scores; ``ignore`` (B, H, W) bool; ``pl`` (B, H, W) long argmax labels;
+``weight`` (B, H, W) float in [0, 1], 0 on ignored pixels. Registered here and chosen in config as
+``method.selector: {name: threshold, tau: 0.95}``; any method can use any selector.
+"""
+from __future__ import annotations
+
+import functools
+import inspect
+from typing import Any, Callable, Dict, Mapping, Tuple
+
+import torch
+
+from semiseg.errors import SemisegError
+from semiseg.registry import Registry
+
+Selector = Callable[[torch.Tensor, torch.Tensor], Tuple[torch.Tensor, torch.Tensor]]
+SELECTORS: Registry = Registry("selector")
+
+
+@SELECTORS.register("threshold")
+def threshold(probs: torch.Tensor, ignore: torch.Tensor, tau: float = 0.95) -> Tuple[torch.Tensor, torch.Tensor]:
+    """FixMatch/UniMatch: keep pixels whose top probability is at least ``tau`` (``conf >= tau``)."""
+    conf, pl = probs.max(1)
+    return pl, ((conf >= tau) & ~ignore).float()
+
+
+@SELECTORS.register("none")
+def no_selection(probs: torch.Tensor, ignore: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Every non-ignored pixel, weight 1 (DSSN's and UniMatch's Cityscapes runs: threshold 0)."""
+    return probs.argmax(1), (~ignore).float()
+
+
+def build_selector(spec: Mapping[str, Any]) -> Selector:
+    """``{"name": ..., **kwargs}`` -> a two-argument selector; unknown kwargs are an error."""
+    spec = dict(spec)
+    name = spec.pop("name", "threshold")
+    fn = SELECTORS.get(name)
+    params = list(inspect.signature(fn).parameters)[2:]
+    unknown = set(spec) - set(params)
+    if unknown:
+        raise SemisegError(f"selector {name!r} has no option(s) {sorted(unknown)}; valid: {params}")
+    return functools.partial(fn, **spec)
+
+
+def selection_stats(pl: torch.Tensor, weight: torch.Tensor, ignore: torch.Tensor, num_classes: int,
+                    hidden: torch.Tensor | None = None) -> Dict[str, torch.Tensor]:
+    """``mask_ratio`` overall and per predicted class; with hidden ground truth also the precision of the
+    selected pixels (share whose pseudo-label is right) and recall of correct ones (share of correct
+    pseudo-labels that were selected) - the diagnostics that show what a selector does."""
+    valid = ~ignore
+    sel = (weight > 0) & valid
+    out = {"mask_ratio": sel.sum() / valid.sum().clamp(min=1)}
+    counts = torch.bincount(pl[valid], minlength=num_classes).float()
+    kept = torch.bincount(pl[sel], minlength=num_classes).float()
+    ratio = kept / counts.clamp(min=1)
+    for c in range(num_classes):
+        out[f"mask_ratio_c{c}"] = ratio[c]
+    if hidden is not None:
+        known = valid & (hidden != 255)
+        correct = (pl == hidden) & known
+        out["sel_precision"] = (correct & sel).sum() / (sel & known).sum().clamp(min=1)
+        out["sel_recall"] = (correct & sel).sum() / correct.sum().clamp(min=1)
+    return out

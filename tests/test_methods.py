@@ -1,0 +1,57 @@
+"""One shared contract for every registered method: a new method is covered by registering it."""
+import copy
+
+import pytest
+import torch
+
+from semiseg.config import load_config
+from semiseg.data.loaders import TrainBatches
+from semiseg.data.presets import resolve_layout
+from semiseg.losses import build_criterion
+from semiseg.methods import METHODS
+from semiseg.models import build_model
+
+from conftest import TINY
+
+
+def make_method(name, root):
+    cfg = load_config(None, TINY + [f"data.root={root}", f"method.name={name}"])
+    torch.manual_seed(0)
+    layout = resolve_layout(cfg.data)
+    model = build_model(cfg.model, len(layout.class_names))
+    method = METHODS.get(name)(cfg.method, model, build_criterion(cfg.train, 255), len(layout.class_names))
+    batches = TrainBatches(cfg, layout, 0, 1, method.unlabeled_streams, torch.device("cpu"))
+    return method, model, next(batches)
+
+
+@pytest.mark.parametrize("name", METHODS.names())
+def test_method_contract(name, tiny_scenes):
+    method, model, batch = make_method(name, tiny_scenes)
+    out = method.training_step(batch, step=0)
+    assert torch.isfinite(out["loss"]) and out["loss"].requires_grad
+    assert all(torch.isfinite(torch.as_tensor(v)) for v in out.values())
+    out["loss"].backward()
+    grads = [p.grad for p in model.parameters() if p.requires_grad]
+    assert any(g is not None and g.abs().sum() > 0 for g in grads), "no gradient reached the student"
+    teacher = method.teacher
+    if type(method).needs_teacher:
+        assert teacher is not None
+        assert all(p.grad is None for p in teacher.parameters()), "gradient reached the teacher"
+        before = copy.deepcopy(teacher.module.state_dict())
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(0.1)
+        student = model.state_dict()
+        method.after_step(step=5)
+        m = teacher.rate(5)
+        for k, v in teacher.module.state_dict().items():
+            if v.dtype.is_floating_point:  # t <- m t + (1 - m) s, parameters and buffers
+                assert torch.allclose(v, m * before[k] + (1 - m) * student[k], atol=1e-6), k
+    else:
+        assert teacher is None
+    # state round trip
+    state = method.state_dict()
+    other, _, _ = make_method(name, tiny_scenes)
+    other.load_state_dict(state)
+    for k, v in state.get("teacher", {}).items():
+        assert torch.equal(v, other.teacher.module.state_dict()[k])

@@ -1,0 +1,96 @@
+"""Selectors, CutMix, strong augmentation, the unsupervised loss and the EMA rule on hand-built tensors."""
+import pytest
+import torch
+
+from semiseg.data.augment import cutmix_box, mix, strong_photometric
+from semiseg.errors import SemisegError
+from semiseg.losses import masked_ce
+from semiseg.methods.teacher import EMATeacher
+from semiseg.pseudo.selectors import build_selector, selection_stats
+
+
+def probs_from(top, cls, c=3):
+    """(1, C, H, W) probabilities whose argmax is ``cls`` with probability ``top`` (rest spread evenly)."""
+    top, cls = torch.tensor(top)[None], torch.tensor(cls)[None]
+    p = ((1 - top) / (c - 1)).unsqueeze(1).repeat(1, c, 1, 1)
+    return p.scatter(1, cls.unsqueeze(1), top.unsqueeze(1))
+
+
+def test_threshold_keeps_conf_at_or_above_tau_and_never_ignored():
+    probs = probs_from([[0.99, 0.95], [0.94, 0.999]], [[0, 1], [2, 1]])
+    ignore = torch.tensor([[[False, False], [False, True]]])
+    pl, w = build_selector({"name": "threshold", "tau": 0.95})(probs, ignore)
+    assert pl.tolist() == [[[0, 1], [2, 1]]]
+    assert w.tolist() == [[[1.0, 1.0], [0.0, 0.0]]]  # 0.95 passes (>=), 0.94 fails, ignored is 0
+
+
+def test_none_selects_every_valid_pixel():
+    probs = probs_from([[0.4, 0.5]], [[1, 2]])
+    pl, w = build_selector({"name": "none"})(probs, torch.tensor([[[False, True]]]))
+    assert pl.tolist() == [[[1, 2]]] and w.tolist() == [[[1.0, 0.0]]]
+
+
+def test_selector_options_are_checked():
+    with pytest.raises(SemisegError, match="has no option.*tua"):
+        build_selector({"name": "threshold", "tua": 0.9})
+
+
+def test_selection_stats_per_class_and_against_hidden_labels():
+    pl = torch.tensor([[[0, 0, 1, 1]]])
+    w = torch.tensor([[[1.0, 0.0, 1.0, 1.0]]])
+    ignore = torch.zeros(1, 1, 4, dtype=torch.bool)
+    hidden = torch.tensor([[[0, 0, 1, 2]]])
+    s = selection_stats(pl, w, ignore, 3, hidden)
+    assert s["mask_ratio"] == pytest.approx(0.75)
+    assert s["mask_ratio_c0"] == pytest.approx(0.5) and s["mask_ratio_c1"] == pytest.approx(1.0)
+    assert s["sel_precision"] == pytest.approx(2 / 3)  # selected: right, right, wrong
+    assert s["sel_recall"] == pytest.approx(2 / 3)  # correct: 3 pixels, 2 selected
+
+
+def test_masked_ce_divides_by_valid_not_selected_pixels():
+    logits = torch.zeros(1, 2, 1, 4)  # CE = log 2 everywhere
+    pl = torch.zeros(1, 1, 4, dtype=torch.long)
+    w = torch.tensor([[[1.0, 0.0, 0.0, 0.0]]])
+    ignore = torch.tensor([[[False, False, True, True]]])
+    assert masked_ce(logits, pl, w, ignore).item() == pytest.approx(torch.log(torch.tensor(2.0)).item() / 2)
+
+
+def test_cutmix_boxes_and_mixing_use_one_box_for_images_and_labels():
+    torch.manual_seed(0)
+    box = cutmix_box(64, 40, 50, "cpu", p=1.0)
+    area = box.float().mean((1, 2))
+    assert (area > 0.015).all() and (area <= 0.4).all()
+    for b in box:  # one axis-aligned rectangle
+        ys, xs = b.nonzero(as_tuple=True)
+        assert b[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1].all()
+    assert not cutmix_box(8, 10, 10, "cpu", p=0.0).any()
+    img_a, img_b = torch.zeros(64, 3, 40, 50), torch.ones(64, 3, 40, 50)
+    lab_a, lab_b = torch.zeros(64, 40, 50, dtype=torch.long), torch.full((64, 40, 50), 7)
+    img, lab = mix(img_a, img_b, box), mix(lab_a, lab_b, box)
+    assert torch.equal(img[:, 0] == 1, box) and torch.equal(img[:, 2] == 1, box)
+    assert torch.equal(lab == 7, box)
+
+
+def test_strong_photometric_draws_per_sample_and_keeps_shape():
+    torch.manual_seed(0)
+    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+    x = torch.rand(1, 3, 16, 16).repeat(32, 1, 1, 1)
+    x = (x - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
+    y = strong_photometric(x, mean, std)
+    assert y.shape == x.shape and torch.isfinite(y).all()
+    changed = (y - x).abs().flatten(1).amax(1) > 1e-3
+    assert 0 < changed.sum() < 32  # some untouched (p < 1 for each op), most changed
+    assert len({round(v, 4) for v in y.mean((1, 2, 3)).tolist()}) > 16  # independent parameters
+
+
+def test_ema_rate_and_update():
+    student = torch.nn.BatchNorm2d(2)
+    teacher = EMATeacher(student, 0.996, ramp=True)
+    assert [teacher.rate(s) for s in (0, 1, 3)] == [0.0, 0.5, 0.75] and teacher.rate(10**6) == 0.996
+    with torch.no_grad():
+        student.weight.fill_(3.0)
+        student.running_mean.fill_(1.0)
+    teacher.update(student, 1)  # m = 0.5
+    assert torch.allclose(teacher.module.weight, torch.full((2,), 2.0))
+    assert torch.allclose(teacher.module.running_mean, torch.full((2,), 0.5))
+    assert not any(p.requires_grad for p in teacher.parameters())
