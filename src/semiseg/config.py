@@ -42,6 +42,7 @@ class DataConfig:
     std: List[float] = field(default_factory=lambda: [0.229, 0.224, 0.225])
     batch_size: int = 8  # per process, labeled; unlabeled batches have the same size
     num_workers: int = 2
+    hidden_labels: bool = False  # load the unlabeled split's masks for diagnostics only (never a loss)
     on_error: str = "stop"  # stop | skip: what a corrupt sample found mid-run does
 
 
@@ -62,6 +63,7 @@ class ModelConfig:
 @dataclass
 class TrainConfig:
     iters: int = 2000  # optimizer steps
+    epochs: int = 0  # if > 0, iters = epochs x steps per epoch (one pass over the unlabeled set, UniMatch-style)
     optimizer: str = "sgd"  # sgd | adamw
     lr: float = 0.001
     lr_multi: float = 10.0  # head LR = lr * lr_multi
@@ -80,8 +82,8 @@ class TrainConfig:
     threads: int = 0  # torch intra-op threads on CPU (0 = torch's choice)
     base_batch_size: int = 0  # the reference global batch the config's LR was tuned for (0 = unset)
     log_interval: int = 50
-    eval_interval: int = 500
-    ckpt_interval: int = 500
+    eval_interval: int = 500  # steps; 0 = once per epoch
+    ckpt_interval: int = 500  # steps; 0 = once per epoch
     max_bad_steps: int = 5  # consecutive NaN/Inf losses before the run stops
 
 

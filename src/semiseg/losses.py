@@ -49,3 +49,28 @@ def masked_ce(logits: torch.Tensor, pl: torch.Tensor, weight: torch.Tensor, igno
     ce = F.cross_entropy(logits.float(), pl, reduction="none")
     valid = (~ignore).float()
     return (ce * weight * valid).sum() / valid.sum().clamp(min=1.0)
+
+
+def standardize(logits: torch.Tensor) -> torch.Tensor:
+    """Per-pixel standardisation over the class channel (mean 0, unbiased std 1), as DSSN's code."""
+    logits = logits.float()
+    return (logits - logits.mean(1, keepdim=True)) / logits.std(1, keepdim=True).clamp(min=1e-6)
+
+
+def consistency(a: torch.Tensor, b: torch.Tensor, kind: str = "mse", sigma: float = 0.0) -> torch.Tensor:
+    """Pixel-wise consistency between two views' logits (B, C, H, W); gradients reach both views.
+
+    ``mse`` (DSSN's code): mean over B*C*H*W of (z(a) - z(b))^2 with z the per-pixel standardisation,
+    so it ignores a per-pixel shift and scale of the logits. ``gaussian`` (the paper's Eq. 9 as
+    described): mean over pixels of 1 - exp(-||z(a) - z(b)||^2 / (2 sigma^2)); sigma 0 means sqrt(C),
+    which keeps the kernel's width proportional to the distance between two unrelated standardised maps.
+    """
+    d = standardize(a) - standardize(b)
+    if kind == "mse":
+        return d.pow(2).mean()
+    if kind == "gaussian":
+        s2 = sigma**2 if sigma > 0 else float(a.shape[1])
+        return (1 - torch.exp(-d.pow(2).sum(1) / (2 * s2))).mean()
+    from semiseg.errors import SemisegError
+
+    raise SemisegError(f"unknown consistency {kind!r}; valid: mse, gaussian")

@@ -70,8 +70,8 @@ class SegDataset(Dataset):
                     "index": index}
         labeled = self.mode == "train_l"
         img, mask = self.load(index, need_mask=labeled or self.with_hidden)
-        if mask is None:
-            mask = np.zeros(img.shape[:2], np.uint8)
+        if mask is None:  # no (hidden) label: geometry still needs a map; 255 = unknown
+            mask = np.full(img.shape[:2], 255, np.uint8)
         if cfg.resize:
             img, mask = resize_long_side(img, mask, cfg.resize)
         rng = sample_rng(self.seed, epoch, index)

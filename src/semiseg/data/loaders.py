@@ -69,7 +69,7 @@ class TrainBatches:
         specs += [(name, layout.unlabeled, "train_u", seed + 7919 * (k + 1))
                   for k, name in enumerate(["u", "mix"][:unlabeled_streams])]
         for name, samples, mode, s in specs:
-            ds = SegDataset(samples, layout, d, mode, seed=s)
+            ds = SegDataset(samples, layout, d, mode, seed=s, with_hidden=d.hidden_labels and name == "u")
             sampler = EpochSampler(len(samples), length, s, rank, world)
             loader = DataLoader(ds, batch_size=self.batch, sampler=sampler, drop_last=True,
                                 num_workers=d.num_workers, persistent_workers=d.num_workers > 0,
@@ -97,6 +97,8 @@ class TrainBatches:
                 out["x"], out["y"] = b["image"], b["mask"]
             else:
                 out[name], out[f"{name}_ignore"] = b["image"], b["ignore"]
+                if "hidden" in b:
+                    out[f"{name}_hidden"] = b["hidden"]
         self.consumed += 1
         nb = self.device.type == "cuda"
         return {k: v.to(self.device, non_blocking=nb) for k, v in out.items()}

@@ -104,6 +104,10 @@ class Trainer:
         self.batches = TrainBatches(cfg, self.layout, self.ctx.rank, self.ctx.world, self.method.unlabeled_streams,
                                     self.device)
         self.val_loader = build_val_loader(cfg, self.layout, self.ctx.rank, self.ctx.world)
+        epoch = self.batches.steps_per_epoch // t.accum_steps
+        if t.epochs:
+            t.iters = t.epochs * epoch
+        t.eval_interval, t.ckpt_interval = t.eval_interval or epoch, t.ckpt_interval or epoch
         self.step, self.best, self.bad_steps, self.skipped = 0, {}, 0, 0
         if resume:
             self._resume(self.work_dir / "latest.pth" if resume == "auto" else Path(resume))
@@ -209,9 +213,10 @@ class Trainer:
         return final
 
     def _name(self, key: str) -> str:
-        """``mask_ratio_c3`` -> ``mask_ratio/<class 3's name>`` for the logs."""
-        if key.startswith("mask_ratio_c") and key[12:].isdigit():
-            return f"mask_ratio/{self.names[int(key[12:])]}"
+        """``mask_ratio_c3`` -> ``mask_ratio/<class 3's name>`` (likewise ``sel_precision_c3``) for the logs."""
+        stem, _, idx = key.rpartition("_c")
+        if stem in ("mask_ratio", "sel_precision") and idx.isdigit():
+            return f"{stem}/{self.names[int(idx)]}"
         return key
 
     @staticmethod

@@ -54,5 +54,8 @@ class SemiMethod(Method):
         """Pseudo-label inputs for a CutMixed strong view: the partner's inside the box."""
         return mix(probs_u, probs_mix, box), mix(ign_u, ign_mix, box)
 
-    def stats(self, pl, weight, ignore) -> Dict[str, torch.Tensor]:
-        return {k: v.detach() for k, v in selection_stats(pl, weight, ignore, self.num_classes).items()}
+    def stats(self, pl, weight, ignore, batch: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+        """Mask ratios; with ``data.hidden_labels`` also selection precision/recall against the unlabeled
+        split's hidden ground truth (diagnostics only: it never reaches a loss)."""
+        hidden = batch.get("u_hidden")
+        return {k: v.detach() for k, v in selection_stats(pl, weight, ignore, self.num_classes, hidden).items()}

@@ -40,4 +40,4 @@ class FixMatch(SemiMethod):
         loss_x = self.criterion(pred_x, y)
         loss_s = masked_ce(pred_u_s, pl_s, w_s, ign_s)
         loss = (loss_x + loss_s) / 2
-        return {"loss": loss, "loss_x": loss_x.detach(), "loss_s": loss_s.detach(), **self.stats(pl_s, w_s, ign_s)}
+        return {"loss": loss, "loss_x": loss_x.detach(), "loss_s": loss_s.detach(), **self.stats(pl_s, w_s, ign_s, batch)}

@@ -51,4 +51,4 @@ class UniMatch(SemiMethod):
         loss_fp = masked_ce(pred_u_w_fp, pl_w, w_w, ign_u)
         loss = (loss_x + 0.25 * loss_s1 + 0.25 * loss_s2 + 0.5 * loss_fp) / 2
         return {"loss": loss, "loss_x": loss_x.detach(), "loss_s1": loss_s1.detach(), "loss_s2": loss_s2.detach(),
-                "loss_fp": loss_fp.detach(), **self.stats(pl_w, w_w, ign_u)}
+                "loss_fp": loss_fp.detach(), **self.stats(pl_w, w_w, ign_u, batch)}

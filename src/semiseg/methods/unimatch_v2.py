@@ -62,7 +62,7 @@ class UniMatchV2(SemiMethod):
         loss_s2 = masked_ce(pred_u_s2, pl_s2, w_s2, ign_s2)
         loss = (loss_x + 0.5 * (loss_s1 + loss_s2)) / 2
         return {"loss": loss, "loss_x": loss_x.detach(), "loss_s1": loss_s1.detach(), "loss_s2": loss_s2.detach(),
-                **self.stats(pl_w, w_w, ign_u)}
+                **self.stats(pl_w, w_w, ign_u, batch)}
 
     def after_step(self, step: int) -> None:
         self.teacher.update(self.student, step)

@@ -32,6 +32,27 @@ def no_selection(probs: torch.Tensor, ignore: torch.Tensor) -> Tuple[torch.Tenso
     return probs.argmax(1), (~ignore).float()
 
 
+@SELECTORS.register("class_aware")
+def class_aware(probs: torch.Tensor, ignore: torch.Tensor, tau_low: float = 0.92, ratio: float = 0.96,
+                per: str = "image") -> Tuple[torch.Tensor, torch.Tensor]:
+    """DSSN's class-aware pseudo-label generation (CPLG, ``get_adaptive_binary_mask``).
+
+    For each class c its top confidence m_c over the image (``per="image"``, the authors' code) or the
+    batch (``per="batch"``); a pixel with argmax c is kept when m_c > tau_low and p_c > ratio * m_c.
+    A class whose top confidence is at most tau_low keeps nothing; rarer, less confident classes get a
+    threshold relative to their own best pixel instead of one global tau. As in the code, the maxima run
+    over all pixels of the map given (for strong views: the CutMixed teacher map).
+    """
+    if per not in ("image", "batch"):
+        raise SemisegError(f"class_aware selector: per must be 'image' or 'batch', not {per!r}")
+    conf, pl = probs.max(1)
+    top = probs.amax((2, 3))  # (B, C)
+    if per == "batch":
+        top = top.amax(0, keepdim=True).expand_as(top)
+    m = top.gather(1, pl.flatten(1)).view_as(conf)  # top confidence of each pixel's own class
+    return pl, ((m > tau_low) & (conf > ratio * m) & ~ignore).float()
+
+
 def build_selector(spec: Mapping[str, Any]) -> Selector:
     """``{"name": ..., **kwargs}`` -> a two-argument selector; unknown kwargs are an error."""
     spec = dict(spec)
@@ -62,4 +83,9 @@ def selection_stats(pl: torch.Tensor, weight: torch.Tensor, ignore: torch.Tensor
         correct = (pl == hidden) & known
         out["sel_precision"] = (correct & sel).sum() / (sel & known).sum().clamp(min=1)
         out["sel_recall"] = (correct & sel).sum() / correct.sum().clamp(min=1)
+        out["pl_accuracy"] = correct.sum() / known.sum().clamp(min=1)
+        right = torch.bincount(pl[correct & sel], minlength=num_classes).float()
+        chosen = torch.bincount(pl[sel & known], minlength=num_classes).float()
+        for c in range(num_classes):
+            out[f"sel_precision_c{c}"] = right[c] / chosen[c].clamp(min=1)
     return out

@@ -1,0 +1,109 @@
+"""DSSN: dual-level Siamese structure network (ACM MM 2023; code github kunzhan/DSSN, VOC tree).
+
+Two Siamese pairs: the image-level pair (strong views s1, s2, each with its own CutMix box) and the
+feature-level pair (two FP branches with independent Dropout2d masks on c1 and c4). An EMA teacher
+labels the strong views on its CutMixed map; the FP branches learn from the student's own weak
+prediction, as in the authors' code. Pseudo-labels are selected by CPLG (``class_aware``), per image.
+
+    L = 1/2 [L_x + 0.25 (L_s1 + L_s2 + L_fp1 + L_fp2) + 0.01 (L_img + L_feat)]
+
+L_img / L_feat pull each pair together pixel by pixel over all pixels, gradients into both branches.
+
+Deviations and switches (``../shared/reference/methods.md`` A.1):
+- ``consistency: mse`` (default) is the code's MSE of channel-standardised logits; ``gaussian`` is the
+  paper's Gaussian-similarity form 1 - exp(-||z1 - z2||^2 / 2 sigma^2).
+- The first ``warmup_steps`` steps (the code: 1, VOC; 5 epochs, Cityscapes) drop L_s1/L_s2 and copy the
+  student into the teacher after the step; afterwards EMA 0.996 over parameters and buffers.
+- ``image_pair`` / ``feature_pair`` switch off L_img / L_feat (the Siamese consistency of a pair) for
+  ablations; both views of each pair keep their pseudo-label losses.
+- The teacher always runs in eval mode (the code leaves it in train mode until the first evaluation).
+- ``extra_aug`` adds the AugSeg random ops the VOC code applies after the usual strong augmentation.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Dict
+
+import torch
+
+from semiseg.data.augment import mix
+from semiseg.data.augment_extra import random_ops
+from semiseg.losses import consistency, masked_ce
+from semiseg.methods.common import SemiConfig, SemiMethod
+from semiseg.methods.registry import METHODS
+from semiseg.methods.teacher import EMATeacher
+
+
+@dataclass
+class DSSNConfig(SemiConfig):
+    selector: Dict[str, Any] = field(default_factory=lambda: {"name": "class_aware", "tau_low": 0.92, "ratio": 0.96})
+    ema_momentum: float = 0.996
+    warmup_steps: int = 1
+    consistency: str = "mse"  # mse (code) | gaussian (paper)
+    sigma: float = 0.0  # gaussian width; 0 = sqrt(num classes)
+    consistency_weight: float = 0.01
+    image_pair: bool = True  # ablation switches: the image-level and feature-level Siamese pairs
+    feature_pair: bool = True
+    extra_aug: bool = False  # AugSeg's 1-3 random ops after the strong augmentation (the VOC code)
+
+
+@METHODS.register("dssn")
+class DSSN(SemiMethod):
+    Config = DSSNConfig
+    needs_teacher = True
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.teacher = EMATeacher(self.student, self.cfg.ema_momentum)
+
+    def strong(self, x: torch.Tensor) -> torch.Tensor:
+        x = super().strong(x)
+        return random_ops(x, self.mean, self.std) if self.cfg.extra_aug else x
+
+    def training_step(self, batch: Dict[str, torch.Tensor], step: int) -> Dict[str, torch.Tensor]:
+        c = self.cfg
+        x, y, u_w, ign_u = batch["x"], batch["y"], batch["u"], batch["u_ignore"]
+        u_mix, ign_mix = self.partner(batch)
+        with torch.no_grad():
+            self.teacher.eval()
+            t_w = self.teacher(u_w).float().softmax(1)
+            t_mix = self.teacher(u_mix).float().softmax(1)
+
+        box1, box2 = self.box(u_w), self.box(u_w)
+        u_s1 = mix(self.strong(u_w), self.strong(u_mix), box1)
+        u_s2 = mix(self.strong(u_w), self.strong(u_mix), box2)
+
+        n = x.shape[0]
+        preds, (fp1, fp2) = self.model(torch.cat([x, u_w]), fp_branches=2)
+        pred_x, pred_u_w = preds.split([n, u_w.shape[0]])
+        p_fp1, p_fp2 = fp1[n:], fp2[n:]
+        p_s1, p_s2 = self.model(torch.cat([u_s1, u_s2])).chunk(2)
+
+        # FP branches: the student's own weak prediction; strong views: the teacher's CutMixed map
+        pl_w, w_w = self.select(pred_u_w.detach().float().softmax(1), ign_u)
+        t_mix1, ign_s1 = self.mixed_targets(box1, t_w, ign_u, t_mix, ign_mix)
+        t_mix2, ign_s2 = self.mixed_targets(box2, t_w, ign_u, t_mix, ign_mix)
+        pl_s1, w_s1 = self.select(t_mix1, ign_s1)
+        pl_s2, w_s2 = self.select(t_mix2, ign_s2)
+
+        loss_x = self.criterion(pred_x, y)
+        strong_on = float(step >= c.warmup_steps)
+        loss_s1 = masked_ce(p_s1, pl_s1, w_s1, ign_s1) * strong_on
+        loss_s2 = masked_ce(p_s2, pl_s2, w_s2, ign_s2) * strong_on
+        loss_fp1 = masked_ce(p_fp1, pl_w, w_w, ign_u)
+        loss_fp2 = masked_ce(p_fp2, pl_w, w_w, ign_u)
+        zero = loss_x.new_zeros(())
+        loss_img = consistency(p_s1, p_s2, c.consistency, c.sigma) if c.image_pair else zero
+        loss_feat = consistency(p_fp1, p_fp2, c.consistency, c.sigma) if c.feature_pair else zero
+        loss = (loss_x + 0.25 * (loss_s1 + loss_s2 + loss_fp1 + loss_fp2)
+                + c.consistency_weight * (loss_img + loss_feat)) / 2
+        pl_t, w_t = self.select(t_w, ign_u)  # what the teacher's selection keeps on the weak view, for logs
+        return {"loss": loss, "loss_x": loss_x.detach(), "loss_s1": loss_s1.detach(), "loss_s2": loss_s2.detach(),
+                "loss_fp": (loss_fp1 + loss_fp2).detach() / 2, "loss_img": loss_img.detach(),
+                "loss_feat": loss_feat.detach(), **self.stats(pl_t, w_t, ign_u, batch)}
+
+    def after_step(self, step: int) -> None:
+        if step < self.cfg.warmup_steps:  # keep rate 0: the teacher is a copy of the student
+            self.teacher.copy_from(self.student)
+        else:
+            self.teacher.update(self.student, step)
