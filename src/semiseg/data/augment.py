@@ -59,14 +59,14 @@ def gaussian_blur(x: torch.Tensor, sigma: torch.Tensor, max_sigma: float = 2.0) 
 
 
 def strong_photometric(x: torch.Tensor, mean: Sequence[float], std: Sequence[float], p_jitter=0.8, p_gray=0.2,
-                       p_blur=0.5) -> torch.Tensor:
+                       p_blur=0.5, jitter=(0.5, 0.5, 0.5, 0.25)) -> torch.Tensor:
     """UniMatch's strong view on a normalised batch: ColorJitter(0.5, 0.5, 0.5, 0.25) p 0.8, grayscale p 0.2,
-    Gaussian blur sigma U[0.1, 2] p 0.5; returns a normalised batch."""
+    Gaussian blur sigma U[0.1, 2] p 0.5; returns a normalised batch. Other strengths via the arguments."""
     b = x.shape[0]
     with torch.autocast(x.device.type, enabled=False):
         y = denormalize(x.float(), mean, std)
         pick = lambda p: (torch.rand(b, 1, 1, 1, device=x.device) < p)  # noqa: E731
-        y = torch.where(pick(p_jitter), color_jitter(y), y)
+        y = torch.where(pick(p_jitter), color_jitter(y, *jitter), y)
         y = torch.where(pick(p_gray), _gray(y).expand_as(y), y)
         sigma = torch.empty(b, device=x.device).uniform_(0.1, 2.0)
         y = torch.where(pick(p_blur), gaussian_blur(y, sigma), y)
@@ -97,3 +97,11 @@ def mix(a: torch.Tensor, b: torch.Tensor, box: torch.Tensor) -> torch.Tensor:
     """Paste ``b`` into ``a`` inside ``box`` (B, H, W); works for images (B, C, H, W) and maps (B, [C,] H, W)."""
     m = box if a.dim() == box.dim() else box.unsqueeze(1)
     return torch.where(m, b, a)
+
+
+def block_mask(b: int, h: int, w: int, device, block: int = 32, cover: float = 0.7) -> torch.Tensor:
+    """(B, H, W) bool: a grid of round(H/block) x round(W/block) cells, each on with probability ``cover``,
+    upsampled (nearest) to the crop: CSL's Trusted Mask Perturbation mask."""
+    gh, gw = max(1, round(h / block)), max(1, round(w / block))
+    cells = (torch.rand(b, 1, gh, gw, device=device) < cover).float()
+    return F.interpolate(cells, size=(h, w), mode="nearest")[:, 0].bool()

@@ -69,9 +69,12 @@ def selection_stats(pl: torch.Tensor, weight: torch.Tensor, ignore: torch.Tensor
                     hidden: torch.Tensor | None = None) -> Dict[str, torch.Tensor]:
     """``mask_ratio`` overall and per predicted class; with hidden ground truth also the precision of the
     selected pixels (share whose pseudo-label is right) and recall of correct ones (share of correct
-    pseudo-labels that were selected) - the diagnostics that show what a selector does."""
+    pseudo-labels that were selected) - the diagnostics that show what a selector does.
+
+    "Selected" means full weight (w = 1): for hard selectors that is the selection, for CSL's soft
+    weights the confident set its code logs; ``sel_precision_w`` weighs every pixel by its weight."""
     valid = ~ignore
-    sel = (weight > 0) & valid
+    sel = (weight >= 1 - 1e-6) & valid
     out = {"mask_ratio": sel.sum() / valid.sum().clamp(min=1)}
     counts = torch.bincount(pl[valid], minlength=num_classes).float()
     kept = torch.bincount(pl[sel], minlength=num_classes).float()
@@ -84,6 +87,8 @@ def selection_stats(pl: torch.Tensor, weight: torch.Tensor, ignore: torch.Tensor
         out["sel_precision"] = (correct & sel).sum() / (sel & known).sum().clamp(min=1)
         out["sel_recall"] = (correct & sel).sum() / correct.sum().clamp(min=1)
         out["pl_accuracy"] = correct.sum() / known.sum().clamp(min=1)
+        wk = weight * known
+        out["sel_precision_w"] = (wk * correct).sum() / wk.sum().clamp(min=1e-6)
         right = torch.bincount(pl[correct & sel], minlength=num_classes).float()
         chosen = torch.bincount(pl[sel & known], minlength=num_classes).float()
         for c in range(num_classes):

@@ -1,0 +1,94 @@
+"""CSL: confidence separable learning (ICCV 2025, Pan Liu and Jinshi Liu), as the near-official code.
+
+A UniMatch-style single network, no EMA teacher. Views of each unlabeled image: weak (with one FP
+branch), strong + CutMix, and masked (Trusted Mask Perturbation). Pseudo-labels and soft weights come
+from the ``csl`` selector (per-image spectral separation in the confidence/dispersion plane).
+
+    L = 1/2 [L_x + 0.25 L_s + 0.25 L_m + 0.5 L_fp]   (soft-weighted CE, divided by valid pixels)
+
+- Weak labels: argmax of the detached weak prediction (train mode, same forward as the labeled batch).
+- CutMix partner: predicted under no_grad in train mode with BN running statistics restored afterwards,
+  so only the labeled + weak forward updates them (the code's ``on_train_batch_start``). Its labels and
+  weights are selected on its own map and pasted inside the box.
+- TMP: for half of the samples, mild jitter (0.2, 0.2, 0.2, 0.2) p 0.8 + blur p 0.5 and a 32-px block mask
+  (cover 0.7) that erases the *reliable* (weight 1) pixels of the current weak prediction (set to 0 in the
+  normalised tensor, the mean colour); the other half get the ordinary strong view, unmasked. The masked
+  view learns the weak labels and weights on all valid pixels, so erased pixels are inferred from context.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Dict
+
+import torch
+from torch import nn
+
+from semiseg.data.augment import block_mask, mix, strong_photometric
+from semiseg.losses import masked_ce
+from semiseg.methods.common import SemiConfig, SemiMethod
+from semiseg.methods.registry import METHODS
+
+
+@dataclass
+class CSLConfig(SemiConfig):
+    selector: Dict[str, Any] = field(default_factory=lambda: {"name": "csl", "alpha": 8.0, "features": "raw"})
+    tmp: bool = True  # Trusted Mask Perturbation (off: the masked view is a plain strong view)
+    tmp_block: int = 32
+    tmp_cover: float = 0.7
+
+
+def _bn_buffers(model: nn.Module):
+    return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+
+
+@METHODS.register("csl")
+class CSL(SemiMethod):
+    Config = CSLConfig
+
+    @torch.no_grad()
+    def predict_partner(self, u_mix: torch.Tensor) -> torch.Tensor:
+        bns = _bn_buffers(self.student)
+        saved = [(m.running_mean.clone(), m.running_var.clone(), m.num_batches_tracked.clone()) for m in bns]
+        probs = self.model(u_mix).float().softmax(1)  # train mode: batch statistics
+        for m, (mean, var, n) in zip(bns, saved):
+            m.running_mean.copy_(mean), m.running_var.copy_(var), m.num_batches_tracked.copy_(n)
+        return probs
+
+    def masked_view(self, u_w: torch.Tensor, w_w: torch.Tensor) -> torch.Tensor:
+        b, _, h, w = u_w.shape
+        strong = self.strong(u_w)
+        if not self.cfg.tmp:
+            return strong
+        mild = strong_photometric(u_w, self.mean, self.std, p_jitter=0.8, p_gray=0.0, p_blur=0.5,
+                                  jitter=(0.2, 0.2, 0.2, 0.2))
+        erase = block_mask(b, h, w, u_w.device, self.cfg.tmp_block, self.cfg.tmp_cover) & (w_w == 1)
+        masked = mild.masked_fill(erase.unsqueeze(1), 0.0)
+        choice = (torch.rand(b, 1, 1, 1, device=u_w.device) < 0.5)
+        return torch.where(choice, masked, strong)
+
+    def training_step(self, batch: Dict[str, torch.Tensor], step: int) -> Dict[str, torch.Tensor]:
+        x, y, u_w, ign_u = batch["x"], batch["y"], batch["u"], batch["u_ignore"]
+        u_mix, ign_mix = self.partner(batch)
+        probs_mix = self.predict_partner(u_mix)
+        pl_mix, w_mix = self.select(probs_mix, ign_mix)
+
+        n = x.shape[0]
+        preds, (preds_fp,) = self.model(torch.cat([x, u_w]), fp_branches=1)
+        pred_x, pred_u_w = preds.split([n, u_w.shape[0]])
+        pred_u_w_fp = preds_fp[n:]
+        pl_w, w_w = self.select(pred_u_w.detach().float().softmax(1), ign_u)
+
+        box = self.box(u_w)
+        u_s = mix(self.strong(u_w), self.strong(u_mix), box)
+        pl_s, w_s, ign_s = mix(pl_w, pl_mix, box), mix(w_w, w_mix, box), mix(ign_u, ign_mix, box)
+        u_m = self.masked_view(u_w, w_w)
+        pred_u_s, pred_u_m = self.model(torch.cat([u_s, u_m])).chunk(2)
+
+        loss_x = self.criterion(pred_x, y)
+        loss_s = masked_ce(pred_u_s, pl_s, w_s, ign_s)
+        loss_m = masked_ce(pred_u_m, pl_w, w_w, ign_u)
+        loss_fp = masked_ce(pred_u_w_fp, pl_w, w_w, ign_u)
+        loss = (loss_x + 0.25 * loss_s + 0.25 * loss_m + 0.5 * loss_fp) / 2
+        return {"loss": loss, "loss_x": loss_x.detach(), "loss_s": loss_s.detach(), "loss_m": loss_m.detach(),
+                "loss_fp": loss_fp.detach(), "mean_weight": (w_w.sum() / (~ign_u).sum().clamp(min=1)).detach(),
+                **self.stats(pl_w, w_w, ign_u, batch)}

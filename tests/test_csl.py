@@ -1,0 +1,110 @@
+"""CSL selection against hand-built maps and a straight per-image SVD reference."""
+import math
+
+import pytest
+import torch
+
+from semiseg.pseudo.csl import csl_features
+from semiseg.pseudo.selectors import build_selector
+
+SELECT = build_selector({"name": "csl", "alpha": 8.0})
+
+
+def reference(probs, ignore, alpha=8.0, features="raw"):
+    """The authors' procedure, literally: one SVD of the N x 2 feature matrix per image."""
+    weights, labels = [], []
+    for b in range(probs.shape[0]):
+        f1, d, pl = csl_features(probs[b : b + 1].double(), features)
+        v = ~ignore[b].flatten()
+        X = torch.stack([f1.flatten(), d.flatten()], 1)
+        w = torch.zeros(X.shape[0], dtype=torch.float64)
+        if v.any():
+            U, S, _ = torch.linalg.svd(X[v], full_matrices=False)
+            assign = U.abs().argmax(1)
+            mean, var = torch.zeros(2, 2, dtype=torch.float64), torch.zeros(2, 2, dtype=torch.float64)
+            for k in (0, 1):
+                members = X[v][assign == k]
+                if len(members):
+                    mean[k] = members.mean(0)
+                if len(members) > 1:
+                    var[k] = members.var(0, unbiased=True)
+            k = int(mean[:, 0].argmax())
+            z_c = (X[:, 0] - mean[k, 0]) / math.sqrt(var[k, 0] + 1e-10)
+            z_d = (mean[k, 1] - X[:, 1]) / math.sqrt(var[k, 1] + 1e-10)
+            w = torch.exp(-z_c**2 / alpha) * torch.exp(-z_d**2 / alpha)
+            w = torch.where((z_c > 0) | (z_d > 0), torch.ones_like(w), w) * v
+        weights.append(w.view(probs.shape[2:]))
+        labels.append(pl[0])
+    return torch.stack(labels), torch.stack(weights).float()
+
+
+def random_probs(b, c, h, w, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randn(b, c, h, w, generator=g) * 3).softmax(1)
+
+
+@pytest.mark.parametrize("features", ["raw", "log"])
+def test_batched_equals_per_image_svd(features):
+    probs = random_probs(6, 11, 16, 16)
+    ignore = torch.zeros(6, 16, 16, dtype=torch.bool)
+    ignore[1, :4] = True  # some padding
+    ignore[3] = True  # an all-ignored image
+    pl, w = build_selector({"name": "csl", "features": features})(probs, ignore)
+    pl_ref, w_ref = reference(probs, ignore, features=features)
+    assert torch.equal(pl, pl_ref)
+    assert torch.allclose(w, w_ref, atol=1e-5)
+    assert (w[3] == 0).all() and (w[1, :4] == 0).all()
+
+
+def two_groups():
+    """Left half confident (p_max ~ 0.97), right half unsure (p_max ~ 0.4): two separated groups."""
+    c = 4
+    probs = torch.full((1, c, 8, 8), 0.0)
+    g = torch.Generator().manual_seed(1)
+    conf = torch.cat([0.95 + 0.04 * torch.rand(8, 4, generator=g), 0.35 + 0.1 * torch.rand(8, 4, generator=g)], 1)
+    probs[0, 0] = conf
+    probs[0, 1:] = ((1 - conf) / (c - 1)).unsqueeze(0)
+    probs[0, 1, :, 4:] += 0.1  # an uneven rest on the unsure side
+    probs[0, 2, :, 4:] -= 0.1
+    return probs, conf
+
+
+def test_separated_groups_split_and_weights_follow_the_gaussian():
+    probs, conf = two_groups()
+    ignore = torch.zeros(1, 8, 8, dtype=torch.bool)
+    pl, w = SELECT(probs, ignore)
+    f1, d, _ = csl_features(probs.double())
+    left = f1[0, :, :4].flatten()
+    mu, sd = left.mean(), left.var(unbiased=True)
+    # reliable centre = the confident half: every pixel above it has weight 1
+    above = f1[0] > mu
+    assert (w[0][above] == 1).all()
+    # the unsure half lies far below the centre: weight exp(-z_c^2/8) exp(-z_d^2/8), essentially 0
+    z_c = (f1[0, :, 4:] - mu) / (sd + 1e-10).sqrt()
+    assert (w[0, :, 4:] < 1e-3).all() and (z_c < -5).all()
+    # a pixel of the confident half below its centre gets exactly the Gaussian weight
+    i = torch.nonzero(~above[:, :4])[0]
+    dleft = d[0, :, :4].flatten()
+    zc = (f1[0, i[0], i[1]] - mu) / (sd + 1e-10).sqrt()
+    zd = (dleft.mean() - d[0, i[0], i[1]]) / (dleft.var(unbiased=True) + 1e-10).sqrt()
+    expected = 1.0 if zd > 0 else math.exp(-zc**2 / 8) * math.exp(-zd**2 / 8)
+    assert w[0, i[0], i[1]].item() == pytest.approx(expected, rel=1e-4)
+
+
+def test_weights_fall_with_distance():
+    probs, _ = two_groups()
+    pl, w = SELECT(probs, torch.zeros(1, 8, 8, dtype=torch.bool))
+    f1, _, _ = csl_features(probs.double())
+    below = (w[0] < 1) & (f1[0] > 0.9)  # confident-half pixels below the reliable centre
+    assert below.sum() >= 5
+    order = f1[0][below].argsort()  # lower confidence (and, here, higher dispersion) -> lower weight
+    weights = w[0][below][order]
+    assert (weights.diff() >= -1e-6).all() and weights[0] < weights[-1]
+
+
+def test_ignored_and_all_ignored():
+    probs = random_probs(2, 3, 4, 4)
+    ignore = torch.ones(2, 4, 4, dtype=torch.bool)
+    ignore[0, 0, 0] = False  # a single valid pixel: its own cluster, variance 0, weight 1
+    pl, w = SELECT(probs, ignore)
+    assert w[1].sum() == 0 and w[0, 0, 0] == 1 and w[0].sum() == 1
