@@ -53,3 +53,13 @@ def test_wrong_type_is_a_clear_error(tmp_path):
 def test_bad_override_syntax():
     with pytest.raises(SemisegError, match="key=value"):
         load_config(None, ["train.iters"])
+
+
+def test_base_files_are_overlaid(tmp_path):
+    (tmp_path / "base.yaml").write_text("data:\n  crop_size: 96\n  split: 1_8\ntrain:\n  iters: 10\n")
+    p = write(tmp_path, "_base_: base.yaml\ndata:\n  split: 1_16\nmethod:\n  name: fixmatch\n")
+    cfg = load_config(p)
+    assert (cfg.data.crop_size, cfg.data.split, cfg.train.iters, cfg.method.name) == (96, "1_16", 10, "fixmatch")
+    (tmp_path / "loop.yaml").write_text("_base_: loop.yaml\n")
+    with pytest.raises(SemisegError, match="includes itself"):
+        load_config(tmp_path / "loop.yaml")

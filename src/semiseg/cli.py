@@ -87,6 +87,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*")
     p.add_argument("--max-samples", type=int, default=0, help="check only the first N of each list")
 
+    p = verbs.add_parser("proposals", help="precompute mask proposals for the unlabeled split (resumable)")
+    p.add_argument("config")
+    p.add_argument("overrides", nargs="*")
+    p.add_argument("--out", required=True, help="store folder (proposals.jsonl + index.json)")
+    p.add_argument("--limit", type=int, default=0, help="only the first N images (for a quick look)")
+
     bench = verbs.add_parser("bench", help="benchmarks")
     bverbs = bench.add_subparsers(dest="bench_verb", required=True)
     p = bverbs.add_parser("speed", help="step time, throughput, memory and data-loader headroom")
@@ -121,6 +127,10 @@ def run(argv: Optional[List[str]] = None) -> int:
         from semiseg.export import export_from_cli
 
         return export_from_cli(args)
+    if args.verb == "proposals":
+        from semiseg.pseudo.commands import proposals_from_cli
+
+        return proposals_from_cli(args)
     if args.verb == "bench":
         from semiseg.bench.speed import speed_from_cli
 

@@ -42,6 +42,7 @@ class DataConfig:
     std: List[float] = field(default_factory=lambda: [0.229, 0.224, 0.225])
     batch_size: int = 8  # per process, labeled; unlabeled batches have the same size
     num_workers: int = 2
+    proposals: str = ""  # a proposal store (semiseg proposals) for the unlabeled split, for refiners
     hidden_labels: bool = False  # load the unlabeled split's masks for diagnostics only (never a loss)
     on_error: str = "stop"  # stop | skip: what a corrupt sample found mid-run does
 
@@ -103,6 +104,8 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     method: Dict[str, Any] = field(default_factory=lambda: {"name": "supervised"})
+    # how `semiseg proposals` makes masks: {name: superpixel|sam, **options} (see pseudo/proposals.py)
+    proposals: Dict[str, Any] = field(default_factory=lambda: {"name": "superpixel"})
 
 
 class _Loader(yaml.SafeLoader):
@@ -168,16 +171,29 @@ def parse_overrides(overrides: Sequence[str]) -> Dict[str, Any]:
     return out
 
 
-def read_yaml(path: str | Path) -> Dict[str, Any]:
+def _deep_merge(base: Dict[str, Any], top: Dict[str, Any]) -> Dict[str, Any]:
+    out = dict(base)
+    for k, v in top.items():
+        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def read_yaml(path: str | Path, _seen: tuple = ()) -> Dict[str, Any]:
+    """A config file; ``_base_: other.yaml`` (relative to the file) is read first and overlaid."""
     path = Path(path)
     if not path.is_file():
         raise SemisegError(f"config file {path} does not exist")
+    if path.resolve() in _seen:
+        raise SemisegError(f"config file {path} includes itself through _base_")
     try:
         data = yaml.load(path.read_text(), Loader=_Loader) or {}
     except yaml.YAMLError as e:
         raise SemisegError(f"config file {path} is not valid YAML: {e}") from None
     if not isinstance(data, dict):
         raise SemisegError(f"config file {path} must hold a mapping at the top, not {type(data).__name__}")
+    base = data.pop("_base_", None)
+    if base:
+        data = _deep_merge(read_yaml(path.parent / base, _seen + (path.resolve(),)), data)
     return data
 
 

@@ -11,7 +11,7 @@ from torch.utils.data import Dataset
 from semiseg.data.io import check_mask_values, read_image, read_mask
 from semiseg.data.presets import Layout
 from semiseg.data.splits import Sample
-from semiseg.data.transforms import (PAD_LABELED, PAD_UNLABELED, normalize, resize_long_side,
+from semiseg.data.transforms import (PAD_LABELED, PAD_UNLABELED, normalize, resize_long_side, resize_stack,
                                      train_geometry)
 from semiseg.errors import SemisegError
 
@@ -29,10 +29,10 @@ class SegDataset(Dataset):
     """
 
     def __init__(self, samples: List[Sample], layout: Layout, data_cfg, mode: str, seed: int = 0,
-                 with_hidden: bool = False) -> None:
+                 with_hidden: bool = False, proposals=None) -> None:
         assert mode in ("train_l", "train_u", "val")
         self.samples, self.layout, self.cfg, self.mode, self.seed = samples, layout, data_cfg, mode, seed
-        self.with_hidden = with_hidden
+        self.with_hidden, self.proposals = with_hidden, proposals
         self.num_classes = len(layout.class_names)
 
     def __len__(self) -> int:
@@ -58,6 +58,13 @@ class SegDataset(Dataset):
             check_mask_values(mask, mask_path, self.num_classes, self.cfg.ignore_index)
         return img, mask
 
+    def load_proposals(self, i: int, size) -> np.ndarray:
+        stack = self.proposals.get(self.samples[i].image)
+        if stack.shape[1:] != tuple(size):
+            raise SemisegError(f"proposal store {self.proposals.root}: masks for {self.samples[i].image} are "
+                               f"{stack.shape[2]}x{stack.shape[1]}, the image is {size[1]}x{size[0]}")
+        return stack
+
     def __getitem__(self, key):
         index, epoch = key if isinstance(key, tuple) else (key, 0)
         cfg = self.cfg
@@ -72,12 +79,16 @@ class SegDataset(Dataset):
         img, mask = self.load(index, need_mask=labeled or self.with_hidden)
         if mask is None:  # no (hidden) label: geometry still needs a map; 255 = unknown
             mask = np.full(img.shape[:2], 255, np.uint8)
+        stack = self.load_proposals(index, img.shape[:2]) if self.proposals is not None else None
         if cfg.resize:
             img, mask = resize_long_side(img, mask, cfg.resize)
+            stack = resize_stack(stack, img.shape[:2]) if stack is not None else None
         rng = sample_rng(self.seed, epoch, index)
         pad = PAD_LABELED if labeled else PAD_UNLABELED
-        img, mask = train_geometry(img, mask, rng, cfg.crop_size, cfg.scale_range, cfg.flip, pad)
+        img, mask, *rest = train_geometry(img, mask, rng, cfg.crop_size, cfg.scale_range, cfg.flip, pad, stack)
         out = {"image": normalize(img, cfg.mean, cfg.std), "index": index}
+        if rest:
+            out["props"] = torch.from_numpy(np.ascontiguousarray(rest[0]))
         mask_t = torch.from_numpy(mask.astype(np.int64))
         if labeled:
             out["mask"] = mask_t
@@ -86,6 +97,13 @@ class SegDataset(Dataset):
             if self.with_hidden:
                 out["hidden"] = mask_t.masked_fill(mask_t == PAD_UNLABELED, PAD_LABELED)
         return out
+
+
+def collate_train(items: List[dict]) -> dict:
+    """Default stacking, except proposal stacks (K differs per image): a list of (K, H, W) bool tensors."""
+    out = {k: torch.stack([it[k] for it in items]) if k not in ("index", "props") else [it[k] for it in items]
+           for k in items[0]}
+    return out
 
 
 def collate_val(items: List[dict]) -> dict:

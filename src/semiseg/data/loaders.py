@@ -12,7 +12,7 @@ from typing import Dict, Iterator, List, Optional
 import torch
 from torch.utils.data import DataLoader, Sampler
 
-from semiseg.data.dataset import SegDataset, collate_val
+from semiseg.data.dataset import SegDataset, collate_train, collate_val
 from semiseg.data.presets import Layout, resolve_layout
 from semiseg.errors import SemisegError
 
@@ -59,6 +59,12 @@ class TrainBatches:
             raise SemisegError(f"method {cfg.method.name} needs unlabeled data, but no unlabeled split was found "
                                f"under {layout.root} (set data.unlabeled or data.split)")
         d, seed = cfg.data, cfg.train.seed
+        store = None
+        if d.proposals and unlabeled_streams:
+            from semiseg.pseudo.store import ProposalStore
+
+            store = ProposalStore(d.proposals)
+            store.verify([s.image for s in layout.unlabeled], layout.sources.get("unlabeled", "the unlabeled split"))
         self.batch, self.device = d.batch_size, device
         length = len(layout.unlabeled) if unlabeled_streams else len(layout.labeled)
         self.steps_per_epoch = math.ceil(length / world) // self.batch
@@ -69,9 +75,10 @@ class TrainBatches:
         specs += [(name, layout.unlabeled, "train_u", seed + 7919 * (k + 1))
                   for k, name in enumerate(["u", "mix"][:unlabeled_streams])]
         for name, samples, mode, s in specs:
-            ds = SegDataset(samples, layout, d, mode, seed=s, with_hidden=d.hidden_labels and name == "u")
+            ds = SegDataset(samples, layout, d, mode, seed=s, with_hidden=d.hidden_labels and name == "u",
+                            proposals=store if mode == "train_u" else None)
             sampler = EpochSampler(len(samples), length, s, rank, world)
-            loader = DataLoader(ds, batch_size=self.batch, sampler=sampler, drop_last=True,
+            loader = DataLoader(ds, batch_size=self.batch, sampler=sampler, drop_last=True, collate_fn=collate_train,
                                 num_workers=d.num_workers, persistent_workers=d.num_workers > 0,
                                 pin_memory=torch.device(device).type == "cuda")
             self.streams[name] = (sampler, loader)
@@ -99,9 +106,12 @@ class TrainBatches:
                 out[name], out[f"{name}_ignore"] = b["image"], b["ignore"]
                 if "hidden" in b:
                     out[f"{name}_hidden"] = b["hidden"]
+                if "props" in b:
+                    out[f"{name}_props"] = b["props"]
         self.consumed += 1
         nb = self.device.type == "cuda"
-        return {k: v.to(self.device, non_blocking=nb) for k, v in out.items()}
+        return {k: [t.to(self.device, non_blocking=nb) for t in v] if isinstance(v, list)
+                else v.to(self.device, non_blocking=nb) for k, v in out.items()}
 
     def __iter__(self):
         return self

@@ -21,8 +21,8 @@ def resize_long_side(img: np.ndarray, mask: Optional[np.ndarray], long_side: int
     scale = long_side / max(h, w)
     size = (max(1, round(w * scale)), max(1, round(h * scale)))  # PIL wants (W, H)
     img = np.asarray(Image.fromarray(img).resize(size, Image.BILINEAR))
-    if mask is not None:
-        mask = np.asarray(Image.fromarray(mask).resize(size, Image.NEAREST))
+    if mask is not None:  # the same nearest rule as proposal stacks, so both stay aligned pixel for pixel
+        mask = resize_stack(mask[None], (size[1], size[0]))[0]
     return img, mask
 
 
@@ -41,23 +41,35 @@ def pad_to(img, mask, size: int, mask_pad: int):
     return img, mask
 
 
-def random_crop(img, mask, size: int, rng: np.random.Generator):
-    h, w = img.shape[:2]
-    y = int(rng.integers(0, h - size + 1))
-    x = int(rng.integers(0, w - size + 1))
-    return img[y : y + size, x : x + size], mask[y : y + size, x : x + size]
+def resize_stack(stack: np.ndarray, size: Tuple[int, int]) -> np.ndarray:
+    """Nearest-neighbour resize of a (K, H, W) boolean stack (proposal masks) to ``size`` (H, W)."""
+    k, h, w = stack.shape
+    rows = np.minimum(((np.arange(size[0]) + 0.5) * h / size[0]).astype(int), h - 1)
+    cols = np.minimum(((np.arange(size[1]) + 0.5) * w / size[1]).astype(int), w - 1)
+    return stack[:, rows][:, :, cols]
 
 
 def train_geometry(
     img: np.ndarray, mask: np.ndarray, rng: np.random.Generator, crop: int,
-    scale_range: Sequence[float], flip: bool, mask_pad: int,
-) -> Tuple[np.ndarray, np.ndarray]:
+    scale_range: Sequence[float], flip: bool, mask_pad: int, stack: Optional[np.ndarray] = None,
+):
+    """Rescale, pad, crop, flip; ``stack`` (K, H, W) bool, if given, gets exactly the same geometry."""
     img, mask = random_rescale(img, mask, rng, scale_range)
+    if stack is not None:
+        stack = resize_stack(stack, img.shape[:2])
+    h, w = img.shape[:2]
     img, mask = pad_to(img, mask, crop, mask_pad)
-    img, mask = random_crop(img, mask, crop, rng)
+    if stack is not None:
+        stack = np.pad(stack, ((0, 0), (0, max(crop - h, 0)), (0, max(crop - w, 0))))
+    H, W = img.shape[:2]
+    y, x = int(rng.integers(0, H - crop + 1)), int(rng.integers(0, W - crop + 1))
+    img, mask = img[y : y + crop, x : x + crop], mask[y : y + crop, x : x + crop]
+    if stack is not None:
+        stack = stack[:, y : y + crop, x : x + crop]
     if flip and rng.random() < 0.5:
         img, mask = img[:, ::-1], mask[:, ::-1]
-    return img, mask
+        stack = stack[:, :, ::-1] if stack is not None else None
+    return (img, mask) if stack is None else (img, mask, stack)
 
 
 def normalize(img: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:

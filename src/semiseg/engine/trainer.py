@@ -148,8 +148,8 @@ class Trainer:
         for _ in range(t.accum_steps):
             batch = next(self.batches)
             if t.channels_last:
-                batch = {k: v.contiguous(memory_format=torch.channels_last) if v.dim() == 4 else v
-                         for k, v in batch.items()}
+                batch = {k: v.contiguous(memory_format=torch.channels_last) if torch.is_tensor(v) and v.dim() == 4
+                         else v for k, v in batch.items()}
             with self._autocast():
                 out = self.method.training_step(batch, self.step)
             loss = out["loss"]

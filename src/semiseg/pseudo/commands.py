@@ -1,0 +1,41 @@
+"""``semiseg proposals CONFIG --out DIR``: precompute mask proposals for the unlabeled split, resumably."""
+from __future__ import annotations
+
+import time
+
+from semiseg.config import as_dict, load_config
+from semiseg.data.io import read_image
+from semiseg.data.presets import resolve_layout
+from semiseg.engine.logging import fmt_time
+from semiseg.errors import SemisegError
+from semiseg.pseudo.proposals import build_proposals
+from semiseg.pseudo.store import ProposalStore
+
+
+def proposals_from_cli(args) -> int:
+    cfg = load_config(args.config, args.overrides)
+    layout = resolve_layout(cfg.data)
+    if layout.unlabeled is None:
+        raise SemisegError(f"no unlabeled split under {layout.root}: nothing to make proposals for")
+    samples = layout.unlabeled[: args.limit or None]
+    split = layout.sources.get("unlabeled", "")
+    generate = build_proposals(cfg.proposals)
+    store = ProposalStore(args.out)
+    todo = [s for s in samples if s.image not in store.records]
+    spec = as_dict(cfg)["proposals"]
+    store.write_index(split, len(samples), spec)
+    print(f"{len(samples) - len(todo)} of {len(samples)} images already done; computing {len(todo)} with {spec}")
+    t0 = time.time()
+    with open(store.lines, "a") as fh:
+        for i, s in enumerate(todo, 1):
+            store.add(s.image, generate(read_image(layout.root / s.image)), fh)
+            if i % 100 == 0 or i == len(todo):
+                fh.flush()
+                store.write_index(split, len(samples), spec)
+                rate = i / (time.time() - t0)
+                print(f"[{i}/{len(todo)}] {rate:.1f} images/s, {fmt_time((len(todo) - i) / rate)} left", flush=True)
+    store.write_index(split, len(samples), spec)
+    if todo:
+        print(f"wrote proposals for {len(todo)} images in {time.time() - t0:.1f}s "
+              f"({len(todo) / (time.time() - t0):.1f} images/s) to {args.out}")
+    return 0
