@@ -62,3 +62,19 @@ def tiny_cfg(root, *extra: str):
     from semiseg.config import load_config
 
     return load_config(None, TINY + [f"data.root={root}", *extra])
+
+
+@pytest.fixture(scope="session")
+def tiny_store(tiny_scenes, tmp_path_factory) -> Path:
+    """Superpixel proposals for the tiny scenes' 1/16 unlabeled split."""
+    from semiseg.data.io import read_image
+    from semiseg.data.splits import read_split
+    from semiseg.pseudo.proposals import SuperpixelProposals
+    from semiseg.pseudo.store import ProposalStore
+
+    out = tmp_path_factory.mktemp("store")
+    store, gen = ProposalStore(out), SuperpixelProposals(min_area=4)
+    with open(store.lines, "a") as fh:
+        for s in read_split(tiny_scenes / "splits/1_16/unlabeled.txt", require_mask=False):
+            store.add(s.image, gen(read_image(tiny_scenes / s.image)), fh)
+    return out

@@ -63,3 +63,17 @@ def test_base_files_are_overlaid(tmp_path):
     (tmp_path / "loop.yaml").write_text("_base_: loop.yaml\n")
     with pytest.raises(SemisegError, match="includes itself"):
         load_config(tmp_path / "loop.yaml")
+
+
+def test_switching_a_component_by_name_drops_its_old_options(tmp_path):
+    p = write(tmp_path, "method:\n  name: csl\n  selector: {name: csl, alpha: 2.0}\n")
+    cfg = load_config(p, ["method.selector={name: class_aware, ratio: 0.9}"])
+    assert cfg.method.selector == {"name": "class_aware", "ratio": 0.9}
+    assert load_config(p, ["method.selector.alpha=4.0"]).method.selector == {"name": "csl", "alpha": 4.0, "features": "raw"}
+    # the method's own default spec is replaced too, not merged
+    assert load_config(None, ["method.name=csl", "method.selector={name: threshold}"]).method.selector == {"name": "threshold"}
+
+
+def test_method_values_are_type_checked():
+    with pytest.raises(SemisegError, match="method section: bad value"):
+        load_config(None, ["method.name=dssn", "method.warmup_steps=soon"])

@@ -14,8 +14,8 @@ from semiseg.models import build_model
 from conftest import TINY
 
 
-def make_method(name, root):
-    cfg = load_config(None, TINY + [f"data.root={root}", f"method.name={name}"])
+def make_method(name, root, store, *extra):
+    cfg = load_config(None, TINY + [f"data.root={root}", f"method.name={name}", f"data.proposals={store}", *extra])
     torch.manual_seed(0)
     layout = resolve_layout(cfg.data)
     model = build_model(cfg.model, len(layout.class_names))
@@ -24,9 +24,16 @@ def make_method(name, root):
     return method, model, next(batches)
 
 
-@pytest.mark.parametrize("name", METHODS.names())
-def test_method_contract(name, tiny_scenes):
-    method, model, batch = make_method(name, tiny_scenes)
+CASES = [(name, ()) for name in METHODS.names()] + [
+    ("unimatch", ("method.refiner={name: cpi}",)),  # a refiner after any selector
+    ("csl", ("method.selector={name: class_aware}",)),  # any selector in any method
+    ("unimatch", ("method.selector={name: csl}", "method.mix=roll")),
+]
+
+
+@pytest.mark.parametrize("name,extra", CASES)
+def test_method_contract(name, extra, tiny_scenes, tiny_store):
+    method, model, batch = make_method(name, tiny_scenes, tiny_store, *extra)
     out = method.training_step(batch, step=0)
     assert torch.isfinite(out["loss"]) and out["loss"].requires_grad
     assert all(torch.isfinite(torch.as_tensor(v)) for v in out.values())
@@ -51,7 +58,7 @@ def test_method_contract(name, tiny_scenes):
         assert teacher is None
     # state round trip
     state = method.state_dict()
-    other, _, _ = make_method(name, tiny_scenes)
+    other, _, _ = make_method(name, tiny_scenes, tiny_store, *extra)
     other.load_state_dict(state)
     for k, v in state.get("teacher", {}).items():
         assert torch.equal(v, other.teacher.module.state_dict()[k])

@@ -172,6 +172,10 @@ def parse_overrides(overrides: Sequence[str]) -> Dict[str, Any]:
 
 
 def _deep_merge(base: Dict[str, Any], top: Dict[str, Any]) -> Dict[str, Any]:
+    """Nested merge, except that a component spec (a mapping with a ``name``) whose name changes is
+    replaced as a whole: ``selector={name: class_aware}`` must not inherit the old selector's options."""
+    if "name" in top and "name" in base and top["name"] != base["name"]:
+        return dict(top)
     out = dict(base)
     for k, v in top.items():
         out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
@@ -202,16 +206,23 @@ def load_config(
     overrides: Sequence[str] = (),
     extra: Optional[Dict[str, Any]] = None,
 ) -> DictConfig:
-    """Defaults <- YAML file <- ``extra`` (e.g. a checkpoint's config) <- overrides; validated."""
+    """Defaults <- ``extra`` (e.g. a checkpoint's config) <- YAML file <- overrides; validated.
+
+    Each layer is checked on its own (so errors name the file or the override), then the layers are
+    merged with the component-spec rule of :func:`_deep_merge` and applied to the defaults once."""
     schema = Config()
-    cfg = OmegaConf.structured(schema)
+    layers = []
     if extra:
-        cfg = _merge(cfg, extra, schema, "embedded config")
+        layers.append((extra, "embedded config"))
     if path is not None:
-        cfg = _merge(cfg, read_yaml(path), schema, str(path))
+        layers.append((read_yaml(path), str(path)))
     if overrides:
-        cfg = _merge(cfg, parse_overrides(overrides), schema, "command line override")
-    return resolve_method(cfg)
+        layers.append((parse_overrides(overrides), "command line override"))
+    user: Dict[str, Any] = {}
+    for layer, where in layers:
+        _merge(OmegaConf.structured(schema), layer, schema, where)
+        user = _deep_merge(user, layer)
+    return resolve_method(_merge(OmegaConf.structured(schema), user, schema, "config"))
 
 
 def resolve_method(cfg: DictConfig) -> DictConfig:
@@ -223,11 +234,11 @@ def resolve_method(cfg: DictConfig) -> DictConfig:
     method_cls = METHODS.get(name)
     mschema = method_cls.Config()
     _check_keys(method, mschema, "method section", "method.")
-    try:
-        merged = OmegaConf.merge(OmegaConf.structured(mschema), method)
-    except OmegaConfBaseException as e:
-        raise SemisegError(f"method section: bad value for 'method.{getattr(e, 'full_key', '?')}': {e}") from None
-    out = OmegaConf.to_container(merged)
+    merged = _deep_merge(dataclasses.asdict(mschema), method)
+    try:  # building the dataclass node validates every value's type
+        out = OmegaConf.to_container(OmegaConf.structured(type(mschema)(**merged)))
+    except (OmegaConfBaseException, TypeError) as e:
+        raise SemisegError(f"method section: bad value: {str(e).splitlines()[0]}") from None
     cfg.method = {"name": name, **out}
     return cfg
 

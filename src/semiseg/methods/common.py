@@ -9,6 +9,7 @@ import torch
 from semiseg.data.augment import cutmix_box, mix, strong_photometric
 from semiseg.errors import SemisegError
 from semiseg.methods.base import Method, MethodConfig
+from semiseg.pseudo.refiners import build_refiner
 from semiseg.pseudo.selectors import build_selector, selection_stats
 
 
@@ -20,6 +21,8 @@ class SemiConfig(MethodConfig):
     # by one, "flip" = the batch reversed (UniMatch V2)
     mix: str = "batch"
     cutmix_p: float = 0.5
+    # SemiRES-style refinement after selection, e.g. {name: iom}; needs data.proposals (semiseg proposals)
+    refiner: Dict[str, Any] = field(default_factory=dict)
 
 
 class SemiMethod(Method):
@@ -33,6 +36,8 @@ class SemiMethod(Method):
         if self.cfg.mix not in ("batch", "roll", "flip"):
             raise SemisegError(f"method.mix must be one of batch, roll, flip; not {self.cfg.mix!r}")
         self.unlabeled_streams = 2 if self.cfg.mix == "batch" else 1
+        self.refine = build_refiner(self.cfg.refiner) if self.cfg.refiner else None
+        self.needs_proposals = self.refine is not None or type(self).needs_proposals
 
     def partner(self, batch: Dict[str, torch.Tensor]) -> Tuple[torch.Tensor, torch.Tensor]:
         """The CutMix partner images and their ignore masks."""
@@ -49,10 +54,40 @@ class SemiMethod(Method):
         b, _, h, w = u.shape
         return cutmix_box(b, h, w, u.device, self.cfg.cutmix_p)
 
-    @staticmethod
-    def mixed_targets(box, probs_u, ign_u, probs_mix, ign_mix):
-        """Pseudo-label inputs for a CutMixed strong view: the partner's inside the box."""
-        return mix(probs_u, probs_mix, box), mix(ign_u, ign_mix, box)
+    def pseudo(self, probs, ignore, props=None):
+        """Selection, then (if configured) refinement with the images' proposals. Refined pixels keep
+        weight 1 (the proposal is trusted); elsewhere the PWA weight times the selector's weight."""
+        pl, weight = self.select(probs, ignore)
+        if self.refine is None:
+            return pl, weight
+        if props is None:
+            raise SemisegError("method.refiner is set but the batch has no proposals: set data.proposals to a "
+                               "store made by `semiseg proposals`")
+        pl_r, w_r = self.refine(probs, props, ignore)
+        return pl_r, torch.where(w_r == 1, w_r, w_r * weight)
+
+    def view_labels(self, boxes, probs_u, ign_u, probs_mix, ign_mix, batch):
+        """(pl, weight, ignore) for each CutMixed strong view. Without a refiner the selector runs on the
+        mixed map (per-image statistics then span both images, as DSSN's CPLG); with one, each source image
+        is refined with its own proposals first and the results are pasted."""
+        if self.refine is None:
+            out = []
+            for box in boxes:  # the partner's scores inside the box
+                probs_s, ign_s = mix(probs_u, probs_mix, box), mix(ign_u, ign_mix, box)
+                out.append((*self.select(probs_s, ign_s), ign_s))
+            return out
+        pl_u, w_u = self.pseudo(probs_u, ign_u, batch.get("u_props"))
+        props_mix = batch.get("mix_props") if self.cfg.mix == "batch" else self._partner_props(batch.get("u_props"))
+        pl_m, w_m = self.pseudo(probs_mix, ign_mix, props_mix)
+        return [(mix(pl_u, pl_m, box), mix(w_u, w_m, box), mix(ign_u, ign_mix, box)) for box in boxes]
+
+    def _partner_props(self, props):
+        if props is None:
+            return None
+        return props[-1:] + props[:-1] if self.cfg.mix == "roll" else props[::-1]
+
+    def refine_stats(self) -> Dict[str, float]:
+        return {"miss_rate": self.refine.miss_rate} if self.refine is not None else {}
 
     def stats(self, pl, weight, ignore, batch: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
         """Mask ratios; with ``data.hidden_labels`` also selection precision/recall against the unlabeled

@@ -70,13 +70,14 @@ class CSL(SemiMethod):
         x, y, u_w, ign_u = batch["x"], batch["y"], batch["u"], batch["u_ignore"]
         u_mix, ign_mix = self.partner(batch)
         probs_mix = self.predict_partner(u_mix)
-        pl_mix, w_mix = self.select(probs_mix, ign_mix)
+        pl_mix, w_mix = self.pseudo(probs_mix, ign_mix, batch.get("mix_props") if self.cfg.mix == "batch"
+                                    else self._partner_props(batch.get("u_props")))
 
         n = x.shape[0]
         preds, (preds_fp,) = self.model(torch.cat([x, u_w]), fp_branches=1)
         pred_x, pred_u_w = preds.split([n, u_w.shape[0]])
         pred_u_w_fp = preds_fp[n:]
-        pl_w, w_w = self.select(pred_u_w.detach().float().softmax(1), ign_u)
+        pl_w, w_w = self.pseudo(pred_u_w.detach().float().softmax(1), ign_u, batch.get("u_props"))
 
         box = self.box(u_w)
         u_s = mix(self.strong(u_w), self.strong(u_mix), box)
@@ -91,4 +92,4 @@ class CSL(SemiMethod):
         loss = (loss_x + 0.25 * loss_s + 0.25 * loss_m + 0.5 * loss_fp) / 2
         return {"loss": loss, "loss_x": loss_x.detach(), "loss_s": loss_s.detach(), "loss_m": loss_m.detach(),
                 "loss_fp": loss_fp.detach(), "mean_weight": (w_w.sum() / (~ign_u).sum().clamp(min=1)).detach(),
-                **self.stats(pl_w, w_w, ign_u, batch)}
+                **self.stats(pl_w, w_w, ign_u, batch), **self.refine_stats()}

@@ -80,11 +80,9 @@ class DSSN(SemiMethod):
         p_s1, p_s2 = self.model(torch.cat([u_s1, u_s2])).chunk(2)
 
         # FP branches: the student's own weak prediction; strong views: the teacher's CutMixed map
-        pl_w, w_w = self.select(pred_u_w.detach().float().softmax(1), ign_u)
-        t_mix1, ign_s1 = self.mixed_targets(box1, t_w, ign_u, t_mix, ign_mix)
-        t_mix2, ign_s2 = self.mixed_targets(box2, t_w, ign_u, t_mix, ign_mix)
-        pl_s1, w_s1 = self.select(t_mix1, ign_s1)
-        pl_s2, w_s2 = self.select(t_mix2, ign_s2)
+        pl_w, w_w = self.pseudo(pred_u_w.detach().float().softmax(1), ign_u, batch.get("u_props"))
+        (pl_s1, w_s1, ign_s1), (pl_s2, w_s2, ign_s2) = self.view_labels([box1, box2], t_w, ign_u, t_mix, ign_mix,
+                                                                         batch)
 
         loss_x = self.criterion(pred_x, y)
         strong_on = float(step >= c.warmup_steps)
@@ -100,7 +98,7 @@ class DSSN(SemiMethod):
         pl_t, w_t = self.select(t_w, ign_u)  # what the teacher's selection keeps on the weak view, for logs
         return {"loss": loss, "loss_x": loss_x.detach(), "loss_s1": loss_s1.detach(), "loss_s2": loss_s2.detach(),
                 "loss_fp": (loss_fp1 + loss_fp2).detach() / 2, "loss_img": loss_img.detach(),
-                "loss_feat": loss_feat.detach(), **self.stats(pl_t, w_t, ign_u, batch)}
+                "loss_feat": loss_feat.detach(), **self.stats(pl_t, w_t, ign_u, batch), **self.refine_stats()}
 
     def after_step(self, step: int) -> None:
         if step < self.cfg.warmup_steps:  # keep rate 0: the teacher is a copy of the student

@@ -34,10 +34,9 @@ class FixMatch(SemiMethod):
         pred_u_s = self.model(u_s)
 
         probs_w = pred_u_w.detach().float().softmax(1)
-        probs_s, ign_s = self.mixed_targets(box, probs_w, ign_u, probs_mix, ign_mix)
-        pl_s, w_s = self.select(probs_s, ign_s)
+        ((pl_s, w_s, ign_s),) = self.view_labels([box], probs_w, ign_u, probs_mix, ign_mix, batch)
 
         loss_x = self.criterion(pred_x, y)
         loss_s = masked_ce(pred_u_s, pl_s, w_s, ign_s)
         loss = (loss_x + loss_s) / 2
-        return {"loss": loss, "loss_x": loss_x.detach(), "loss_s": loss_s.detach(), **self.stats(pl_s, w_s, ign_s, batch)}
+        return {"loss": loss, "loss_x": loss_x.detach(), "loss_s": loss_s.detach(), **self.stats(pl_s, w_s, ign_s, batch), **self.refine_stats()}

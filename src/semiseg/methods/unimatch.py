@@ -39,11 +39,9 @@ class UniMatch(SemiMethod):
         pred_u_s1, pred_u_s2 = self.model(torch.cat([u_s1, u_s2])).chunk(2)
 
         probs_w = pred_u_w.detach().float().softmax(1)
-        pl_w, w_w = self.select(probs_w, ign_u)
-        probs_s1, ign_s1 = self.mixed_targets(box1, probs_w, ign_u, probs_mix, ign_mix)
-        probs_s2, ign_s2 = self.mixed_targets(box2, probs_w, ign_u, probs_mix, ign_mix)
-        pl_s1, w_s1 = self.select(probs_s1, ign_s1)
-        pl_s2, w_s2 = self.select(probs_s2, ign_s2)
+        pl_w, w_w = self.pseudo(probs_w, ign_u, batch.get("u_props"))
+        (pl_s1, w_s1, ign_s1), (pl_s2, w_s2, ign_s2) = self.view_labels([box1, box2], probs_w, ign_u, probs_mix,
+                                                                         ign_mix, batch)
 
         loss_x = self.criterion(pred_x, y)
         loss_s1 = masked_ce(pred_u_s1, pl_s1, w_s1, ign_s1)
@@ -51,4 +49,4 @@ class UniMatch(SemiMethod):
         loss_fp = masked_ce(pred_u_w_fp, pl_w, w_w, ign_u)
         loss = (loss_x + 0.25 * loss_s1 + 0.25 * loss_s2 + 0.5 * loss_fp) / 2
         return {"loss": loss, "loss_x": loss_x.detach(), "loss_s1": loss_s1.detach(), "loss_s2": loss_s2.detach(),
-                "loss_fp": loss_fp.detach(), **self.stats(pl_w, w_w, ign_u, batch)}
+                "loss_fp": loss_fp.detach(), **self.stats(pl_w, w_w, ign_u, batch), **self.refine_stats()}

@@ -1,0 +1,83 @@
+"""SemiRES (ICML 2024, "SAM as the guide") for semantic segmentation: mask proposals refine the pseudo-labels
+of an EMA teacher (code github nini0919/SemiRES; ``../shared/reference/methods.md`` A.3).
+
+    burn-in (optional): L = L_x, teacher copied from the student at its end
+    then:               L = sup_weight * L_x + unsup_weight * L_u
+
+The EMA teacher (0.9996, parameters and buffers, eval mode, no_grad) predicts the weak view; its labels
+are refined per image and per class by IOM (default; CPI as a switch) against the image's proposals,
+with PWA's per-pixel weights where no proposal matches. The strong view (colour jitter, the same
+geometry, no CutMix, as SemiRES) learns from them. The IOM script weights the supervised loss x10
+(``sup_weight``), the CPI script x1. ``miss_rate`` logs the share of class masks that fell back to PWA.
+
+Deviations: SemiRES is binary (one referent); here every predicted class of an image is a mask to refine.
+Its unlabeled loss averages a refined-sample CE and a PWA-sample CE per batch; here one masked CE over all
+pixels with the per-pixel weights, divided by the valid pixels (the UniMatch family's rule).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Dict
+
+import torch
+
+from semiseg.losses import masked_ce
+from semiseg.methods.common import SemiConfig, SemiMethod
+from semiseg.methods.registry import METHODS
+from semiseg.methods.teacher import EMATeacher
+
+
+@dataclass
+class SemiRESConfig(SemiConfig):
+    selector: Dict[str, Any] = field(default_factory=lambda: {"name": "none"})
+    refiner: Dict[str, Any] = field(default_factory=lambda: {"name": "iom"})
+    mix: str = "roll"  # no partner stream needed: SemiRES uses no CutMix
+    cutmix_p: float = 0.0
+    ema_momentum: float = 0.9996
+    burn_in_steps: int = 0
+    sup_weight: float = 10.0
+    unsup_weight: float = 1.0
+
+
+@METHODS.register("semires")
+class SemiRES(SemiMethod):
+    Config = SemiRESConfig
+    needs_teacher = True
+    needs_proposals = True
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.teacher = EMATeacher(self.student, self.cfg.ema_momentum)
+
+    def training_step(self, batch: Dict[str, torch.Tensor], step: int) -> Dict[str, torch.Tensor]:
+        c = self.cfg
+        x, y = batch["x"], batch["y"]
+        if step < c.burn_in_steps:
+            loss_x = self.criterion(self.model(x), y)
+            return {"loss": c.sup_weight * loss_x, "loss_x": loss_x.detach()}
+        u_w, ign_u = batch["u"], batch["u_ignore"]
+        with torch.no_grad():
+            self.teacher.eval()
+            probs_w = self.teacher(u_w).float().softmax(1)
+        pl, weight = self.pseudo(probs_w, ign_u, batch.get("u_props"))
+        u_s = self.strong(u_w)
+        if c.cutmix_p > 0:
+            u_mix, ign_mix = self.partner(batch)
+            with torch.no_grad():
+                probs_mix = self.teacher(u_mix).float().softmax(1)
+            box = self.box(u_w)
+            u_s = torch.where(box.unsqueeze(1), self.strong(u_mix), u_s)
+            ((pl, weight, ign_u),) = self.view_labels([box], probs_w, ign_u, probs_mix, ign_mix, batch)
+
+        pred_x, pred_u_s = self.model(torch.cat([x, u_s])).split([x.shape[0], u_s.shape[0]])
+        loss_x = self.criterion(pred_x, y)
+        loss_u = masked_ce(pred_u_s, pl, weight, ign_u)
+        loss = c.sup_weight * loss_x + c.unsup_weight * loss_u
+        return {"loss": loss, "loss_x": loss_x.detach(), "loss_u": loss_u.detach(),
+                **self.stats(pl, weight, ign_u, batch), **self.refine_stats()}
+
+    def after_step(self, step: int) -> None:
+        if step < self.cfg.burn_in_steps:  # the teacher starts from the burned-in student
+            self.teacher.copy_from(self.student)
+        else:
+            self.teacher.update(self.student, step)
