@@ -100,6 +100,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*")
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--warmup", type=int, default=5)
+    p = bverbs.add_parser("quality", help="run a suite of configs x seeds (resumable) and write its mIoU table")
+    p.add_argument("suite", help="suite YAML (see src/semiseg/bench/quality.py)")
+    p.add_argument("--out", help="runs folder (default runs/bench/<suite name>)")
+    p.add_argument("--doc", help="Markdown file whose <!-- semiseg:<suite name> --> section gets the table")
+    p.add_argument("--table-only", action="store_true", help="only collect finished runs into the table")
     return parser
 
 
@@ -131,6 +136,10 @@ def run(argv: Optional[List[str]] = None) -> int:
         from semiseg.pseudo.commands import proposals_from_cli
 
         return proposals_from_cli(args)
+    if args.verb == "bench" and args.bench_verb == "quality":
+        from semiseg.bench.quality import quality_from_cli
+
+        return quality_from_cli(args)
     if args.verb == "bench":
         from semiseg.bench.speed import speed_from_cli
 
