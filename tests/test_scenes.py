@@ -35,8 +35,6 @@ def test_same_seed_gives_byte_identical_output(tmp_path, source):
 @pytest.mark.parametrize("classes", ["fine", "coarse"])
 def test_masks_agree_with_instance_maps(tmp_path, classes):
     source = "fashion" if items.fashion_available() else "digits"
-    if source == "digits" and classes == "coarse":
-        pytest.skip("coarse groups are defined for fashion items")
     generate(tmp_path, ScenesConfig(n_train=64, n_val=16, items=source, classes=classes))
     meta = json.loads((tmp_path / "meta.json").read_text())
     n_classes = len(meta["class_names"])

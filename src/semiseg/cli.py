@@ -69,7 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-tint", action="store_true")
     p.add_argument("--background", choices=["photos", "dimmed", "plain"], default="photos")
     p.add_argument("--items", choices=["fashion", "digits", "auto"], default="auto")
-    p.add_argument("--classes", choices=["fine", "coarse"], default="fine")
+    p.add_argument("--classes", choices=["fine", "coarse"], default="coarse",
+                   help="coarse: top/trouser/dress/footwear/bag groups (default); fine: the 10 item classes "
+                        "(digits: always fine)")
 
     p = dverbs.add_parser("split", help="draw labeled/unlabeled lists by count or ratio")
     p.add_argument("--root", required=True, help="data root the paths are relative to")
@@ -96,8 +98,10 @@ def build_parser() -> argparse.ArgumentParser:
     bench = verbs.add_parser("bench", help="benchmarks")
     bverbs = bench.add_subparsers(dest="bench_verb", required=True)
     p = bverbs.add_parser("speed", help="step time, throughput, memory and data-loader headroom")
-    p.add_argument("config")
-    p.add_argument("overrides", nargs="*")
+    p.add_argument("config", nargs="+", help="one or more config files, then a.b=c overrides for all")
+    p.add_argument("--overhead", help="also time the batched extras (aug, CutMix, selection, EMA) of this config")
+    p.add_argument("--doc", help="Markdown file to write the table into")
+    p.add_argument("--section", default="speed", help="section name in --doc")
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--warmup", type=int, default=5)
     p = bverbs.add_parser("quality", help="run a suite of configs x seeds (resumable) and write its mIoU table")
@@ -105,6 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="runs folder (default runs/bench/<suite name>)")
     p.add_argument("--doc", help="Markdown file whose <!-- semiseg:<suite name> --> section gets the table")
     p.add_argument("--table-only", action="store_true", help="only collect finished runs into the table")
+    p.add_argument("--only", help="comma-separated run names to run (the table still lists all)")
     return parser
 
 

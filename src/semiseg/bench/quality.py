@@ -77,8 +77,9 @@ def run_one(config: str, overrides: List[str], work_dir: Path, log: Path) -> Non
         raise SemisegError(f"run failed (exit {code}): {' '.join(cmd)}; see {log}")
 
 
-def run_suite(suite: dict, out: Path, dry: bool = False) -> None:
-    jobs = [(r, seed) for seed in suite.get("seeds", [0]) for r in suite["runs"]]
+def run_suite(suite: dict, out: Path, only: Optional[List[str]] = None) -> None:
+    runs = [r for r in suite["runs"] if not only or r["name"] in only]
+    jobs = [(r, seed) for seed in suite.get("seeds", [0]) for r in runs]
     todo = [(r, s) for r, s in jobs if final_eval(out / r["name"] / f"seed{s}") is None]
     print(f"suite {suite['name']}: {len(jobs)} runs, {len(jobs) - len(todo)} finished, {len(todo)} to go")
     t0 = time.time()
@@ -87,8 +88,7 @@ def run_suite(suite: dict, out: Path, dry: bool = False) -> None:
         overrides = list(suite.get("overrides", [])) + list(r.get("overrides", [])) + [f"train.seed={seed}"]
         eta = "" if i == 0 else f", about {fmt_time((time.time() - t0) / i * (len(todo) - i))} left"
         print(f"[{i + 1}/{len(todo)}] {r['name']} seed {seed} -> {wd}{eta}", flush=True)
-        if not dry:
-            run_one(r["config"], overrides, wd, wd / "train.log")
+        run_one(r["config"], overrides, wd, wd / "train.log")
 
 
 def _mean_sd(values: List[float]) -> str:
@@ -143,7 +143,7 @@ def quality_from_cli(args) -> int:
     suite = read_suite(args.suite)
     out = Path(args.out or f"runs/bench/{suite['name']}")
     if not args.table_only:
-        run_suite(suite, out)
+        run_suite(suite, out, args.only.split(",") if args.only else None)
     body = table(suite, out)
     print(body)
     if args.doc:
