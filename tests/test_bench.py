@@ -51,3 +51,38 @@ def test_suite_needs_unique_names(tmp_path):
     p.write_text("name: s\nruns:\n  - {name: a, config: x}\n  - {name: a, config: y}\n")
     with pytest.raises(SemisegError, match="unique name"):
         read_suite(p)
+
+
+def test_boundary_f_and_auroc_on_known_inputs():
+    import numpy as np
+    import torch
+
+    from semiseg.bench.pseudo import auroc, boundary_counts
+
+    gt = torch.zeros(8, 8, dtype=torch.long)
+    gt[:, 4:] = 1
+    assert boundary_counts(gt, gt) == (16, 16, 16, 16)  # two boundary columns of 8
+    shifted = torch.zeros(8, 8, dtype=torch.long)
+    shifted[:, 5:] = 1  # one pixel off: still within the 1 px tolerance
+    mp, np_, mg, ng = boundary_counts(shifted, gt)
+    assert (mp, np_) == (16, 16) and (mg, ng) == (16, 16)
+    far = torch.zeros(8, 8, dtype=torch.long)
+    far[:, 7:] = 1
+    assert boundary_counts(far, gt)[0] == 0
+    assert auroc(np.array([0.1, 0.2, 0.8, 0.9]), np.array([False, False, True, True])) == 1.0
+    assert auroc(np.array([0.5, 0.5, 0.5, 0.5]), np.array([False, True, False, True])) == 0.5
+
+
+def test_bench_pseudo_end_to_end(tiny_scenes, tiny_store, tmp_path, capsys):
+    from semiseg.cli import run
+    from semiseg.engine.trainer import train
+
+    from conftest import tiny_cfg
+
+    train(tiny_cfg(tiny_scenes, "train.iters=2", "train.eval_interval=2"), work_dir=str(tmp_path))
+    assert run(["bench", "pseudo", str(tmp_path / "latest.pth"), "--proposals", str(tiny_store),
+                "--doc", str(tmp_path / "d.md")]) == 0
+    text = (tmp_path / "d.md").read_text()
+    for row in ("| threshold 0.95 |", "| CPLG (class_aware) |", "| csl |", "| max confidence |", "| refined by iom |",
+                "| refined by cpi |"):
+        assert row in text

@@ -4,38 +4,11 @@ import math
 import pytest
 import torch
 
+from semiseg.bench.csl_loop import csl_per_image as reference
 from semiseg.pseudo.csl import csl_features
 from semiseg.pseudo.selectors import build_selector
 
 SELECT = build_selector({"name": "csl", "alpha": 8.0})
-
-
-def reference(probs, ignore, alpha=8.0, features="raw"):
-    """The authors' procedure, literally: one SVD of the N x 2 feature matrix per image."""
-    weights, labels = [], []
-    for b in range(probs.shape[0]):
-        f1, d, pl = csl_features(probs[b : b + 1].double(), features)
-        v = ~ignore[b].flatten()
-        X = torch.stack([f1.flatten(), d.flatten()], 1)
-        w = torch.zeros(X.shape[0], dtype=torch.float64)
-        if v.any():
-            U, S, _ = torch.linalg.svd(X[v], full_matrices=False)
-            assign = U.abs().argmax(1)
-            mean, var = torch.zeros(2, 2, dtype=torch.float64), torch.zeros(2, 2, dtype=torch.float64)
-            for k in (0, 1):
-                members = X[v][assign == k]
-                if len(members):
-                    mean[k] = members.mean(0)
-                if len(members) > 1:
-                    var[k] = members.var(0, unbiased=True)
-            k = int(mean[:, 0].argmax())
-            z_c = (X[:, 0] - mean[k, 0]) / math.sqrt(var[k, 0] + 1e-10)
-            z_d = (mean[k, 1] - X[:, 1]) / math.sqrt(var[k, 1] + 1e-10)
-            w = torch.exp(-z_c**2 / alpha) * torch.exp(-z_d**2 / alpha)
-            w = torch.where((z_c > 0) | (z_d > 0), torch.ones_like(w), w) * v
-        weights.append(w.view(probs.shape[2:]))
-        labels.append(pl[0])
-    return torch.stack(labels), torch.stack(weights).float()
 
 
 def random_probs(b, c, h, w, seed=0):

@@ -110,6 +110,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--doc", help="Markdown file whose <!-- semiseg:<suite name> --> section gets the table")
     p.add_argument("--table-only", action="store_true", help="only collect finished runs into the table")
     p.add_argument("--only", help="comma-separated run names to run (the table still lists all)")
+    p = bverbs.add_parser("pseudo", help="pseudo-label quality of a checkpoint on the unlabeled split (hidden labels)")
+    p.add_argument("ckpt")
+    p.add_argument("--teacher", action="store_true", help="use the checkpoint's teacher")
+    p.add_argument("--proposals", help="a proposal store: also score the IOM and CPI refinements")
+    p.add_argument("--max-images", type=int, default=0)
+    p.add_argument("--doc")
+    p.add_argument("--section", default="pseudo")
+
+    p = bverbs.add_parser("selector", help="time the batched CSL selector against the per-image SVD loop")
+    p.add_argument("--doc")
+    p.add_argument("--section", default="selector-speed")
     return parser
 
 
@@ -141,6 +152,14 @@ def run(argv: Optional[List[str]] = None) -> int:
         from semiseg.pseudo.commands import proposals_from_cli
 
         return proposals_from_cli(args)
+    if args.verb == "bench" and args.bench_verb == "pseudo":
+        from semiseg.bench.pseudo import pseudo_from_cli
+
+        return pseudo_from_cli(args)
+    if args.verb == "bench" and args.bench_verb == "selector":
+        from semiseg.bench.selector import selector_from_cli
+
+        return selector_from_cli(args)
     if args.verb == "bench" and args.bench_verb == "quality":
         from semiseg.bench.quality import quality_from_cli
 

@@ -1,0 +1,149 @@
+"""``semiseg bench pseudo CKPT``: how good are a model's pseudo-labels on the unlabeled split, and what do
+selectors and refiners do to them? Scored against the split's hidden labels (the scenes benchmark has them).
+
+Selectors: share of pixels selected (full weight), precision (selected pixels whose label is right),
+recall (right pixels that were selected), and AUROC of each per-pixel score as a detector of right
+labels (max confidence; CSL's weight), which is the separation CSL claims to improve.
+Refiners (selector ``none``, proposals from a store): pseudo-label mIoU and boundary F-score (1 px).
+"""
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+from typing import Dict, List
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy.stats import rankdata
+
+from semiseg.data.dataset import SegDataset
+from semiseg.data.presets import resolve_layout
+from semiseg.engine.evaluator import confusion, metrics_from_confusion
+from semiseg.errors import SemisegError
+from semiseg.inference import Predictor
+from semiseg.pseudo.refiners import build_refiner
+from semiseg.pseudo.selectors import build_selector
+
+SELECTORS = {"threshold 0.95": {"name": "threshold", "tau": 0.95}, "CPLG (class_aware)": {"name": "class_aware"},
+             "csl": {"name": "csl"}, "none": {"name": "none"}}
+REFINERS = ["iom", "cpi"]
+
+
+def boundary(label: torch.Tensor) -> torch.Tensor:
+    """(H, W) -> bool map of pixels with a 4-neighbour of another label."""
+    b = torch.zeros_like(label, dtype=torch.bool)
+    b[:-1] |= label[:-1] != label[1:]
+    b[1:] |= label[:-1] != label[1:]
+    b[:, :-1] |= label[:, :-1] != label[:, 1:]
+    b[:, 1:] |= label[:, :-1] != label[:, 1:]
+    return b
+
+
+def boundary_counts(pred: torch.Tensor, gt: torch.Tensor, tol: int = 1):
+    """(matched predicted, predicted, matched true, true) boundary pixels within ``tol`` pixels."""
+    bp, bg = boundary(pred), boundary(gt)
+    k = 2 * tol + 1
+    near_g = F.max_pool2d(bg[None, None].float(), k, 1, tol)[0, 0] > 0
+    near_p = F.max_pool2d(bp[None, None].float(), k, 1, tol)[0, 0] > 0
+    return (bp & near_g).sum().item(), bp.sum().item(), (bg & near_p).sum().item(), bg.sum().item()
+
+
+def auroc(score: np.ndarray, positive: np.ndarray) -> float:
+    """Mann-Whitney AUROC with average ranks for ties."""
+    n_pos, n_neg = int(positive.sum()), int((~positive).sum())
+    if not n_pos or not n_neg:
+        return float("nan")
+    ranks = rankdata(score)
+    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def evaluate_pseudo(predictor: Predictor, samples, layout, store=None, max_images: int = 0) -> Dict[str, object]:
+    cfg, n_cls = predictor.cfg, len(predictor.class_names)
+    ds = SegDataset(samples[: max_images or None], layout, cfg.data, "val")
+    selectors = {k: build_selector(v) for k, v in SELECTORS.items()}
+    refiners = {k: build_refiner({"name": k}) for k in REFINERS} if store is not None else {}
+    sel = {k: np.zeros(4) for k in selectors}  # selected, selected & right, right, valid
+    cms = {k: torch.zeros(n_cls, n_cls, dtype=torch.long) for k in ["teacher", *refiners]}
+    bnd = {k: np.zeros(4) for k in cms}
+    miss = {k: [] for k in refiners}
+    scores: Dict[str, List[np.ndarray]] = {"max confidence": [], "csl weight": []}
+    right_all: List[np.ndarray] = []
+    with torch.no_grad():
+        for i in range(len(ds)):
+            item = ds[i]
+            gt = item["mask"]
+            logits = predictor.model(item["image"][None].to(predictor.device)).float()
+            probs = F.interpolate(logits, size=gt.shape, mode="bilinear", align_corners=True).softmax(1).cpu()
+            ignore = (gt == 255)[None]
+            pl = probs.argmax(1)
+            right = (pl == gt[None]) & ~ignore
+            for name, select in selectors.items():
+                _, w = select(probs, ignore)
+                chosen = (w >= 1 - 1e-6) & ~ignore
+                sel[name] += [chosen.sum(), (chosen & right).sum(), right.sum(), (~ignore).sum()]
+                if name == "csl":
+                    scores["csl weight"].append(w[~ignore].numpy())
+            scores["max confidence"].append(probs.max(1).values[~ignore].numpy())
+            right_all.append(right[~ignore].numpy())
+            maps = {"teacher": pl[0]}
+            if refiners:
+                props = torch.from_numpy(store.get(ds.samples[i].image))
+                for name, refine in refiners.items():
+                    maps[name] = refine(probs, [props], ignore)[0][0]
+                    miss[name].append(refine.miss_rate)
+            for name, m in maps.items():
+                cms[name] += confusion(m, gt, n_cls, 255)
+                bnd[name] += boundary_counts(m, gt)
+    right_cat = np.concatenate(right_all)
+    out: Dict[str, object] = {"images": len(ds), "selectors": {}, "auroc": {}, "labels": {}}
+    for name, (n_sel, n_sel_right, n_right, n_valid) in sel.items():
+        out["selectors"][name] = {"mask_ratio": n_sel / n_valid, "precision": n_sel_right / max(n_sel, 1),
+                                  "recall": n_sel_right / max(n_right, 1)}
+    for name, parts in scores.items():
+        out["auroc"][name] = auroc(np.concatenate(parts), right_cat)
+    for name, cm in cms.items():
+        mp, np_, mg, ng = bnd[name]
+        prec, rec = mp / max(np_, 1), mg / max(ng, 1)
+        out["labels"][name] = {"mIoU": metrics_from_confusion(cm)["mIoU"],
+                               "boundary_F": 100 * 2 * prec * rec / max(prec + rec, 1e-9),
+                               "miss_rate": float(np.mean(miss[name])) if name in miss else float("nan")}
+    return out
+
+
+def format_pseudo(res: Dict[str, object]) -> str:
+    lines = [f"{res['images']} unlabeled images, scored against their hidden labels.", "",
+             "| selector | selected (w = 1) | precision | recall |", "| --- | --- | --- | --- |"]
+    for name, r in res["selectors"].items():
+        lines.append(f"| {name} | {100 * r['mask_ratio']:.1f}% | {100 * r['precision']:.2f}% | {100 * r['recall']:.2f}% |")
+    lines += ["", "| per-pixel score | AUROC for 'pseudo-label is right' |", "| --- | --- |"]
+    lines += [f"| {name} | {v:.4f} |" for name, v in res["auroc"].items()]
+    lines += ["", "| pseudo-labels | mIoU | boundary F (1 px) | PWA fallback share |", "| --- | --- | --- | --- |"]
+    for name, r in res["labels"].items():
+        miss = "-" if np.isnan(r["miss_rate"]) else f"{100 * r['miss_rate']:.1f}%"
+        lines.append(f"| {'prediction' if name == 'teacher' else 'refined by ' + name} | {r['mIoU']:.2f} | "
+                     f"{r['boundary_F']:.2f} | {miss} |")
+    return "\n".join(lines)
+
+
+def pseudo_from_cli(args) -> int:
+    predictor = Predictor.from_checkpoint(args.ckpt, teacher=args.teacher)
+    layout = resolve_layout(predictor.cfg.data)
+    if layout.unlabeled is None or any(s.mask is None for s in layout.unlabeled):
+        raise SemisegError("bench pseudo needs an unlabeled split whose lines keep their (hidden) masks")
+    store = None
+    if args.proposals:
+        from semiseg.pseudo.store import ProposalStore
+
+        store = ProposalStore(args.proposals)
+        store.verify([s.image for s in layout.unlabeled[: args.max_images or None]], "the unlabeled split")
+    body = format_pseudo(evaluate_pseudo(predictor, layout.unlabeled, layout, store, args.max_images))
+    print(body)
+    if args.doc:
+        from semiseg.bench.quality import write_section
+
+        cmd = f"semiseg bench pseudo {args.ckpt}" + (" --teacher" if args.teacher else "") + \
+            (f" --proposals {args.proposals}" if args.proposals else "") + \
+            (f" --max-images {args.max_images}" if args.max_images else "")
+        write_section(Path(args.doc), args.section, f"Produced by `{cmd} --doc {args.doc}` on {date.today()}.\n\n{body}")
+    return 0
