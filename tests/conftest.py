@@ -1,6 +1,7 @@
 """Shared fixtures: tiny datasets written into tmp_path in the layouts users have."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import List
 
@@ -9,7 +10,9 @@ import pytest
 import torch
 from PIL import Image
 
-torch.set_num_threads(2)
+# CI runs the tests alone on 2 cores; next to a running job, SEMISEG_TEST_THREADS=1 avoids OpenMP
+# threads spin-waiting on each other (oversubscription slows both sides by 10x here)
+torch.set_num_threads(int(os.environ.get("SEMISEG_TEST_THREADS", "2")))
 
 
 def write_pair(root: Path, img_rel: str, mask_rel: str | None, size=(40, 48), classes: int = 3, seed: int = 0,

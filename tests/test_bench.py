@@ -86,3 +86,18 @@ def test_bench_pseudo_end_to_end(tiny_scenes, tiny_store, tmp_path, capsys):
     for row in ("| threshold 0.95 |", "| CPLG (class_aware) |", "| csl |", "| max confidence |", "| refined by iom |",
                 "| refined by cpi |"):
         assert row in text
+
+
+def test_bench_speed_reports_every_number(tiny_scenes, tmp_path):
+    from semiseg.bench.speed import measure, measure_overhead, speed_table
+
+    from conftest import tiny_cfg
+
+    res = [measure(tiny_cfg(tiny_scenes, f"method.name={m}", "method.mix=roll" if m != "supervised" else "train.seed=0"),
+                   steps=2, warmup=1) for m in ("supervised", "unimatch")]
+    for r in res:
+        assert r["step_s"] > 0 and r["loader_headroom"] > 0 and r["inference_images_per_s"] > 0
+        assert r["peak_memory_mib"] > 100
+    assert res[1]["train_images_per_s"] > 0 and "| unimatch |" in speed_table(res)
+    parts = measure_overhead(tiny_cfg(tiny_scenes, "method.name=unimatch"), steps=2, warmup=1)
+    assert set(parts) == {"strong_aug", "cutmix", "selection", "ema"} and all(v > 0 for v in parts.values())

@@ -87,3 +87,32 @@ def test_nonfinite_losses_stop_the_run(tiny_scenes, tmp_path):
                    "train.optimizer=sgd")
     with pytest.raises(SemisegError, match="3 consecutive non-finite losses"):
         train(cfg, work_dir=str(tmp_path))
+
+
+def test_corrupt_image_mid_run_stops_or_is_skipped(tiny_scenes, tmp_path):
+    import shutil
+
+    root = tmp_path / "data"
+    shutil.copytree(tiny_scenes, root)
+    lines = (root / "splits/all/labeled.txt").read_text().splitlines()
+    bad = root / lines[5].split()[0]
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n garbage")  # found only when its batch is loaded
+    cfg = tiny_cfg(root, "data.split=all", "train.iters=40", "train.eval_interval=1000", "train.ckpt_interval=1000")
+    with pytest.raises(SemisegError, match=f"image file .*{bad.name} cannot be read"):
+        train(cfg, work_dir=str(tmp_path / "stop"))
+    assert not (tmp_path / "stop/latest.pth").exists()  # no step was taken on it, nothing written
+    skip = tiny_cfg(root, "data.split=all", "train.iters=40", "train.eval_interval=40", "data.on_error=skip")
+    trainer = Trainer(skip, work_dir=str(tmp_path / "skip"))
+    trainer.run()
+    assert trainer.step == 40 and trainer.batches.skipped == 3  # 40 steps x 4 = 160 samples = 2.5 epochs of 64
+
+
+def test_missing_listed_files_fail_at_start_with_counts(tiny_scenes, tmp_path):
+    import shutil
+
+    root = tmp_path / "data"
+    shutil.copytree(tiny_scenes, root)
+    split = root / "splits/all/labeled.txt"
+    split.write_text(split.read_text()[:-9])  # truncated mid-path: the last mask path is now wrong
+    with pytest.raises(SemisegError, match="1 of the 128 files listed in .*labeled.txt do not exist"):
+        Trainer(tiny_cfg(root, "data.split=all"), work_dir=str(tmp_path / "w"))

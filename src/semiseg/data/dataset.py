@@ -66,6 +66,17 @@ class SegDataset(Dataset):
         return stack
 
     def __getitem__(self, key):
+        try:
+            return self._get(key)
+        except SemisegError as e:
+            if self.cfg.on_error != "skip" or self.mode == "val":
+                raise
+            import sys
+
+            print(f"warning: skipped a sample: {e}", file=sys.stderr, flush=True)
+            return None  # collate_train drops it and counts it
+
+    def _get(self, key):
         index, epoch = key if isinstance(key, tuple) else (key, 0)
         cfg = self.cfg
         if self.mode == "val":
@@ -99,10 +110,15 @@ class SegDataset(Dataset):
         return out
 
 
-def collate_train(items: List[dict]) -> dict:
-    """Default stacking, except proposal stacks (K differs per image): a list of (K, H, W) bool tensors."""
-    out = {k: torch.stack([it[k] for it in items]) if k not in ("index", "props") else [it[k] for it in items]
-           for k in items[0]}
+def collate_train(items: List[Optional[dict]]) -> Optional[dict]:
+    """Default stacking, except proposal stacks (K differs per image): a list of (K, H, W) bool tensors.
+    Samples skipped under ``data.on_error=skip`` (None) are dropped and counted in ``skipped``."""
+    kept = [it for it in items if it is not None]
+    if not kept:
+        return {"skipped": torch.tensor(len(items))}
+    out = {k: torch.stack([it[k] for it in kept]) if k not in ("index", "props") else [it[k] for it in kept]
+           for k in kept[0]}
+    out["skipped"] = torch.tensor(len(items) - len(kept))
     return out
 
 

@@ -59,6 +59,7 @@ class TrainBatches:
             raise SemisegError(f"method {cfg.method.name} needs unlabeled data, but no unlabeled split was found "
                                f"under {layout.root} (set data.unlabeled or data.split)")
         d, seed = cfg.data, cfg.train.seed
+        check_files(layout, ["labeled"] + (["unlabeled"] if unlabeled_streams else []))
         store = None
         if d.proposals and unlabeled_streams:
             from semiseg.pseudo.store import ProposalStore
@@ -82,7 +83,7 @@ class TrainBatches:
                                 num_workers=d.num_workers, persistent_workers=d.num_workers > 0,
                                 pin_memory=torch.device(device).type == "cuda")
             self.streams[name] = (sampler, loader)
-        self.consumed = 0
+        self.consumed, self.skipped = 0, 0
         self._iters: Optional[Dict[str, Iterator]] = None
 
     def skip(self, n: int) -> None:
@@ -95,11 +96,31 @@ class TrainBatches:
         self._iters = {k: iter(loader) for k, (_, loader) in self.streams.items()}
 
     def __next__(self) -> dict:
+        while True:
+            batch = self._next()
+            if batch is not None:
+                return batch
+
+    def _fetch(self, it):
+        try:
+            return next(it)
+        except SemisegError as e:  # raised in a worker: keep the message, drop the worker traceback
+            msg = str(e)
+            raise SemisegError(msg.split("SemisegError: ")[-1].strip() if "SemisegError: " in msg else msg) from None
+
+    def _next(self) -> Optional[dict]:
+        """One step's batches; None when a stream's batch was emptied by skipped samples."""
         if self._iters is None or self.consumed % self.steps_per_epoch == 0:
             self._start_epoch()
         out = {}
-        for name, it in self._iters.items():
-            b = next(it)
+        fetched = {name: self._fetch(it) for name, it in self._iters.items()}
+        self.consumed += 1
+        self.skipped += sum(int(b["skipped"]) for b in fetched.values())
+        if any("image" not in b for b in fetched.values()):
+            return None
+        n = min(b["image"].shape[0] for b in fetched.values())  # skips can shorten a stream: keep them aligned
+        for name, b in fetched.items():
+            b = {k: v[:n] for k, v in b.items() if k != "skipped"}
             if name == "x":
                 out["x"], out["y"] = b["image"], b["mask"]
             else:
@@ -108,13 +129,24 @@ class TrainBatches:
                     out[f"{name}_hidden"] = b["hidden"]
                 if "props" in b:
                     out[f"{name}_props"] = b["props"]
-        self.consumed += 1
         nb = self.device.type == "cuda"
         return {k: [t.to(self.device, non_blocking=nb) for t in v] if isinstance(v, list)
                 else v.to(self.device, non_blocking=nb) for k, v in out.items()}
 
     def __iter__(self):
         return self
+
+
+def check_files(layout: Layout, kinds) -> None:
+    """Every listed image and mask exists, checked at start (a truncated or stale split file fails here,
+    with counts, instead of hours into training)."""
+    for kind in kinds:
+        samples = getattr(layout, kind) or []
+        paths = [p for s in samples for p in ((s.image, s.mask) if kind != "unlabeled" else (s.image,)) if p]
+        missing = [p for p in paths if not (layout.root / p).is_file()]
+        if missing:
+            raise SemisegError(f"{len(missing)} of the {len(paths)} files listed in {layout.sources.get(kind, kind)} "
+                               f"do not exist under {layout.root}, e.g. {missing[:3]}")
 
 
 def build_val_loader(cfg, layout: Layout, rank: int = 0, world: int = 1) -> DataLoader:

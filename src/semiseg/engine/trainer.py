@@ -9,6 +9,7 @@ and logging; the method owns its forward passes and losses. The teacher is never
 from __future__ import annotations
 
 import contextlib
+import os
 import random
 import signal
 import time
@@ -201,7 +202,9 @@ class Trainer:
             if self.step % t.log_interval == 0 or self.step == t.iters:
                 means = {self._name(k): v / count for k, v in sums.items()}
                 self.log.progress(self.step, {**means, "lr": self.optimizer.param_groups[0]["lr"],
-                                              "s_per_step": (time.time() - t0) / max(1, self.step - start)})
+                                              "s_per_step": (time.time() - t0) / max(1, self.step - start),
+                                              **({"data_skipped": self.batches.skipped} if self.batches.skipped else {}),
+                                              **({"steps_skipped": self.skipped} if self.skipped else {})})
                 sums, count = {}, 0
             if self.step % t.eval_interval == 0 or self.step == t.iters:
                 final = self.validate()
@@ -263,5 +266,10 @@ def train(cfg, work_dir: Optional[str] = None, resume: Optional[str] = None, loa
 
 def train_from_cli(args) -> int:
     cfg = load_config(args.config, args.overrides)
-    train(cfg, args.work_dir, args.resume, args.load_from)
+    resume = args.resume
+    work_dir = Path(args.work_dir or cfg.work_dir)
+    # torchrun --max-restarts: a restarted worker group continues from the latest checkpoint by itself
+    if not resume and os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") != "0" and (work_dir / "latest.pth").is_file():
+        resume = "auto"
+    train(cfg, args.work_dir, resume, args.load_from)
     return 0

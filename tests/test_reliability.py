@@ -1,0 +1,135 @@
+"""Crash safety: signals, kills at random moments, checkpoints that run no code, torchrun restarts."""
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from semiseg.engine.checkpoint import load_checkpoint
+from semiseg.errors import SemisegError
+
+from conftest import TINY
+
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+def train_cmd(root, work, *extra):
+    return [sys.executable, "-m", "semiseg", "train", str(root / "c.yaml"), *TINY, "train.threads=1",
+            "train.deterministic=true", "train.seed=1", *extra, "--work-dir", str(work)]
+
+
+def write_cfg(root, data):
+    (root / "c.yaml").write_text(f"data:\n  root: {data}\n")
+
+
+def wait_for(pred, timeout=120.0):
+    t = time.time()
+    while not pred():
+        if time.time() - t > timeout:
+            raise TimeoutError
+        time.sleep(0.2)
+
+
+def steps_logged(work):
+    path = work / "metrics.jsonl"
+    if not path.is_file():
+        return 0
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.endswith("}")]
+    return max((r["step"] for r in rows if r["kind"] == "train"), default=0)
+
+
+def test_sigterm_writes_a_checkpoint_and_stops_cleanly(tiny_scenes, tmp_path):
+    write_cfg(tmp_path, tiny_scenes)
+    work = tmp_path / "w"
+    p = subprocess.Popen(train_cmd(tmp_path, work, "train.iters=100000", "train.ckpt_interval=100000"),
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ENV)
+    wait_for(lambda: steps_logged(work) >= 3)
+    p.send_signal(signal.SIGTERM)
+    out, _ = p.communicate(timeout=60)
+    assert p.returncode == 0, out[-2000:]
+    assert "stopped by signal" in out
+    ckpt = load_checkpoint(work / "latest.pth")
+    assert ckpt["step"] >= 3
+
+
+def test_a_checkpoint_that_would_run_code_is_refused(tmp_path):
+    class Payload:
+        def __reduce__(self):
+            return (os.system, ("echo pwned > " + str(tmp_path / "pwned"),))
+
+    torch.save({"model": {}, "evil": Payload()}, tmp_path / "evil.pth")
+    with pytest.raises(SemisegError, match="cannot be loaded safely"):
+        load_checkpoint(tmp_path / "evil.pth")
+    assert not (tmp_path / "pwned").exists()
+
+
+@pytest.mark.slow
+def test_twenty_random_kills_then_resume_equals_an_uninterrupted_run(tiny_scenes, tmp_path):
+    write_cfg(tmp_path, tiny_scenes)
+    iters = ["train.iters=60", "train.ckpt_interval=1", "train.eval_interval=60"]
+    ref = tmp_path / "ref"
+    subprocess.run(train_cmd(tmp_path, ref, *iters), check=True, capture_output=True, env=ENV)
+    work, rng, kills = tmp_path / "killed", random.Random(0), 0
+    while kills < 20:
+        cmd = train_cmd(tmp_path, work, *iters) + (["--resume"] if (work / "latest.pth").exists() else [])
+        p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV)
+        time.sleep(rng.uniform(2.0, 5.0))  # start-up takes ~2 s: kills land in steps and checkpoint writes
+        if p.poll() is not None:
+            break  # finished before we could kill it
+        p.kill()
+        p.wait()
+        kills += 1
+        if (work / "latest.pth").exists():
+            load_checkpoint(work / "latest.pth")  # every time: the latest checkpoint loads
+    subprocess.run(train_cmd(tmp_path, work, *iters) + ["--resume"], check=True, capture_output=True, env=ENV)
+    assert kills == 20
+    a, b = load_checkpoint(ref / "latest.pth"), load_checkpoint(work / "latest.pth")
+    assert a["step"] == b["step"] == 60
+    for k, v in a["model"].items():
+        assert torch.equal(v, b["model"][k]), k
+
+
+@pytest.mark.slow
+def test_torchrun_restarts_a_killed_worker_from_the_latest_checkpoint(tiny_scenes, tmp_path):
+    write_cfg(tmp_path, tiny_scenes)
+    work = tmp_path / "w"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--max-restarts", "1",
+           "--master-port", "29533", "-m", "semiseg", "train", str(tmp_path / "c.yaml"), *TINY, "data.split=all",
+           "train.threads=1", "train.iters=400", "train.ckpt_interval=5", "train.eval_interval=400",
+           "--work-dir", str(work)]
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ENV)
+    wait_for(lambda: (work / "latest.pth").exists() and steps_logged(work) >= 10)
+    workers = subprocess.run(["pgrep", "-f", "-P", str(p.pid), "semiseg"], capture_output=True, text=True).stdout.split()
+    assert workers, "no worker process found"
+    os.kill(int(workers[-1]), signal.SIGKILL)
+    out, _ = p.communicate(timeout=600)
+    assert p.returncode == 0, out[-3000:]
+    starts = [int(line.rsplit("start at step ", 1)[1]) for line in out.splitlines() if "start at step" in line]
+    assert starts[0] == 0 and max(starts) >= 5  # the restarted group resumed, not started over
+    assert load_checkpoint(work / "latest.pth")["step"] == 400
+
+
+@pytest.mark.slow
+def test_two_processes_match_one_process_on_the_same_global_batch(tiny_scenes, tmp_path):
+    write_cfg(tmp_path, tiny_scenes)
+    common = ["data.split=all", "train.iters=30", "train.eval_interval=30", "train.threads=1", "train.seed=2"]
+    one = tmp_path / "one"
+    subprocess.run([sys.executable, "-m", "semiseg", "train", str(tmp_path / "c.yaml"), *TINY, *common,
+                    "data.batch_size=8", "--work-dir", str(one)], check=True, capture_output=True, env=ENV)
+    two = tmp_path / "two"
+    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29541",
+                    "-m", "semiseg", "train", str(tmp_path / "c.yaml"), *TINY, *common, "data.batch_size=4",
+                    "--work-dir", str(two)], check=True, capture_output=True, env=ENV)
+
+    def final(work):
+        rows = [json.loads(line) for line in (work / "metrics.jsonl").read_text().splitlines()]
+        return [r for r in rows if r["kind"] == "eval"][-1]
+
+    a, b = final(one), final(two)
+    # same samples and augmentations per step; only BatchNorm sees 4 instead of 8 images per process
+    assert abs(a["mIoU"] - b["mIoU"]) < 5.0 and abs(a["aAcc"] - b["aAcc"]) < 5.0
