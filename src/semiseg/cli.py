@@ -55,6 +55,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", help="output file (default: next to the checkpoint)")
     p.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"))
 
+    p = verbs.add_parser("report", help="a self-contained HTML page about a run or a benchmark suite")
+    p.add_argument("work_dir")
+    p.add_argument("--out", help="output file (default WORK_DIR/report.html)")
+    p.add_argument("--max-images", type=int, default=8)
+
     data = verbs.add_parser("data", help="datasets: build the scenes benchmark, draw splits, check data")
     dverbs = data.add_subparsers(dest="data_verb", required=True)
     p = dverbs.add_parser("scenes", help="write the scenes benchmark in the split-file layout")
@@ -148,6 +153,10 @@ def run(argv: Optional[List[str]] = None) -> int:
         from semiseg.export import export_from_cli
 
         return export_from_cli(args)
+    if args.verb == "report":
+        from semiseg.report.build import report_from_cli
+
+        return report_from_cli(args)
     if args.verb == "proposals":
         from semiseg.pseudo.commands import proposals_from_cli
 

@@ -86,6 +86,7 @@ class TrainConfig:
     eval_interval: int = 500  # steps; 0 = once per epoch
     ckpt_interval: int = 500  # steps; 0 = once per epoch
     max_bad_steps: int = 5  # consecutive NaN/Inf losses before the run stops
+    report: bool = True  # write work_dir/report.html at the end (semiseg report)
 
 
 @dataclass

@@ -142,6 +142,8 @@ def write_section(doc: Path, name: str, body: str) -> None:
 def quality_from_cli(args) -> int:
     suite = read_suite(args.suite)
     out = Path(args.out or f"runs/bench/{suite['name']}")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "suite.yaml").write_text(yaml.safe_dump(suite))  # lets `semiseg report OUT` rebuild the table
     if not args.table_only:
         run_suite(suite, out, args.only.split(",") if args.only else None)
     body = table(suite, out)

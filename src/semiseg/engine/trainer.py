@@ -216,7 +216,17 @@ class Trainer:
         if old is not None:
             signal.signal(signal.SIGTERM, old)
         self.log.close()
+        if t.report and self.ctx.is_main and not self._stop:
+            self.write_report()
         return final
+
+    def write_report(self) -> None:
+        from semiseg.report.build import build_report
+
+        try:  # a report is a convenience: it must never fail a finished run
+            print(f"report: {build_report(self.work_dir)}", flush=True)
+        except Exception as e:  # noqa: BLE001
+            print(f"warning: could not write the report: {e}", flush=True)
 
     def _name(self, key: str) -> str:
         """``mask_ratio_c3`` -> ``mask_ratio/<class 3's name>`` (likewise ``sel_precision_c3``) for the logs."""

@@ -1,0 +1,173 @@
+"""``semiseg report WORK_DIR``: one self-contained HTML page about a run (or a benchmark suite).
+
+Run: loss and mIoU curves, mask ratio per class over time, the per-class IoU table, a grid of
+validation images with ground truth, prediction and pseudo-labels (the method's selector on the
+teacher's or the model's scores; unselected pixels black), and the confusion matrix. Suite (a folder
+written by ``semiseg bench quality``): its quality table and a bar chart. Plots are inline SVG and
+images embedded PNGs, so the page opens with no network.
+"""
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from pathlib import Path
+from typing import Dict, List
+
+import numpy as np
+import torch
+import yaml
+from PIL import Image
+
+from semiseg.report.svg import bar_chart, heatmap, line_chart
+
+CSS = """body{font-family:sans-serif;margin:24px;max-width:1200px;color:#222}h1{font-size:22px}h2{font-size:17px;
+border-bottom:1px solid #ddd;padding-bottom:4px;margin-top:28px}table{border-collapse:collapse;font-size:13px}
+td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}td:first-child,th:first-child{text-align:left}
+.grid td{border:none;padding:2px}.grid img{image-rendering:pixelated;width:96px;height:96px}.charts svg{margin:6px}"""
+
+
+def _png(arr: np.ndarray) -> str:
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def md_table(text: str) -> str:
+    """Markdown pipe tables (as the bench commands write them) to HTML; other lines become paragraphs."""
+    out, rows = [], []
+
+    def flush():
+        if rows:
+            head, body = rows[0], [r for r in rows[2:]]
+            out.append("<table><tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in head) + "</tr>"
+                       + "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in body)
+                       + "</table>")
+            rows.clear()
+
+    for line in text.splitlines():
+        if line.startswith("|"):
+            rows.append([c.strip() for c in line.strip().strip("|").split("|")])
+        else:
+            flush()
+            if line.strip():
+                out.append(f"<p>{html.escape(line)}</p>")
+    flush()
+    return "\n".join(out)
+
+
+def _series(rows: List[dict], keys: List[str]) -> Dict[str, list]:
+    return {k: [(r["step"], r[k]) for r in rows if k in r] for k in keys if any(k in r for r in rows)}
+
+
+def run_sections(work: Path, rows: List[dict], max_images: int) -> List[str]:
+    train = [r for r in rows if r["kind"] == "train"]
+    evals = [r for r in rows if r["kind"] == "eval"]
+    keys = sorted({k for r in train for k in r})
+    parts = ['<h2 id="curves">Curves</h2><div class="charts">',
+             line_chart(_series(train, [k for k in keys if k.startswith("loss")]), "training losses", ylabel="loss"),
+             line_chart(_series(evals, ["mIoU", "teacher_mIoU"]), "validation mIoU", ylabel="mIoU"),
+             line_chart(_series(train, [k for k in keys if k.startswith("mask_ratio")]),
+                        "mask ratio (selected share of unlabeled pixels), per predicted class", ylabel="ratio"),
+             "</div>"]
+    if evals:
+        last = evals[-1]
+        names = [k[4:] for k in last if k.startswith("IoU_")]
+        head = "<tr><th>class</th><th>student IoU</th>" + ("<th>teacher IoU</th>" if "teacher_mIoU" in last else "")
+        body = "".join(f"<tr><td>{html.escape(n)}</td><td>{last['IoU_' + n]:.2f}</td>"
+                       + (f"<td>{last.get('teacher_IoU_' + n, float('nan')):.2f}</td>" if "teacher_mIoU" in last else "")
+                       + "</tr>" for n in names)
+        summary = "".join(f"<tr><td>{k}</td><td>{last[k]:.2f}</td>"
+                          + (f"<td>{last['teacher_' + k]:.2f}</td>" if "teacher_" + k in last else "") + "</tr>"
+                          for k in ("mIoU", "aAcc", "mAcc"))
+        parts.append(f'<h2 id="iou">Per-class IoU at step {last["step"]}</h2><table>{head}</tr>{body}{summary}</table>')
+    ckpt = work / "latest.pth"
+    if ckpt.is_file():
+        parts += prediction_sections(ckpt, max_images)
+    return parts
+
+
+def prediction_sections(ckpt: Path, max_images: int) -> List[str]:
+    from semiseg.data.dataset import SegDataset
+    from semiseg.data.presets import resolve_layout
+    from semiseg.engine.evaluator import confusion
+    from semiseg.inference import Predictor
+    from semiseg.pseudo.selectors import build_selector
+
+    student = Predictor.from_checkpoint(str(ckpt))
+    cfg = student.cfg
+    has_teacher = "teacher" in torch.load(ckpt, map_location="cpu", weights_only=True).get("method", {})
+    labeler = Predictor.from_checkpoint(str(ckpt), teacher=True) if has_teacher else student
+    selector = build_selector(cfg.method.get("selector") or {"name": "none"})
+    layout = resolve_layout(cfg.data)
+    ds = SegDataset(layout.val, layout, cfg.data, "val")
+    n_cls = len(student.class_names)
+    cm = torch.zeros(n_cls, n_cls, dtype=torch.long)
+    grid = []
+    with torch.no_grad():
+        for i in range(len(ds)):
+            item = ds[i]
+            gt = item["mask"]
+            img = np.asarray(Image.open(layout.root / ds.samples[i].image).convert("RGB"))
+            logits = student.model(item["image"][None])
+            pred = torch.nn.functional.interpolate(logits.float(), size=gt.shape, mode="bilinear", align_corners=True)
+            cm += confusion(pred.argmax(1)[0], gt, n_cls, 255)
+            if len(grid) < max_images:
+                probs = torch.nn.functional.interpolate(labeler.model(item["image"][None]).float(), size=gt.shape,
+                                                        mode="bilinear", align_corners=True).softmax(1)
+                pl, w = selector(probs, torch.zeros(1, *gt.shape, dtype=torch.bool))
+                pseudo = student.colorize(pl[0].byte().numpy()) * (w[0].numpy()[..., None] >= 1 - 1e-6)
+                gt_col = student.colorize(np.where(gt.numpy() == 255, 0, gt.numpy()).astype(np.uint8))
+                grid.append([img, gt_col, student.colorize(pred.argmax(1)[0].byte().numpy()), pseudo.astype(np.uint8)])
+    cells = "".join("<tr>" + "".join(f'<td><img src="{_png(a)}" alt="{name}"></td>'
+                                     for a, name in zip(row, ("image", "ground truth", "prediction", "pseudo-label")))
+                    + "</tr>" for row in grid)
+    who = "teacher" if has_teacher else "model"
+    return [f'<h2 id="images">Validation images</h2><p>Columns: image, ground truth, prediction, pseudo-label '
+            f'(the {who}\'s scores through the method\'s selector; unselected pixels black).</p>'
+            f'<table class="grid">{cells}</table>',
+            f'<h2 id="confusion">Confusion matrix ({len(ds)} validation images, % of each true class)</h2>',
+            heatmap(cm.tolist(), student.class_names, "rows: ground truth, columns: prediction")]
+
+
+def suite_sections(work: Path) -> List[str]:
+    from semiseg.bench.quality import final_eval, table
+
+    suite_file = work / "suite.yaml"
+    if suite_file.is_file():
+        suite = yaml.safe_load(suite_file.read_text())
+    else:
+        suite = {"name": work.name, "runs": [{"name": d.name} for d in sorted(work.iterdir()) if d.is_dir()]}
+    seeds = suite.get("seeds", [0])
+    means = {}
+    for r in suite["runs"]:
+        vals = [e["mIoU"] for s in seeds if (e := final_eval(work / r["name"] / f"seed{s}"))]
+        if vals:
+            means[r["name"]] = float(np.mean(vals))
+    return [f'<h2 id="quality">Suite {html.escape(suite["name"])}</h2>', md_table(table(suite, work)),
+            bar_chart(means, "final mIoU (student, mean over seeds)")]
+
+
+def build_report(work_dir: str | Path, out: str | Path | None = None, max_images: int = 8) -> Path:
+    work = Path(work_dir)
+    metrics = work / "metrics.jsonl"
+    if metrics.is_file():
+        rows = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+        cfg = yaml.safe_load((work / "config.yaml").read_text()) if (work / "config.yaml").is_file() else {}
+        title = f"{cfg.get('method', {}).get('name', 'run')} - {work}"
+        parts = run_sections(work, rows, max_images)
+    else:
+        title = f"benchmark suite - {work}"
+        parts = suite_sections(work)
+    page = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+            f"<style>{CSS}</style></head><body><h1>{html.escape(title)}</h1>" + "\n".join(parts) + "</body></html>")
+    path = Path(out) if out else work / "report.html"
+    path.write_text(page)
+    return path
+
+
+def report_from_cli(args) -> int:
+    path = build_report(args.work_dir, args.out, args.max_images)
+    print(f"report written to {path}")
+    return 0
