@@ -74,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-tint", action="store_true")
     p.add_argument("--background", choices=["photos", "dimmed", "plain"], default="photos")
     p.add_argument("--items", choices=["fashion", "digits", "auto"], default="auto")
-    p.add_argument("--classes", choices=["fine", "coarse"], default="coarse",
+    p.add_argument("--classes", choices=["fine", "medium", "coarse"], default="coarse",
                    help="coarse: top/trouser/dress/footwear/bag groups (default); fine: the 10 item classes "
                         "(digits: always fine)")
 

@@ -16,6 +16,9 @@ FASHION_CLASSES = ["t-shirt", "trouser", "pullover", "dress", "coat", "sandal", 
                    "ankle-boot"]
 # coarse groups, a difficulty knob: the four upper-body garments are the hard, confusable part
 FASHION_COARSE = {"top": [0, 2, 4, 6], "trouser": [1], "dress": [3], "footwear": [5, 7, 9], "bag": [8]}
+# medium: only the long-sleeved garments that even dedicated classifiers confuse are merged
+FASHION_MEDIUM = {"t-shirt": [0], "long-top": [2, 4, 6], "trouser": [1], "dress": [3], "sandal": [5],
+                  "sneaker": [7], "ankle-boot": [9], "bag": [8]}
 
 # scikit-image's bundled photos (no pooch download); disjoint for train and val backgrounds
 TRAIN_PHOTOS = ["astronaut.png", "coffee.png", "rocket.jpg", "motorcycle_left.png", "hubble_deep_field.jpg",

@@ -26,7 +26,6 @@ from semiseg.data import items as item_sources
 from semiseg.data.io import save_mask
 from semiseg.data.presets import voc_palette
 from semiseg.data.splits import Sample, write_split
-from semiseg.errors import SemisegError
 
 RATIOS = {"1_32": 1 / 32, "1_16": 1 / 16, "1_8": 1 / 8, "all": 1.0}
 
@@ -43,8 +42,9 @@ class ScenesConfig:
     tint: bool = True
     background: str = "photos"  # photos | dimmed | plain
     items: str = "fashion"  # fashion | digits | auto (fashion when installed, else digits)
-    # coarse (default; fashion groups top, trouser, dress, footwear, bag) | fine (the 10 item classes);
-    # the calibration in docs/benchmarks.md explains the choice
+    # coarse (default; fashion groups top, trouser, dress, footwear, bag) | medium (t-shirt, long-top =
+    # pullover/coat/shirt, trouser, dress, sandal, sneaker, ankle-boot, bag) | fine (the 10 item classes);
+    # the calibration in docs/benchmarks.md explains the choice. Digits always use their 10 classes.
     classes: str = "coarse"
 
 
@@ -52,11 +52,12 @@ def _class_table(cfg: ScenesConfig, source: str) -> Tuple[List[str], np.ndarray]
     """Class names (background first) and the item-label -> scene-class lookup."""
     if source == "digits":  # no coarse groups for digits: always the 10 classes
         return ["background"] + [f"digit-{i}" for i in range(10)], np.arange(1, 11)
-    if cfg.classes == "coarse":
+    groups = {"coarse": item_sources.FASHION_COARSE, "medium": item_sources.FASHION_MEDIUM}.get(cfg.classes)
+    if groups is not None:
         lut = np.zeros(10, np.int64)
-        for k, members in enumerate(item_sources.FASHION_COARSE.values(), 1):
+        for k, members in enumerate(groups.values(), 1):
             lut[members] = k
-        return ["background"] + list(item_sources.FASHION_COARSE), lut
+        return ["background"] + list(groups), lut
     return ["background"] + item_sources.FASHION_CLASSES, np.arange(1, 11)
 
 
