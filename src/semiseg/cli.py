@@ -66,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="data/scenes")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--canvas", type=int, default=64)
-    p.add_argument("--n-train", type=int, default=4096)
+    p.add_argument("--n-train", type=int, default=1024)
     p.add_argument("--n-val", type=int, default=512)
     p.add_argument("--items-min", type=int, default=1)
     p.add_argument("--items-max", type=int, default=4)

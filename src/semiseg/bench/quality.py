@@ -116,13 +116,17 @@ def table(suite: dict, out: Path) -> str:
         step = _mean_sd([e["s_per_step"] for e in evals]) if evals else "-"
         lines.append(f"| {name} | {len(evals)} | {_mean_sd([e['mIoU'] for e in evals])} | {_mean_sd(teacher)} | {gap} "
                      f"| {step} |")
-    classes = [k[4:] for k in (next((v[0] for v in res.values() if v), {})) if k.startswith("IoU_")]
+    classes: List[str] = []  # union over runs, first-seen order (runs may use different class sets)
+    for evals in res.values():
+        for e in evals[:1]:
+            classes += [k[4:] for k in e if k.startswith("IoU_") and k[4:] not in classes]
     if classes:
         lines += ["", "Per-class IoU (student, mean over seeds):", "",
                   "| run | " + " | ".join(classes) + " |", "| --- |" + " --- |" * len(classes)]
         for name, evals in res.items():
             if evals:
-                cells = [f"{statistics.mean(e['IoU_' + c] for e in evals):.1f}" for c in classes]
+                cells = [f"{statistics.mean(e['IoU_' + c] for e in evals):.1f}" if "IoU_" + c in evals[0] else ""
+                         for c in classes]
                 lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

@@ -34,7 +34,7 @@ RATIOS = {"1_32": 1 / 32, "1_16": 1 / 16, "1_8": 1 / 8, "all": 1.0}
 class ScenesConfig:
     seed: int = 0
     canvas: int = 64
-    n_train: int = 4096
+    n_train: int = 1024  # calibrated (docs/benchmarks.md): 1/16 = 64 labeled scenes leaves room for SSL
     n_val: int = 512
     items_min: int = 1
     items_max: int = 4
