@@ -78,6 +78,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="coarse: top/trouser/dress/footwear/bag groups (default); fine: the 10 item classes "
                         "(digits: always fine)")
 
+    p = dverbs.add_parser("referring", help="referring expressions for the scenes benchmark (RES track)")
+    p.add_argument("--root", default="data/scenes", help="a scenes benchmark written by `semiseg data scenes`")
+    p.add_argument("--seed", type=int, default=0)
+
     p = dverbs.add_parser("split", help="draw labeled/unlabeled lists by count or ratio")
     p.add_argument("--root", required=True, help="data root the paths are relative to")
     src = p.add_mutually_exclusive_group(required=True)

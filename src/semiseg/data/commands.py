@@ -20,6 +20,13 @@ def data_from_cli(args) -> int:
         counts = generate(args.out, cfg)
         print(f"wrote {counts['train']} train and {counts['val']} val scenes to {args.out} in {time.time() - t:.1f}s")
         return 0
+    if args.data_verb == "referring":
+        from semiseg.res.referring import generate_referring
+
+        counts = generate_referring(args.root, args.seed)
+        print(f"wrote {counts['refs']} referring expressions over {counts['train_images']} training images to "
+              f"{args.root}/referring")
+        return 0
     if args.data_verb == "split":
         return _split(args)
     return _check(args)
