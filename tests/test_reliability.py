@@ -43,13 +43,14 @@ def steps_logged(work):
     return max((r["step"] for r in rows if r["kind"] == "train"), default=0)
 
 
-def test_sigterm_writes_a_checkpoint_and_stops_cleanly(tiny_scenes, tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_sigterm_writes_a_checkpoint_and_stops_cleanly(tiny_scenes, tmp_path, sig):
     write_cfg(tmp_path, tiny_scenes)
     work = tmp_path / "w"
     p = subprocess.Popen(train_cmd(tmp_path, work, "train.iters=100000", "train.ckpt_interval=100000"),
                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ENV)
     wait_for(lambda: steps_logged(work) >= 3)
-    p.send_signal(signal.SIGTERM)
+    p.send_signal(sig)
     out, _ = p.communicate(timeout=60)
     assert p.returncode == 0, out[-2000:]
     assert "stopped by signal" in out

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
+from semiseg import __version__
 from semiseg.config import as_dict, load_config, save_config, to_yaml
 from semiseg.data.loaders import TrainBatches, build_val_loader
 from semiseg.data.presets import resolve_layout
@@ -124,7 +125,7 @@ class Trainer:
                 "optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(), "step": self.step,
                 "best": self.best, "skipped": self.skipped, "rng": rng_state(), "config": as_dict(self.cfg),
                 "meta": {"class_names": list(self.names), "palette": self.layout.palette},
-                "version": __import__("semiseg").__version__}
+                "batches_consumed": self.batches.consumed, "version": __version__}
 
     def _resume(self, path: Path) -> None:
         ckpt = load_checkpoint(path)
@@ -134,7 +135,8 @@ class Trainer:
         self.scaler.load_state_dict(ckpt["scaler"])
         self.step, self.best, self.skipped = ckpt["step"], ckpt["best"], ckpt.get("skipped", 0)
         set_rng_state(ckpt["rng"])
-        self.batches.skip(self.step * self.cfg.train.accum_steps)
+        # skipped (non-finite) steps consumed batches too: continue from the data position, not the step
+        self.batches.skip(ckpt.get("batches_consumed", self.step * self.cfg.train.accum_steps))
 
     def save(self, name: str) -> None:
         if self.ctx.is_main:
@@ -179,7 +181,8 @@ class Trainer:
                       + (f" (the config's LR was set for {t.base_batch_size})" if t.base_batch_size and
                          t.base_batch_size != gb else "")
                       + f", {self.batches.steps_per_epoch} steps/epoch, start at step {self.step}")
-        old = signal.signal(signal.SIGTERM, self._on_signal) if self._main_thread() else None
+        handled = (signal.SIGTERM, signal.SIGINT)
+        old = {sig: signal.signal(sig, self._on_signal) for sig in handled} if self._main_thread() else {}
         self.model.train()
         final: Dict[str, float] = {}
         t0, start, sums, count = time.time(), self.step, {}, 0
@@ -213,8 +216,8 @@ class Trainer:
         if self._stop:
             self.save("latest.pth")
             self.log.info(f"stopped by signal at step {self.step}; checkpoint written, resume with --resume")
-        if old is not None:
-            signal.signal(signal.SIGTERM, old)
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
         self.log.close()
         if t.report and self.ctx.is_main and not self._stop:
             self.write_report()
@@ -242,7 +245,7 @@ class Trainer:
         return threading.current_thread() is threading.main_thread()
 
     def _on_signal(self, signum, frame) -> None:
-        self._stop = True  # finish the current step, write a checkpoint, exit cleanly
+        self._stop = True  # SIGTERM/SIGINT: finish the current step, write a checkpoint, exit cleanly
 
     def validate(self) -> Dict[str, float]:
         e, d = self.cfg.eval, self.cfg.data
