@@ -9,13 +9,26 @@ import math
 
 import torch
 
-from semiseg.pseudo.csl import EPS, csl_features
+from semiseg.pseudo.csl import EPS
+
+
+def literal_features(probs: torch.Tensor, features: str = "raw"):
+    """The code's features as written: zero the max channel, residual variance over all C channels."""
+    c = probs.shape[1]
+    pmax, pl = probs.max(1)
+    m = (1 - pmax) / (c - 1)
+    rest = probs.scatter(1, pl.unsqueeze(1), 0.0)
+    r = (rest - m.unsqueeze(1)).pow(2).sum(1) / (c - 1)
+    if features == "raw":
+        return pmax, r, pl
+    g = (c - 1) ** 2 / (2 * (1 - pmax + EPS))
+    return torch.log(pmax.clamp(min=EPS)), g * r, pl
 
 
 def csl_per_image(probs: torch.Tensor, ignore: torch.Tensor, alpha: float = 8.0, features: str = "raw"):
     weights, labels = [], []
     for b in range(probs.shape[0]):
-        f1, d, pl = csl_features(probs[b : b + 1].double(), features)
+        f1, d, pl = literal_features(probs[b : b + 1].double(), features)
         v = ~ignore[b].flatten()
         X = torch.stack([f1.flatten(), d.flatten()], 1)
         w = torch.zeros(X.shape[0], dtype=torch.float64, device=probs.device)

@@ -29,12 +29,17 @@ EPS = 1e-10
 
 
 def csl_features(probs: torch.Tensor, features: str = "raw") -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(f1, d, pl), each (B, H, W): confidence feature, dispersion feature, argmax label."""
+    """(f1, d, pl), each (B, H, W) float64: confidence feature, dispersion feature, argmax label.
+
+    The code's residual variance r = 1/(C-1) sum_c (P_c [c != c*] - m)^2, m = (1 - p_max)/(C-1), the zeroed
+    max channel contributing m^2. Computed in the input precision with one in-place temporary (its
+    expanded form cancels catastrophically when p_max is near 1); only the (B, H, W) maps go to float64."""
     c = probs.shape[1]
     pmax, pl = probs.max(1)
     m = (1 - pmax) / (c - 1)  # mean of the non-max probabilities
-    rest = probs.scatter(1, pl.unsqueeze(1), 0.0)  # the max channel zeroed: it contributes m^2, as in the code
-    r = (rest - m.unsqueeze(1)).pow(2).sum(1) / (c - 1)
+    dev = probs.scatter(1, pl.unsqueeze(1), 0.0).sub_(m.unsqueeze(1))
+    r = dev.mul_(dev).sum(1).double() / (c - 1)
+    pmax = pmax.double()
     if features == "raw":
         return pmax, r, pl
     if features == "log":
@@ -76,7 +81,7 @@ def csl(probs: torch.Tensor, ignore: torch.Tensor, alpha: float = 8.0,
         features: str = "raw") -> Tuple[torch.Tensor, torch.Tensor]:
     """CSL selection: hard spectral split per image, soft Gaussian weights around the reliable centre."""
     b, _, h, w = probs.shape
-    f1, d, pl = csl_features(probs.double(), features)
+    f1, d, pl = csl_features(probs.float(), features)
     valid = ~ignore.view(b, -1)
     feat = torch.stack([f1.view(b, -1), d.view(b, -1)], -1)  # (B, N, 2), float64 for exact statistics
     assign = spectral_assign(feat, valid)
