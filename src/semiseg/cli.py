@@ -55,6 +55,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", help="output file (default: next to the checkpoint)")
     p.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"))
 
+    res = verbs.add_parser("res", help="referring expression segmentation (RES)")
+    rverbs = res.add_subparsers(dest="res_verb", required=True)
+    p = rverbs.add_parser("train", help="train a referring segmenter (supervised, teacher-student or SemiRES)")
+    p.add_argument("config", nargs="?", help="YAML with ResConfig fields (src/semiseg/res/train.py)")
+    p.add_argument("overrides", nargs="*")
+
     p = verbs.add_parser("report", help="a self-contained HTML page about a run or a benchmark suite")
     p.add_argument("work_dir")
     p.add_argument("--out", help="output file (default WORK_DIR/report.html)")
@@ -157,6 +163,12 @@ def run(argv: Optional[List[str]] = None) -> int:
         from semiseg.export import export_from_cli
 
         return export_from_cli(args)
+    if args.verb == "res":
+        from semiseg.res.train import res_from_cli
+
+        if args.config and "=" in args.config:
+            args.config, args.overrides = None, [args.config] + args.overrides
+        return res_from_cli(args)
     if args.verb == "report":
         from semiseg.report.build import report_from_cli
 

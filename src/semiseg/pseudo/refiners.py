@@ -134,3 +134,17 @@ def build_refiner(spec) -> Refiner:
         return REFINERS.get(name)(**spec)
     except TypeError as e:
         raise SemisegError(f"refiner {name!r}: {e}") from None
+
+
+def refine_binary(p_fg: torch.Tensor, props: torch.Tensor, kind: str = "iom") -> Tuple[torch.Tensor, torch.Tensor, bool]:
+    """SemiRES's own case: one referent per image. p_fg (H, W) teacher foreground probability, props (K, H, W).
+
+    IOM/CPI replace the teacher's mask (p_fg > 0.5) by the matched proposal(s), weight 1 everywhere;
+    without a match, PWA keeps the teacher's mask with weights 1.3 - N(p_fg; 0.5, 0.1).
+    Returns (mask (H, W) long, weight (H, W), refined?)."""
+    fg = (p_fg > 0.5).reshape(1, -1).float()
+    match = match_iom if kind == "iom" else match_cpi
+    found = match(props.reshape(props.shape[0], fg.shape[1]).float(), fg)[0] if props.shape[0] else None
+    if found is None:
+        return (p_fg > 0.5).long(), pwa_weight(p_fg), False
+    return found.view_as(p_fg).long(), torch.ones_like(p_fg), True

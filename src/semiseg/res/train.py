@@ -1,0 +1,199 @@
+"""``semiseg res train CONFIG``: referring segmentation, supervised or with the SemiRES recipe.
+
+    burn-in (burn_in steps):  L = L_sup                       (teacher copied from the student at its end)
+    then (method semires):    L = sup_weight * L_sup + L_u    (IOM script: sup_weight 10; CPI script: 1)
+
+L_sup: CE with class weights [0.9, 1.1] (background, referent), as SemiRES. The EMA teacher (0.9996,
+eval mode, no_grad) predicts the weak view (resize; no flip: sentences say left and right); its mask is
+refined by IOM or CPI against the image's proposals, PWA weights where nothing matches. The strong view
+(colour jitter in [0.75, 1.25], hue 0.25, p 0.5) learns it. L_u averages the refined samples' CE (class
+weights) and the PWA samples' weighted CE, each group a mean over its pixels, as the authors' code.
+``method: supervised`` trains on the labeled referents only; ``teacher_student`` skips refinement (every
+sample is a PWA sample). Evaluation on the teacher: oIoU (model selection), mIoU, precision@0.5-0.9.
+"""
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from omegaconf import OmegaConf
+from PIL import Image
+
+from semiseg.config import ModelConfig, _check_keys, _deep_merge, parse_overrides, read_yaml
+from semiseg.data.augment import strong_photometric
+from semiseg.engine.checkpoint import save_checkpoint
+from semiseg.engine.optim import poly_lr
+from semiseg.errors import SemisegError
+from semiseg.methods.teacher import EMATeacher
+from semiseg.models import build_backbone
+from semiseg.pseudo.refiners import refine_binary
+from semiseg.res.datasets import load_sample, referring_scene_samples
+from semiseg.res.metrics import ResMetrics
+from semiseg.res.model import ReferringSegmenter
+from semiseg.res.text import build_text_encoder
+
+MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+@dataclass
+class ResConfig:
+    work_dir: str = "runs/res/default"
+    root: str = "data/scenes"  # a scenes benchmark with `semiseg data referring` run on it
+    ratio: str = "10pct"  # 1pct | 5pct | 10pct labeled images
+    proposals: str = ""  # a proposal store covering the training images (for method semires)
+    method: str = "semires"  # supervised | teacher_student | semires
+    refiner: str = "iom"  # iom | cpi
+    text: str = "builtin"  # builtin | minilm
+    model: ModelConfig = field(default_factory=lambda: ModelConfig(backbone="efficientnet_lite0", pretrained="imagenet"))
+    size: int = 96
+    batch_size: int = 8
+    iters: int = 1500
+    burn_in: int = 500
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    ema_momentum: float = 0.9996
+    sup_weight: float = 10.0
+    seed: int = 0
+    eval_interval: int = 500
+
+
+def load_res_config(path, overrides) -> ResConfig:
+    user = _deep_merge(read_yaml(path) if path else {}, parse_overrides(overrides))
+    _check_keys(user, ResConfig(), str(path or "overrides"))
+    return OmegaConf.merge(OmegaConf.structured(ResConfig), user)
+
+
+def _tensor(img: np.ndarray, size: int) -> torch.Tensor:
+    x = torch.from_numpy(np.array(Image.fromarray(img).resize((size, size), Image.BILINEAR))).permute(2, 0, 1)
+    return ((x.float() / 255) - torch.tensor(MEAN).view(3, 1, 1)) / torch.tensor(STD).view(3, 1, 1)
+
+
+def _mask(m: np.ndarray, size: int) -> torch.Tensor:
+    return torch.from_numpy(np.array(Image.fromarray(m.astype(np.uint8)).resize((size, size), Image.NEAREST))).long()
+
+
+class ResTrainer:
+    def __init__(self, cfg: ResConfig) -> None:
+        self.cfg = c = cfg
+        torch.manual_seed(c.seed)
+        self.rng = random.Random(c.seed)
+        ref = Path(c.root) / "referring"
+        if not (ref / "refs.jsonl").is_file():
+            raise SemisegError(f"{ref}/refs.jsonl is missing: run `semiseg data referring --root {c.root}`")
+        self.labeled = referring_scene_samples(c.root, f"splits/{c.ratio}/labeled.txt")
+        self.unlabeled = referring_scene_samples(c.root, f"splits/{c.ratio}/unlabeled.txt")
+        self.val = referring_scene_samples(c.root, "splits/val.txt")
+        self.store = None
+        if c.method == "semires":
+            from semiseg.pseudo.store import ProposalStore
+
+            if not c.proposals:
+                raise SemisegError("method semires needs proposals: `semiseg proposals` over the training images, "
+                                   "then proposals=DIR")
+            self.store = ProposalStore(c.proposals)
+            self.store.verify(sorted({str(s.image.relative_to(Path(c.root))) for s in self.unlabeled}), "the unlabeled refs")
+        self.sentences = sorted({s.sentence for s in self.labeled + self.unlabeled})  # rebuilds the vocabulary
+        sentences = self.sentences
+        self.model = ReferringSegmenter(build_backbone(c.model), build_text_encoder(c.text, sentences))
+        self.teacher = EMATeacher(self.model, c.ema_momentum)
+        self.opt = torch.optim.AdamW(self.model.parameters(), lr=c.lr, weight_decay=c.weight_decay)
+        self.class_w = torch.tensor([0.9, 1.1])
+
+    def batch(self, samples, with_props: bool = False) -> Dict[str, object]:
+        chosen = [samples[self.rng.randrange(len(samples))] for _ in range(self.cfg.batch_size)]
+        imgs, masks, props = [], [], []
+        for s in chosen:
+            img, m = load_sample(s)
+            imgs.append(_tensor(img, self.cfg.size))
+            masks.append(_mask(m, self.cfg.size))
+            if with_props:
+                p = self.store.get(str(s.image.relative_to(Path(self.cfg.root))))
+                props.append(torch.stack([_mask(q, self.cfg.size) for q in p]).bool() if len(p) else
+                             torch.zeros(0, self.cfg.size, self.cfg.size, dtype=torch.bool))
+        return {"x": torch.stack(imgs), "y": torch.stack(masks), "text": [s.sentence for s in chosen], "props": props}
+
+    def unsup_loss(self, b: Dict[str, object]) -> Dict[str, torch.Tensor]:
+        with torch.no_grad():
+            self.teacher.eval()
+            p_fg = self.teacher(b["x"], b["text"]).float().softmax(1)[:, 1]
+        pls, ws, refined = [], [], []
+        for i in range(p_fg.shape[0]):
+            if self.cfg.method == "semires":
+                pl, w, ok = refine_binary(p_fg[i], b["props"][i], self.cfg.refiner)
+            else:
+                pl, w, ok = refine_binary(p_fg[i], torch.zeros(0, *p_fg.shape[1:], dtype=torch.bool))
+            pls.append(pl), ws.append(w), refined.append(ok)
+        pl, w, refined = torch.stack(pls), torch.stack(ws), torch.tensor(refined)
+        strong = strong_photometric(b["x"], MEAN, STD, p_jitter=0.5, p_gray=0.0, p_blur=0.0,
+                                    jitter=(0.25, 0.25, 0.25, 0.25))
+        pred = self.model(strong, b["text"]).float()
+        groups = []
+        if refined.any():
+            groups.append(F.cross_entropy(pred[refined], pl[refined], weight=self.class_w))
+        if (~refined).any():
+            groups.append((F.cross_entropy(pred[~refined], pl[~refined], reduction="none") * w[~refined]).mean())
+        return {"loss_u": sum(groups) / len(groups), "miss_rate": (~refined).float().mean()}
+
+    def evaluate(self, net) -> Dict[str, float]:
+        net.eval()
+        m = ResMetrics()
+        with torch.no_grad():
+            for i in range(0, len(self.val), 32):
+                chunk = self.val[i : i + 32]
+                pairs = [load_sample(s) for s in chunk]
+                x = torch.stack([_tensor(img, self.cfg.size) for img, _ in pairs])
+                logits = net(x, [s.sentence for s in chunk]).float()
+                for (img, mask), lg in zip(pairs, logits):
+                    up = F.interpolate(lg[None], size=mask.shape, mode="bilinear", align_corners=False)
+                    m.update(up.argmax(1).bool(), torch.from_numpy(mask)[None])
+        return m.compute()
+
+    def run(self) -> Dict[str, float]:
+        c, work = self.cfg, Path(self.cfg.work_dir)
+        work.mkdir(parents=True, exist_ok=True)
+        log = open(work / "metrics.jsonl", "a")
+        final: Dict[str, float] = {}
+        for step in range(c.iters):
+            for g in self.opt.param_groups:
+                g["lr"] = poly_lr(c.lr, step, c.iters, 0.9)
+            self.model.train()
+            b = self.batch(self.labeled)
+            loss_sup = F.cross_entropy(self.model(b["x"], b["text"]).float(), b["y"], weight=self.class_w)
+            out = {"loss_sup": loss_sup}
+            loss = loss_sup
+            if c.method != "supervised" and step >= c.burn_in:
+                out.update(self.unsup_loss(self.batch(self.unlabeled, with_props=self.store is not None)))
+                loss = c.sup_weight * loss_sup + out["loss_u"]
+            self.opt.zero_grad(set_to_none=True)
+            loss.backward()
+            self.opt.step()
+            if step < c.burn_in:
+                self.teacher.copy_from(self.model)
+            else:
+                self.teacher.update(self.model, step)
+            if (step + 1) % c.eval_interval == 0 or step + 1 == c.iters:
+                net = self.model if c.method == "supervised" else self.teacher
+                final = {f"eval_{k}": v for k, v in self.evaluate(net).items()}
+                row = {"step": step + 1, **{k: float(v.detach()) for k, v in out.items()}, **final}
+                log.write(json.dumps(row) + "\n")
+                log.flush()
+                print(json.dumps(row), flush=True)
+        save_checkpoint(work / "latest.pth", {"model": self.model.state_dict(), "method": {"teacher":
+                        self.teacher.module.state_dict()}, "config": OmegaConf.to_container(OmegaConf.structured(c)),
+                        "sentences": self.sentences, "task": "res"})
+        return final
+
+
+def res_from_cli(args) -> int:
+    final = ResTrainer(load_res_config(args.config, args.overrides)).run()
+    print(json.dumps(final))
+    return 0
+
+
+__all__: List[str] = ["ResConfig", "ResTrainer", "load_res_config"]
