@@ -170,3 +170,13 @@ def test_res_recipes_train_and_evaluate(tiny_scenes, tmp_path, method):
     assert ("loss_u" in row) == (method != "supervised")
     if method == "teacher_student":
         assert row["miss_rate"] == 1.0  # no proposals: every sample falls back to PWA
+    if method == "semires":  # predict --text from the checkpoint alone
+        from semiseg.cli import run
+
+        assert run(["predict", str(tmp_path / "w/latest.pth"), "--input", str(tiny_scenes / "images/val_00000.png"),
+                    "--output", str(tmp_path / "pred"), "--text", "the leftmost top"]) == 0
+        m = np.asarray(Image.open(tmp_path / "pred/index/val_00000.png"))
+        assert m.shape == (32, 32) and set(np.unique(m)) <= {0, 1}
+        with pytest.raises(SemisegError, match="give --text"):
+            run(["predict", str(tmp_path / "w/latest.pth"), "--input", str(tiny_scenes / "images/val_00000.png"),
+                 "--output", str(tmp_path / "pred")])

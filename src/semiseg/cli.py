@@ -48,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--opacity", type=float, default=0.5)
     p.add_argument("--mode", choices=["whole", "slide"], default="whole")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--text", help="the referring expression, for RES checkpoints (semiseg res train)")
 
     p = verbs.add_parser("export", help="export a checkpoint's model and check it against eager")
     p.add_argument("ckpt")
