@@ -39,4 +39,7 @@ class FixMatch(SemiMethod):
         loss_x = self.criterion(pred_x, y)
         loss_s = masked_ce(pred_u_s, pl_s, w_s, ign_s)
         loss = (loss_x + loss_s) / 2
-        return {"loss": loss, "loss_x": loss_x.detach(), "loss_s": loss_s.detach(), **self.stats(pl_s, w_s, ign_s, batch), **self.refine_stats()}
+        # statistics on the weak view's own selection: the hidden labels belong to u, not to the mixed view
+        pl_w, w_w = self.pseudo(probs_w, ign_u, batch.get("u_props"))
+        return {"loss": loss, "loss_x": loss_x.detach(), "loss_s": loss_s.detach(), **self.stats(pl_w, w_w, ign_u, batch),
+                **self.refine_stats()}

@@ -60,6 +60,7 @@ class SemiRES(SemiMethod):
             self.teacher.eval()
             probs_w = self.teacher(u_w).float().softmax(1)
         pl, weight = self.pseudo(probs_w, ign_u, batch.get("u_props"))
+        stats = self.stats(pl, weight, ign_u, batch)  # before any CutMix: the hidden labels belong to u
         u_s = self.strong(u_w)
         if c.cutmix_p > 0:
             u_mix, ign_mix = self.partner(batch)
@@ -74,7 +75,7 @@ class SemiRES(SemiMethod):
         loss_u = masked_ce(pred_u_s, pl, weight, ign_u)
         loss = c.sup_weight * loss_x + c.unsup_weight * loss_u
         return {"loss": loss, "loss_x": loss_x.detach(), "loss_u": loss_u.detach(),
-                **self.stats(pl, weight, ign_u, batch), **self.refine_stats()}
+                **stats, **self.refine_stats()}
 
     def after_step(self, step: int) -> None:
         if step < self.cfg.burn_in_steps:  # the teacher starts from the burned-in student
