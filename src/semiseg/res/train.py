@@ -149,7 +149,7 @@ class ResTrainer:
                 pairs = [load_sample(s) for s in chunk]
                 x = torch.stack([_tensor(img, self.cfg.size) for img, _ in pairs])
                 logits = net(x, [s.sentence for s in chunk]).float()
-                for (img, mask), lg in zip(pairs, logits):
+                for (_, mask), lg in zip(pairs, logits):
                     up = F.interpolate(lg[None], size=mask.shape, mode="bilinear", align_corners=False)
                     m.update(up.argmax(1).bool(), torch.from_numpy(mask)[None])
         return m.compute()
