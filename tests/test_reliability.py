@@ -109,6 +109,7 @@ def test_torchrun_restarts_a_killed_worker_from_the_latest_checkpoint(tiny_scene
     assert workers, "no worker process found"
     os.kill(int(workers[-1]), signal.SIGKILL)
     out, _ = p.communicate(timeout=600)
+    (tmp_path / "torchrun.log").write_text(out)  # the whole log, for when the assertion's tail is not enough
     assert p.returncode == 0, out[-3000:]
     starts = [int(line.rsplit("start at step ", 1)[1]) for line in out.splitlines() if "start at step" in line]
     assert starts[0] == 0 and max(starts) >= 5  # the restarted group resumed, not started over
@@ -127,10 +128,13 @@ def test_two_processes_match_one_process_on_the_same_global_batch(tiny_scenes, t
                     "-m", "semiseg", "train", str(tmp_path / "c.yaml"), *TINY, *common, "data.batch_size=4",
                     "--work-dir", str(two)], check=True, capture_output=True, env=ENV)
 
-    def final(work):
+    def final(work, kind):
         rows = [json.loads(line) for line in (work / "metrics.jsonl").read_text().splitlines()]
-        return [r for r in rows if r["kind"] == "eval"][-1]
+        return [r for r in rows if r["kind"] == kind][-1]
 
-    a, b = final(one), final(two)
-    # same samples and augmentations per step; only BatchNorm sees 4 instead of 8 images per process
-    assert abs(a["mIoU"] - b["mIoU"]) < 5.0 and abs(a["aAcc"] - b["aAcc"]) < 5.0
+    # same samples and augmentations per step; only BatchNorm sees 4 instead of 8 images per process.
+    # (aAcc is not compared: after 30 steps a tiny model sits on the edge between predicting background
+    # or not, and pixel accuracy swings by several points between any two nearby runs)
+    assert abs(final(one, "eval")["mIoU"] - final(two, "eval")["mIoU"]) < 3.0
+    loss_one, loss_two = final(one, "train")["loss"], final(two, "train")["loss"]
+    assert abs(loss_one - loss_two) < 0.15 * loss_one
