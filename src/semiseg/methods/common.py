@@ -47,6 +47,14 @@ class SemiMethod(Method):
             return batch["u"].roll(1, 0), batch["u_ignore"].roll(1, 0)
         return batch["u"].flip(0), batch["u_ignore"].flip(0)
 
+    @torch.no_grad()
+    def predict_eval(self, x: torch.Tensor) -> torch.Tensor:
+        """Class probabilities from the model in eval mode (UniMatch's CutMix-partner prediction)."""
+        self.model.eval()
+        probs = self.model(x).float().softmax(1)
+        self.model.train()
+        return probs
+
     def strong(self, x: torch.Tensor) -> torch.Tensor:
         return strong_photometric(x, self.mean, self.std)
 

@@ -22,10 +22,7 @@ class FixMatch(SemiMethod):
     def training_step(self, batch: Dict[str, torch.Tensor], step: int) -> Dict[str, torch.Tensor]:
         x, y, u_w, ign_u = batch["x"], batch["y"], batch["u"], batch["u_ignore"]
         u_mix, ign_mix = self.partner(batch)
-        with torch.no_grad():
-            self.model.eval()
-            probs_mix = self.model(u_mix).float().softmax(1)
-            self.model.train()
+        probs_mix = self.predict_eval(u_mix)
 
         box = self.box(u_w)
         u_s = mix(self.strong(u_w), self.strong(u_mix), box)
