@@ -1,5 +1,6 @@
 """One shared contract for every registered method: a new method is covered by registering it."""
 import copy
+import json
 
 import pytest
 import torch
@@ -62,3 +63,15 @@ def test_method_contract(name, extra, tiny_scenes, tiny_store):
     other.load_state_dict(state)
     for k, v in state.get("teacher", {}).items():
         assert torch.equal(v, other.teacher.module.state_dict()[k])
+
+
+def test_refined_method_trains_through_the_trainer(tiny_scenes, tiny_store, tmp_path):
+    """The Trainer logs whatever a step returns, including a refiner's plain-float miss rate."""
+    from semiseg.engine.trainer import train
+
+    cfg = load_config(None, TINY + [f"data.root={tiny_scenes}", "method.name=unimatch", "method.refiner={name: iom}",
+                                    f"data.proposals={tiny_store}", "train.iters=2", "train.eval_interval=2"])
+    train(cfg, work_dir=str(tmp_path))
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert all(0.0 <= r["miss_rate"] <= 1.0 for r in rows if r["kind"] == "train")
+    assert any(r["kind"] == "eval" for r in rows)

@@ -163,8 +163,8 @@ class Trainer:
                 self.optimizer.zero_grad(set_to_none=True)
                 return None
             self.scaler.scale(loss / t.accum_steps).backward()
-            for k, v in out.items():
-                logs[k] = logs.get(k, 0.0) + float(v.detach()) / t.accum_steps
+            for k, v in out.items():  # tensors or plain numbers (e.g. a refiner's miss rate)
+                logs[k] = logs.get(k, 0.0) + float(v.detach() if torch.is_tensor(v) else v) / t.accum_steps
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
