@@ -101,3 +101,51 @@ def test_bench_speed_reports_every_number(tiny_scenes, tmp_path):
     assert res[1]["train_images_per_s"] > 0 and "| unimatch |" in speed_table(res)
     parts = measure_overhead(tiny_cfg(tiny_scenes, "method.name=unimatch"), steps=2, warmup=1)
     assert set(parts) == {"strong_aug", "cutmix", "selection", "ema"} and all(v > 0 for v in parts.values())
+
+
+def fake_res_run(root, name, seed, oiou, iters=10, finished=True):
+    wd = root / name / f"seed{seed}"
+    wd.mkdir(parents=True)
+    (wd / "config.yaml").write_text(f"iters: {iters}\n")
+    row = {"step": iters if finished else iters // 2, "loss_sup": 0.1, "eval_oIoU": oiou, "eval_mIoU": oiou - 1,
+           "eval_P@0.5": 50.0, "eval_P@0.7": 30.0, "eval_P@0.9": 5.0, "s_per_step": 0.4}
+    (wd / "metrics.jsonl").write_text(json.dumps(row) + "\n")
+
+
+def test_res_suite_table_gains_per_baseline(tmp_path):
+    suite = {"name": "r", "task": "res", "seeds": [0], "runs": [
+        {"name": "sup-1pct"}, {"name": "semires-1pct", "baseline": "sup-1pct"},
+        {"name": "sup-10pct"}, {"name": "semires-10pct", "baseline": "sup-10pct"}, {"name": "pending"}]}
+    fake_res_run(tmp_path, "sup-1pct", 0, 20.0)
+    fake_res_run(tmp_path, "semires-1pct", 0, 32.5)
+    fake_res_run(tmp_path, "sup-10pct", 0, 40.0)
+    fake_res_run(tmp_path, "semires-10pct", 0, 39.0)
+    fake_res_run(tmp_path, "pending", 0, 99.0, finished=False)
+    assert final_eval(tmp_path / "pending" / "seed0", "res") is None
+    text = table(suite, tmp_path)
+    assert "| semires-1pct | 1 | 32.50 | 31.50 | 50.00 | 30.00 | 5.00 | +12.50 | 0.40 |" in text
+    assert "| semires-10pct | 1 | 40.00" not in text and "| -1.00 |" in text
+    assert "| sup-1pct | 1 | 20.00 | 19.00 | 50.00 | 30.00 | 5.00 | - |" in text
+    assert "| pending | 0 | - |" in text
+
+
+def test_suite_runs_in_parallel_and_resumes(tiny_scenes, tmp_path, capsys):
+    import os
+
+    from semiseg.cli import run
+
+    from conftest import TINY
+
+    overrides = ", ".join(f'"{o}"' for o in TINY + [f"data.root={tiny_scenes}", "model.pretrained=",
+                                                   "train.iters=2", "train.eval_interval=2"])
+    (tmp_path / "s.yaml").write_text(f"name: par\nseeds: [0]\noverrides: [{overrides}]\nruns:\n"
+                                     "  - {name: a, config: configs/scenes/supervised.yaml}\n"
+                                     "  - {name: b, config: configs/scenes/supervised.yaml, overrides: [train.lr=0.002]}\n")
+    out = tmp_path / "out"
+    assert run(["bench", "quality", str(tmp_path / "s.yaml"), "--out", str(out), "--jobs", "2"]) == 0
+    first = capsys.readouterr().out
+    assert "2 to go, 2 at a time" in first and "| a | 1 |" in first and "| b | 1 |" in first
+    cfg = (out / "b/seed0/config.yaml").read_text()
+    assert f"threads: {max(1, (os.cpu_count() or 1) // 2)}" in cfg and "lr: 0.002" in cfg
+    assert run(["bench", "quality", str(tmp_path / "s.yaml"), "--out", str(out), "--jobs", "2"]) == 0
+    assert "2 finished, 0 to go" in capsys.readouterr().out

@@ -25,7 +25,9 @@ import platform
 import statistics
 import subprocess
 import sys
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import date
 from pathlib import Path
 from typing import Dict, List, Optional
@@ -52,43 +54,72 @@ def read_suite(path: str | Path) -> dict:
     return suite
 
 
-def final_eval(work_dir: Path) -> Optional[dict]:
-    """The last eval row of a finished run (step == its configured iters), else None."""
+def final_eval(work_dir: Path, task: str = "seg") -> Optional[dict]:
+    """The last eval row of a finished run (step == its configured iters), else None. RES rows have their
+    ``eval_`` prefix dropped, so both tasks read as ``{"mIoU": ..., "s_per_step": ...}``."""
     metrics, cfg = work_dir / "metrics.jsonl", work_dir / "config.yaml"
     if not metrics.is_file() or not cfg.is_file():
         return None
-    iters = yaml.safe_load(cfg.read_text())["train"]["iters"]
+    conf = yaml.safe_load(cfg.read_text())
+    iters = conf["iters"] if task == "res" else conf["train"]["iters"]
     rows = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+    if task == "res":
+        rows = [{"kind": "eval", **{k.removeprefix("eval_"): v for k, v in r.items()}} for r in rows]
     evals = [r for r in rows if r["kind"] == "eval" and r["step"] == iters]
     if not evals:
         return None
-    train = [r for r in rows if r["kind"] == "train" and "s_per_step" in r]
-    return {**evals[-1], "s_per_step": train[-1]["s_per_step"] if train else float("nan")}
+    train = [r for r in rows if r["kind"] == "train" and "s_per_step" in r] if task == "seg" else evals
+    return {**evals[-1], "s_per_step": train[-1].get("s_per_step", float("nan")) if train else float("nan")}
 
 
-def run_one(config: str, overrides: List[str], work_dir: Path, log: Path) -> None:
-    cmd = [sys.executable, "-m", "semiseg", "train", config, *overrides, "--work-dir", str(work_dir)]
-    if (work_dir / "latest.pth").is_file():
-        cmd.append("--resume")
+def run_command(task: str, config: str, overrides: List[str], seed: int, work_dir: Path, threads: int) -> List[str]:
+    if task == "res":  # `semiseg res train` takes plain keys and has no resume (a run restarts)
+        extra = [f"seed={seed}", f"work_dir={work_dir}"] + ([f"threads={threads}"] if threads else [])
+        return [sys.executable, "-m", "semiseg", "res", "train", config, *overrides, *extra]
+    extra = [f"train.seed={seed}"] + ([f"train.threads={threads}"] if threads else [])
+    cmd = [sys.executable, "-m", "semiseg", "train", config, *overrides, *extra, "--work-dir", str(work_dir)]
+    return cmd + (["--resume"] if (work_dir / "latest.pth").is_file() else [])
+
+
+def run_one(cmd: List[str], work_dir: Path, threads: int) -> None:
     work_dir.mkdir(parents=True, exist_ok=True)
-    with open(log, "a") as f:
-        code = subprocess.call(cmd, stdout=f, stderr=subprocess.STDOUT, env=os.environ.copy())
+    env = os.environ.copy()
+    if threads:
+        env["OMP_NUM_THREADS"] = str(threads)
+    with open(work_dir / "train.log", "a") as f:
+        code = subprocess.call(cmd, stdout=f, stderr=subprocess.STDOUT, env=env)
     if code != 0:
-        raise SemisegError(f"run failed (exit {code}): {' '.join(cmd)}; see {log}")
+        raise SemisegError(f"run failed (exit {code}): {' '.join(cmd)}; see {work_dir / 'train.log'}")
 
 
-def run_suite(suite: dict, out: Path, only: Optional[List[str]] = None) -> None:
+def run_suite(suite: dict, out: Path, only: Optional[List[str]] = None, jobs: int = 1) -> None:
+    """Run what is not finished yet. With ``jobs`` > 1 the runs go in parallel, each with cpu_count / jobs
+    threads: on small CPUs several one-thread runs get more done than one run using every core."""
+    task = suite.get("task", "seg")
     runs = [r for r in suite["runs"] if not only or r["name"] in only]
-    jobs = [(r, seed) for seed in suite.get("seeds", [0]) for r in runs]
-    todo = [(r, s) for r, s in jobs if final_eval(out / r["name"] / f"seed{s}") is None]
-    print(f"suite {suite['name']}: {len(jobs)} runs, {len(jobs) - len(todo)} finished, {len(todo)} to go")
-    t0 = time.time()
-    for i, (r, seed) in enumerate(todo):
+    pairs = [(r, seed) for seed in suite.get("seeds", [0]) for r in runs]
+    todo = [(r, s) for r, s in pairs if final_eval(out / r["name"] / f"seed{s}", task) is None]
+    print(f"suite {suite['name']}: {len(pairs)} runs, {len(pairs) - len(todo)} finished, {len(todo)} to go"
+          + (f", {jobs} at a time" if jobs > 1 else ""), flush=True)
+    threads = max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else 0
+    t0, done = time.time(), [0]
+    lock = threading.Lock()
+
+    def one(item) -> None:
+        r, seed = item
         wd = out / r["name"] / f"seed{seed}"
-        overrides = list(suite.get("overrides", [])) + list(r.get("overrides", [])) + [f"train.seed={seed}"]
-        eta = "" if i == 0 else f", about {fmt_time((time.time() - t0) / i * (len(todo) - i))} left"
-        print(f"[{i + 1}/{len(todo)}] {r['name']} seed {seed} -> {wd}{eta}", flush=True)
-        run_one(r["config"], overrides, wd, wd / "train.log")
+        overrides = list(suite.get("overrides", [])) + list(r.get("overrides", []))
+        with lock:
+            print(f"start {r['name']} seed {seed} -> {wd}", flush=True)
+        run_one(run_command(task, r["config"], overrides, seed, wd, threads), wd, threads)
+        with lock:
+            done[0] += 1
+            left = (time.time() - t0) / done[0] * (len(todo) - done[0])
+            print(f"[{done[0]}/{len(todo)}] finished {r['name']} seed {seed}, about {fmt_time(left)} left", flush=True)
+
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        for future in [pool.submit(one, item) for item in todo]:
+            future.result()  # the first failure stops the suite (runs already started finish)
 
 
 def _mean_sd(values: List[float]) -> str:
@@ -98,11 +129,33 @@ def _mean_sd(values: List[float]) -> str:
     return f"{statistics.mean(values):.2f} ± {sd:.2f}" if len(values) > 1 else f"{values[0]:.2f}"
 
 
-def table(suite: dict, out: Path) -> str:
-    seeds = suite.get("seeds", [0])
-    res: Dict[str, List[dict]] = {}
+def suite_results(suite: dict, out: Path) -> Dict[str, List[dict]]:
+    """Each run's finished evaluations, one per seed that has finished."""
+    task, seeds = suite.get("task", "seg"), suite.get("seeds", [0])
+    return {r["name"]: [e for s in seeds if (e := final_eval(out / r["name"] / f"seed{s}", task)) is not None]
+            for r in suite["runs"]}
+
+
+def res_table(suite: dict, res: Dict[str, List[dict]]) -> str:
+    """RES: overall IoU (the field's model-selection metric), mean IoU and precision at IoU thresholds; the
+    gain is in oIoU over the run's ``baseline`` (per run, else the suite's)."""
+    cols = ["oIoU", "mIoU", "P@0.5", "P@0.7", "P@0.9"]
+    lines = ["| run | seeds | " + " | ".join(cols) + " | oIoU gain | s/step |", "| --- |" + " --- |" * (len(cols) + 3)]
     for r in suite["runs"]:
-        res[r["name"]] = [e for s in seeds if (e := final_eval(out / r["name"] / f"seed{s}")) is not None]
+        evals, base = res[r["name"]], res.get(r.get("baseline", suite.get("baseline", "")), [])
+        gain = "-"
+        if evals and base and r["name"] != r.get("baseline", suite.get("baseline")):
+            gain = f"{statistics.mean(e['oIoU'] for e in evals) - statistics.mean(e['oIoU'] for e in base):+.2f}"
+        cells = [_mean_sd([e[c] for e in evals]) for c in cols]
+        step = _mean_sd([e["s_per_step"] for e in evals]) if evals else "-"
+        lines.append(f"| {r['name']} | {len(evals)} | " + " | ".join(cells) + f" | {gain} | {step} |")
+    return "\n".join(lines)
+
+
+def table(suite: dict, out: Path) -> str:
+    res = suite_results(suite, out)
+    if suite.get("task", "seg") == "res":
+        return res_table(suite, res)
     mean = {k: statistics.mean(e["mIoU"] for e in v) if v else None for k, v in res.items()}
     base, full = mean.get(suite.get("baseline", "")), mean.get(suite.get("full", ""))
     lines = ["| run | seeds | mIoU (student) | mIoU (teacher) | gap closed | s/step |",
@@ -149,7 +202,7 @@ def quality_from_cli(args) -> int:
     out.mkdir(parents=True, exist_ok=True)
     (out / "suite.yaml").write_text(yaml.safe_dump(suite))  # lets `semiseg report OUT` rebuild the table
     if not args.table_only:
-        run_suite(suite, out, args.only.split(",") if args.only else None)
+        run_suite(suite, out, args.only.split(",") if args.only else None, args.jobs)
     body = table(suite, out)
     print(body)
     if args.doc:

@@ -132,21 +132,18 @@ def prediction_sections(ckpt: Path, max_images: int) -> List[str]:
 
 
 def suite_sections(work: Path) -> List[str]:
-    from semiseg.bench.quality import final_eval, table
+    from semiseg.bench.quality import suite_results, table
 
     suite_file = work / "suite.yaml"
     if suite_file.is_file():
         suite = yaml.safe_load(suite_file.read_text())
     else:
         suite = {"name": work.name, "runs": [{"name": d.name} for d in sorted(work.iterdir()) if d.is_dir()]}
-    seeds = suite.get("seeds", [0])
-    means = {}
-    for r in suite["runs"]:
-        vals = [e["mIoU"] for s in seeds if (e := final_eval(work / r["name"] / f"seed{s}"))]
-        if vals:
-            means[r["name"]] = float(np.mean(vals))
+    metric = "oIoU" if suite.get("task") == "res" else "mIoU"
+    means = {name: float(np.mean([e[metric] for e in evals])) for name, evals in suite_results(suite, work).items()
+             if evals}
     return [f'<h2 id="quality">Suite {html.escape(suite["name"])}</h2>', md_table(table(suite, work)),
-            bar_chart(means, "final mIoU (student, mean over seeds)")]
+            bar_chart(means, f"final {metric} (mean over seeds)")]
 
 
 def build_report(work_dir: str | Path, out: str | Path | None = None, max_images: int = 8) -> Path:

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import json
 import random
+import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List
@@ -61,6 +63,8 @@ class ResConfig:
     sup_weight: float = 10.0
     seed: int = 0
     eval_interval: int = 500
+    amp: bool = True  # bf16 autocast (CPU), as the main engine
+    threads: int = 0  # torch intra-op threads (0 = torch's choice)
 
 
 def load_res_config(path, overrides) -> ResConfig:
@@ -81,6 +85,8 @@ def _mask(m: np.ndarray, size: int) -> torch.Tensor:
 class ResTrainer:
     def __init__(self, cfg: ResConfig) -> None:
         self.cfg = c = cfg
+        if c.threads:
+            torch.set_num_threads(c.threads)
         torch.manual_seed(c.seed)
         self.rng = random.Random(c.seed)
         ref = Path(c.root) / "referring"
@@ -105,6 +111,9 @@ class ResTrainer:
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=c.lr, weight_decay=c.weight_decay)
         self.class_w = torch.tensor([0.9, 1.1])
 
+    def autocast(self):
+        return torch.autocast("cpu", dtype=torch.bfloat16) if self.cfg.amp else nullcontext()
+
     def batch(self, samples, with_props: bool = False) -> Dict[str, object]:
         chosen = [samples[self.rng.randrange(len(samples))] for _ in range(self.cfg.batch_size)]
         imgs, masks, props = [], [], []
@@ -119,7 +128,7 @@ class ResTrainer:
         return {"x": torch.stack(imgs), "y": torch.stack(masks), "text": [s.sentence for s in chosen], "props": props}
 
     def unsup_loss(self, b: Dict[str, object]) -> Dict[str, torch.Tensor]:
-        with torch.no_grad():
+        with torch.no_grad(), self.autocast():
             self.teacher.eval()
             p_fg = self.teacher(b["x"], b["text"]).float().softmax(1)[:, 1]
         pls, ws, refined = [], [], []
@@ -132,7 +141,8 @@ class ResTrainer:
         pl, w, refined = torch.stack(pls), torch.stack(ws), torch.tensor(refined)
         strong = strong_photometric(b["x"], MEAN, STD, p_jitter=0.5, p_gray=0.0, p_blur=0.0,
                                     jitter=(0.25, 0.25, 0.25, 0.25))
-        pred = self.model(strong, b["text"]).float()
+        with self.autocast():
+            pred = self.model(strong, b["text"]).float()
         groups = []
         if refined.any():
             groups.append(F.cross_entropy(pred[refined], pl[refined], weight=self.class_w))
@@ -143,7 +153,7 @@ class ResTrainer:
     def evaluate(self, net) -> Dict[str, float]:
         net.eval()
         m = ResMetrics()
-        with torch.no_grad():
+        with torch.no_grad(), self.autocast():
             for i in range(0, len(self.val), 32):
                 chunk = self.val[i : i + 32]
                 pairs = [load_sample(s) for s in chunk]
@@ -157,14 +167,18 @@ class ResTrainer:
     def run(self) -> Dict[str, float]:
         c, work = self.cfg, Path(self.cfg.work_dir)
         work.mkdir(parents=True, exist_ok=True)
-        log = open(work / "metrics.jsonl", "a")
+        (work / "config.yaml").write_text(OmegaConf.to_yaml(c))
+        log = open(work / "metrics.jsonl", "w")  # no resume here: a rerun starts over
         final: Dict[str, float] = {}
+        started = time.perf_counter()
         for step in range(c.iters):
             for g in self.opt.param_groups:
                 g["lr"] = poly_lr(c.lr, step, c.iters, 0.9)
             self.model.train()
             b = self.batch(self.labeled)
-            loss_sup = F.cross_entropy(self.model(b["x"], b["text"]).float(), b["y"], weight=self.class_w)
+            with self.autocast():
+                logits = self.model(b["x"], b["text"]).float()
+            loss_sup = F.cross_entropy(logits, b["y"], weight=self.class_w)
             out = {"loss_sup": loss_sup}
             loss = loss_sup
             if c.method != "supervised" and step >= c.burn_in:
@@ -178,9 +192,11 @@ class ResTrainer:
             else:
                 self.teacher.update(self.model, step)
             if (step + 1) % c.eval_interval == 0 or step + 1 == c.iters:
+                s_per_step = (time.perf_counter() - started) / (step + 1)  # before evaluation, which is not a step
                 net = self.model if c.method == "supervised" else self.teacher
                 final = {f"eval_{k}": v for k, v in self.evaluate(net).items()}
-                row = {"step": step + 1, **{k: float(v.detach()) for k, v in out.items()}, **final}
+                row = {"step": step + 1, **{k: float(v.detach()) for k, v in out.items()}, **final,
+                       "s_per_step": s_per_step}
                 log.write(json.dumps(row) + "\n")
                 log.flush()
                 print(json.dumps(row), flush=True)
