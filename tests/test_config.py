@@ -77,3 +77,20 @@ def test_switching_a_component_by_name_drops_its_old_options(tmp_path):
 def test_method_values_are_type_checked():
     with pytest.raises(SemisegError, match="method section: bad value"):
         load_config(None, ["method.name=dssn", "method.warmup_steps=soon"])
+
+
+@pytest.mark.parametrize("path", sorted(str(p) for p in __import__("pathlib").Path("configs").rglob("*.yaml")))
+def test_every_shipped_config_and_suite_loads(path):
+    """A typo in a shipped reference config fails here, not hours into someone's run."""
+    from semiseg.bench.quality import read_suite
+    from semiseg.res.train import load_res_config
+
+    if "/suites/" in path:
+        suite = read_suite(path)
+        loader = load_res_config if suite.get("task") == "res" else load_config
+        for r in suite["runs"]:  # suite overrides and the run's own, as the suite applies them
+            loader(r["config"], list(suite.get("overrides", [])) + list(r.get("overrides", [])))
+    elif "/res/" in path:
+        load_res_config(path, [])
+    else:
+        load_config(path, [])
