@@ -21,7 +21,8 @@ def fake_run(root, name, seed, miou, iters=10, finished=True, teacher=None):
 
 def test_table_means_spread_and_gap_closed(tmp_path):
     suite = {"name": "s", "seeds": [0, 1], "baseline": "sup", "full": "full",
-             "runs": [{"name": "sup"}, {"name": "full"}, {"name": "m"}, {"name": "pending"}]}
+             "runs": [{"name": "sup"}, {"name": "full"}, {"name": "m"}, {"name": "pending"},
+                      {"name": "on-m", "baseline": "m"}]}
     fake_run(tmp_path, "sup", 0, 40.0)
     fake_run(tmp_path, "sup", 1, 42.0)
     fake_run(tmp_path, "full", 0, 61.0)
@@ -29,11 +30,13 @@ def test_table_means_spread_and_gap_closed(tmp_path):
     fake_run(tmp_path, "m", 0, 50.0, teacher=52.0)
     fake_run(tmp_path, "m", 1, 52.0, teacher=54.0)
     fake_run(tmp_path, "pending", 0, 99.0, finished=False)
+    fake_run(tmp_path, "on-m", 0, 56.0)
     assert final_eval(tmp_path / "pending" / "seed0") is None
     text = table(suite, tmp_path)
     assert "| sup | 2 | 41.00 ± 1.41 |" in text
-    assert "| m | 2 | 51.00 ± 1.41 | 53.00 ± 1.41 | +50% |" in text  # (51 - 41) / (61 - 41)
+    assert "| m | 2 | 51.00 ± 1.41 | 53.00 ± 1.41 | +10.00 | +50% |" in text  # (51 - 41) / (61 - 41)
     assert "| pending | 0 | - |" in text
+    assert "| on-m | 1 | 56.00 | - | +5.00 | +50% |" in text  # a run's own baseline: (56 - 51) / (61 - 51)
     assert "| m | 61.0 | 41.0 |" in text  # per-class means
 
 

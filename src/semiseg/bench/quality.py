@@ -157,18 +157,22 @@ def table(suite: dict, out: Path) -> str:
     if suite.get("task", "seg") == "res":
         return res_table(suite, res)
     mean = {k: statistics.mean(e["mIoU"] for e in v) if v else None for k, v in res.items()}
-    base, full = mean.get(suite.get("baseline", "")), mean.get(suite.get("full", ""))
-    lines = ["| run | seeds | mIoU (student) | mIoU (teacher) | gap closed | s/step |",
-             "| --- | --- | --- | --- | --- | --- |"]
-    for name, evals in res.items():
+    full = mean.get(suite.get("full", ""))
+    lines = ["| run | seeds | mIoU (student) | mIoU (teacher) | gain | gap closed | s/step |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    for r in suite["runs"]:  # gain and gap closed against the run's baseline (its own, else the suite's)
+        name, evals = r["name"], res[r["name"]]
+        base_name = r.get("baseline", suite.get("baseline"))
+        base = mean.get(base_name or "")
         teacher = [e["teacher_mIoU"] for e in evals if "teacher_mIoU" in e]
-        gap = "-"
-        if base is not None and full is not None and mean[name] is not None and full != base and name not in (
-                suite.get("baseline"), suite.get("full")):
-            gap = f"{100 * (mean[name] - base) / (full - base):+.0f}%"
+        gain = gap = "-"
+        if base is not None and mean[name] is not None and name not in (base_name, suite.get("full")):
+            gain = f"{mean[name] - base:+.2f}"
+            if full is not None and full != base:
+                gap = f"{100 * (mean[name] - base) / (full - base):+.0f}%"
         step = _mean_sd([e["s_per_step"] for e in evals]) if evals else "-"
-        lines.append(f"| {name} | {len(evals)} | {_mean_sd([e['mIoU'] for e in evals])} | {_mean_sd(teacher)} | {gap} "
-                     f"| {step} |")
+        lines.append(f"| {name} | {len(evals)} | {_mean_sd([e['mIoU'] for e in evals])} | {_mean_sd(teacher)} | {gain} "
+                     f"| {gap} | {step} |")
     classes: List[str] = []  # union over runs, first-seen order (runs may use different class sets)
     for evals in res.values():
         for e in evals[:1]:
