@@ -127,7 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--table-only", action="store_true", help="only collect finished runs into the table")
     p.add_argument("--only", help="comma-separated run names to run (the table still lists all)")
     p.add_argument("--jobs", type=int, default=1,
-                   help="runs at a time, each with cpu_count/jobs threads (2 on a 2-core machine: ~1.4x throughput)")
+                   help="runs at a time, each with cpu_count/jobs threads (pays off where one run cannot use every core)")
     p = bverbs.add_parser("pseudo", help="pseudo-label quality of a checkpoint on the unlabeled split (hidden labels)")
     p.add_argument("ckpt")
     p.add_argument("--teacher", action="store_true", help="use the checkpoint's teacher")
