@@ -75,3 +75,15 @@ def test_refined_method_trains_through_the_trainer(tiny_scenes, tiny_store, tmp_
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert all(0.0 <= r["miss_rate"] <= 1.0 for r in rows if r["kind"] == "train")
     assert any(r["kind"] == "eval" for r in rows)
+
+
+@pytest.mark.parametrize("mix,shift", [("roll", lambda i, n: (i - 1) % n), ("flip", lambda i, n: n - 1 - i)])
+def test_in_batch_partner_images_and_proposals_match(mix, shift, tiny_scenes, tiny_store):
+    method, _, batch = make_method("unimatch", tiny_scenes, tiny_store, f"method.mix={mix}", "method.refiner={name: iom}")
+    u_mix, ign_mix = method.partner(batch)
+    props = method.partner_props(batch)
+    n = batch["u"].shape[0]
+    for i in range(n):
+        j = shift(i, n)
+        assert torch.equal(u_mix[i], batch["u"][j]) and torch.equal(ign_mix[i], batch["u_ignore"][j])
+        assert props[i] is batch["u_props"][j]

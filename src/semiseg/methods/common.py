@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, Tuple
+from typing import Any, Dict, List, Tuple
 
 import torch
 
@@ -39,13 +39,23 @@ class SemiMethod(Method):
         self.refine = build_refiner(self.cfg.refiner) if self.cfg.refiner else None
         self.needs_proposals = self.refine is not None or type(self).needs_proposals
 
+    def _partner_order(self, n: int) -> List[int]:
+        """Which unlabeled sample partners sample i when the partner comes from the same batch."""
+        return [(i - 1) % n for i in range(n)] if self.cfg.mix == "roll" else list(range(n - 1, -1, -1))
+
     def partner(self, batch: Dict[str, torch.Tensor]) -> Tuple[torch.Tensor, torch.Tensor]:
         """The CutMix partner images and their ignore masks."""
         if self.cfg.mix == "batch":
             return batch["mix"], batch["mix_ignore"]
-        if self.cfg.mix == "roll":
-            return batch["u"].roll(1, 0), batch["u_ignore"].roll(1, 0)
-        return batch["u"].flip(0), batch["u_ignore"].flip(0)
+        order = self._partner_order(batch["u"].shape[0])
+        return batch["u"][order], batch["u_ignore"][order]
+
+    def partner_props(self, batch):
+        """The partner images' proposals, in the order of ``partner`` (None without a proposal store)."""
+        if self.cfg.mix == "batch":
+            return batch.get("mix_props")
+        props = batch.get("u_props")
+        return None if props is None else [props[i] for i in self._partner_order(len(props))]
 
     @torch.no_grad()
     def predict_eval(self, x: torch.Tensor) -> torch.Tensor:
@@ -85,14 +95,8 @@ class SemiMethod(Method):
                 out.append((*self.select(probs_s, ign_s), ign_s))
             return out
         pl_u, w_u = self.pseudo(probs_u, ign_u, batch.get("u_props"))
-        props_mix = batch.get("mix_props") if self.cfg.mix == "batch" else self._partner_props(batch.get("u_props"))
-        pl_m, w_m = self.pseudo(probs_mix, ign_mix, props_mix)
+        pl_m, w_m = self.pseudo(probs_mix, ign_mix, self.partner_props(batch))
         return [(mix(pl_u, pl_m, box), mix(w_u, w_m, box), mix(ign_u, ign_mix, box)) for box in boxes]
-
-    def _partner_props(self, props):
-        if props is None:
-            return None
-        return props[-1:] + props[:-1] if self.cfg.mix == "roll" else props[::-1]
 
     def refine_stats(self) -> Dict[str, float]:
         return {"miss_rate": self.refine.miss_rate} if self.refine is not None else {}

@@ -70,8 +70,7 @@ class CSL(SemiMethod):
         x, y, u_w, ign_u = batch["x"], batch["y"], batch["u"], batch["u_ignore"]
         u_mix, ign_mix = self.partner(batch)
         probs_mix = self.predict_partner(u_mix)
-        pl_mix, w_mix = self.pseudo(probs_mix, ign_mix, batch.get("mix_props") if self.cfg.mix == "batch"
-                                    else self._partner_props(batch.get("u_props")))
+        pl_mix, w_mix = self.pseudo(probs_mix, ign_mix, self.partner_props(batch))
 
         n = x.shape[0]
         preds, (preds_fp,) = self.model(torch.cat([x, u_w]), fp_branches=1)
