@@ -126,6 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--doc", help="Markdown file whose <!-- semiseg:<suite name> --> section gets the table")
     p.add_argument("--table-only", action="store_true", help="only collect finished runs into the table")
     p.add_argument("--only", help="comma-separated run names to run (the table still lists all)")
+    p.add_argument("--seeds", help="comma-separated seeds to run now (default: the suite's; the table lists all)")
     p.add_argument("--jobs", type=int, default=1,
                    help="runs at a time, each with cpu_count/jobs threads (pays off where one run cannot use every core)")
     p = bverbs.add_parser("pseudo", help="pseudo-label quality of a checkpoint on the unlabeled split (hidden labels)")
