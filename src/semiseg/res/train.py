@@ -78,8 +78,13 @@ def _tensor(img: np.ndarray, size: int) -> torch.Tensor:
     return ((x.float() / 255) - torch.tensor(MEAN).view(3, 1, 1)) / torch.tensor(STD).view(3, 1, 1)
 
 
-def _mask(m: np.ndarray, size: int) -> torch.Tensor:
-    return torch.from_numpy(np.array(Image.fromarray(m.astype(np.uint8)).resize((size, size), Image.NEAREST))).long()
+def _nearest(masks: np.ndarray, size: int) -> torch.Tensor:
+    """(K, H, W) masks -> (K, size, size) by one nearest resize, shared by referent masks and proposals so
+    that both land on the same pixels."""
+    if not len(masks):
+        return torch.zeros(0, size, size)
+    stack = torch.from_numpy(np.ascontiguousarray(masks)).unsqueeze(1).float()
+    return F.interpolate(stack, size=(size, size), mode="nearest-exact")[:, 0]
 
 
 class ResTrainer:
@@ -116,15 +121,14 @@ class ResTrainer:
 
     def batch(self, samples, with_props: bool = False) -> Dict[str, object]:
         chosen = [samples[self.rng.randrange(len(samples))] for _ in range(self.cfg.batch_size)]
+        size, root = self.cfg.size, Path(self.cfg.root)  # plain values: OmegaConf lookups are slow per sample
         imgs, masks, props = [], [], []
         for s in chosen:
             img, m = load_sample(s)
-            imgs.append(_tensor(img, self.cfg.size))
-            masks.append(_mask(m, self.cfg.size))
+            imgs.append(_tensor(img, size))
+            masks.append(_nearest(m[None], size)[0].long())
             if with_props:
-                p = self.store.get(str(s.image.relative_to(Path(self.cfg.root))))
-                props.append(torch.stack([_mask(q, self.cfg.size) for q in p]).bool() if len(p) else
-                             torch.zeros(0, self.cfg.size, self.cfg.size, dtype=torch.bool))
+                props.append(_nearest(self.store.get(str(s.image.relative_to(root))), size).bool())
         return {"x": torch.stack(imgs), "y": torch.stack(masks), "text": [s.sentence for s in chosen], "props": props}
 
     def unsup_loss(self, b: Dict[str, object]) -> Dict[str, torch.Tensor]:
