@@ -116,3 +116,17 @@ def test_missing_listed_files_fail_at_start_with_counts(tiny_scenes, tmp_path):
     split.write_text(split.read_text()[:-9])  # truncated mid-path: the last mask path is now wrong
     with pytest.raises(SemisegError, match="1 of the 128 files listed in .*labeled.txt do not exist"):
         Trainer(tiny_cfg(root, "data.split=all"), work_dir=str(tmp_path / "w"))
+
+
+def test_logged_means_skip_missing_per_class_values(tiny_scenes, tmp_path):
+    """A per-class diagnostic is NaN in a step without that class; the logged interval mean skips it."""
+    cfg = tiny_cfg(tiny_scenes, "method.name=unimatch", "method.mix=roll", "train.iters=4", "train.log_interval=4",
+                   "train.eval_interval=1000", "data.hidden_labels=true")
+    trainer = Trainer(cfg, work_dir=str(tmp_path))
+    steps = iter([{"loss": 1.0, "mask_ratio_c1": float("nan")}, {"loss": 3.0, "mask_ratio_c1": 0.5},
+                  {"loss": 1.0, "mask_ratio_c1": float("nan")}, {"loss": 3.0, "mask_ratio_c1": 0.7}])
+    trainer.train_step = lambda: next(steps)
+    trainer.run()
+    row = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()
+           if json.loads(line)["kind"] == "train"][-1]
+    assert row["loss"] == pytest.approx(2.0) and row[f"mask_ratio/{trainer.names[1]}"] == pytest.approx(0.6)

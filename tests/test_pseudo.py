@@ -45,6 +45,9 @@ def test_selection_stats_per_class_and_against_hidden_labels():
     assert s["mask_ratio_c0"] == pytest.approx(0.5) and s["mask_ratio_c1"] == pytest.approx(1.0)
     assert s["sel_precision"] == pytest.approx(2 / 3)  # selected: right, right, wrong
     assert s["sel_recall"] == pytest.approx(2 / 3)  # correct: 3 pixels, 2 selected
+    assert s["sel_precision_c0"] == 1.0 and s["sel_precision_c1"] == pytest.approx(0.5)
+    # class 2 is never predicted: no value (NaN), not 0, so step averages skip it
+    assert torch.isnan(s["mask_ratio_c2"]) and torch.isnan(s["sel_precision_c2"])
 
 
 def test_masked_ce_divides_by_valid_not_selected_pixels():

@@ -9,6 +9,7 @@ and logging; the method owns its forward passes and losses. The teacher is never
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import random
 import signal
@@ -185,7 +186,7 @@ class Trainer:
         old = {sig: signal.signal(sig, self._on_signal) for sig in handled} if self._main_thread() else {}
         self.model.train()
         final: Dict[str, float] = {}
-        t0, start, sums, count = time.time(), self.step, {}, 0
+        t0, start, sums, counts = time.time(), self.step, {}, {}
         while self.step < t.iters and not self._stop:
             logs = self.train_step()
             if logs is None:
@@ -199,16 +200,16 @@ class Trainer:
                 continue
             self.bad_steps = 0
             self.step += 1
-            count += 1
-            for k, v in logs.items():  # averaged over the log interval, so no step goes unlogged
-                sums[k] = sums.get(k, 0.0) + v
+            for k, v in logs.items():  # averaged over the log interval, so no step goes unlogged; NaN (a
+                if math.isfinite(v):  # per-class diagnostic without pixels this step) counts as no value
+                    sums[k], counts[k] = sums.get(k, 0.0) + v, counts.get(k, 0) + 1
             if self.step % t.log_interval == 0 or self.step == t.iters:
-                means = {self._name(k): v / count for k, v in sums.items()}
+                means = {self._name(k): v / counts[k] for k, v in sums.items()}
                 self.log.progress(self.step, {**means, "lr": self.optimizer.param_groups[0]["lr"],
                                               "s_per_step": (time.time() - t0) / max(1, self.step - start),
                                               **({"data_skipped": self.batches.skipped} if self.batches.skipped else {}),
                                               **({"steps_skipped": self.skipped} if self.skipped else {})})
-                sums, count = {}, 0
+                sums, counts = {}, {}
             if self.step % t.eval_interval == 0 or self.step == t.iters:
                 final = self.validate()
             if self.step % t.ckpt_interval == 0 or self.step == t.iters:

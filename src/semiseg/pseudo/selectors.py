@@ -72,13 +72,16 @@ def selection_stats(pl: torch.Tensor, weight: torch.Tensor, ignore: torch.Tensor
     pseudo-labels that were selected) - the diagnostics that show what a selector does.
 
     "Selected" means full weight (w = 1): for hard selectors that is the selection, for CSL's soft
-    weights the confident set its code logs; ``sel_precision_w`` weighs every pixel by its weight."""
+    weights the confident set its code logs; ``sel_precision_w`` weighs every pixel by its weight.
+    A per-class value without pixels to measure (no pixel of that class in the batch) is NaN, not 0, so
+    that averages over steps are not dragged down by batches that lack a rare class."""
     valid = ~ignore
     sel = (weight >= 1 - 1e-6) & valid
     out = {"mask_ratio": sel.sum() / valid.sum().clamp(min=1)}
     counts = torch.bincount(pl[valid], minlength=num_classes).float()
     kept = torch.bincount(pl[sel], minlength=num_classes).float()
-    ratio = kept / counts.clamp(min=1)
+    nan = torch.tensor(float("nan"), device=pl.device)
+    ratio = torch.where(counts > 0, kept / counts.clamp(min=1), nan)
     for c in range(num_classes):
         out[f"mask_ratio_c{c}"] = ratio[c]
     if hidden is not None:
@@ -92,5 +95,5 @@ def selection_stats(pl: torch.Tensor, weight: torch.Tensor, ignore: torch.Tensor
         right = torch.bincount(pl[correct & sel], minlength=num_classes).float()
         chosen = torch.bincount(pl[sel & known], minlength=num_classes).float()
         for c in range(num_classes):
-            out[f"sel_precision_c{c}"] = right[c] / chosen[c].clamp(min=1)
+            out[f"sel_precision_c{c}"] = torch.where(chosen[c] > 0, right[c] / chosen[c].clamp(min=1), nan)
     return out
