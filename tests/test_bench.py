@@ -89,6 +89,10 @@ def test_bench_pseudo_end_to_end(tiny_scenes, tiny_store, tmp_path, capsys):
     for row in ("| threshold 0.95 |", "| CPLG (class_aware) |", "| csl |", "| max confidence |", "| refined by iom |",
                 "| refined by cpi |"):
         assert row in text
+    # per predicted class: `none` keeps every pixel of every predicted class (never-predicted classes: -)
+    none_rows = [line for line in text.splitlines() if line.startswith("| none |") and " / " in line]
+    cells = none_rows[0].strip("| ").split(" | ")[1:]
+    assert any(c != "-" for c in cells) and all(c == "-" or c.startswith("100.0 / ") for c in cells)
 
 
 def test_bench_speed_reports_every_number(tiny_scenes, tmp_path):

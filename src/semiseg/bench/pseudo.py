@@ -64,6 +64,7 @@ def evaluate_pseudo(predictor: Predictor, samples, layout, store=None, max_image
     selectors = {k: build_selector(v) for k, v in SELECTORS.items()}
     refiners = {k: build_refiner({"name": k}) for k in REFINERS} if store is not None else {}
     sel = {k: np.zeros(4) for k in selectors}  # selected, selected & right, right, valid
+    per_class = {k: np.zeros((3, n_cls)) for k in selectors}  # by predicted class: valid, selected, selected & right
     cms = {k: torch.zeros(n_cls, n_cls, dtype=torch.long) for k in ["teacher", *refiners]}
     bnd = {k: np.zeros(4) for k in cms}
     miss = {k: [] for k in refiners}
@@ -82,6 +83,8 @@ def evaluate_pseudo(predictor: Predictor, samples, layout, store=None, max_image
                 _, w = select(probs, ignore)
                 chosen = (w >= 1 - 1e-6) & ~ignore
                 sel[name] += [chosen.sum(), (chosen & right).sum(), right.sum(), (~ignore).sum()]
+                for row, m in enumerate((~ignore, chosen, chosen & right)):
+                    per_class[name][row] += torch.bincount(pl[m], minlength=n_cls).numpy()
                 if name == "csl":
                     scores["csl weight"].append(w[~ignore].numpy())
             scores["max confidence"].append(probs.max(1).values[~ignore].numpy())
@@ -96,10 +99,14 @@ def evaluate_pseudo(predictor: Predictor, samples, layout, store=None, max_image
                 cms[name] += confusion(m, gt, n_cls, 255)
                 bnd[name] += boundary_counts(m, gt)
     right_cat = np.concatenate(right_all)
-    out: Dict[str, object] = {"images": len(ds), "selectors": {}, "auroc": {}, "labels": {}}
+    out: Dict[str, object] = {"images": len(ds), "selectors": {}, "auroc": {}, "labels": {},
+                              "class_names": list(predictor.class_names)}
     for name, (n_sel, n_sel_right, n_right, n_valid) in sel.items():
-        out["selectors"][name] = {"mask_ratio": n_sel / n_valid, "precision": n_sel_right / max(n_sel, 1),
-                                  "recall": n_sel_right / max(n_right, 1)}
+        valid_c, sel_c, right_c = per_class[name]
+        with np.errstate(invalid="ignore", divide="ignore"):  # a class never predicted: NaN
+            out["selectors"][name] = {"mask_ratio": n_sel / n_valid, "precision": n_sel_right / max(n_sel, 1),
+                                      "recall": n_sel_right / max(n_right, 1),
+                                      "class_mask_ratio": sel_c / valid_c, "class_precision": right_c / sel_c}
     for name, parts in scores.items():
         out["auroc"][name] = auroc(np.concatenate(parts), right_cat)
     for name, cm in cms.items():
@@ -116,6 +123,13 @@ def format_pseudo(res: Dict[str, object]) -> str:
              "| selector | selected (w = 1) | precision | recall |", "| --- | --- | --- | --- |"]
     for name, r in res["selectors"].items():
         lines.append(f"| {name} | {100 * r['mask_ratio']:.1f}% | {100 * r['precision']:.2f}% | {100 * r['recall']:.2f}% |")
+    names = res["class_names"]
+    lines += ["", "Per predicted class: share selected / precision of the selected pixels (%).", "",
+              "| selector | " + " | ".join(names) + " |", "| --- |" + " --- |" * len(names)]
+    for name, r in res["selectors"].items():
+        cells = ["-" if np.isnan(p) else f"{100 * m:.1f} / {100 * p:.1f}"
+                 for m, p in zip(r["class_mask_ratio"], r["class_precision"])]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
     lines += ["", "| per-pixel score | AUROC for 'pseudo-label is right' |", "| --- | --- |"]
     lines += [f"| {name} | {v:.4f} |" for name, v in res["auroc"].items()]
     lines += ["", "| pseudo-labels | mIoU | boundary F (1 px) | PWA fallback share |", "| --- | --- | --- | --- |"]
