@@ -180,3 +180,17 @@ def test_res_recipes_train_and_evaluate(tiny_scenes, tmp_path, method):
         with pytest.raises(SemisegError, match="give --text"):
             run(["predict", str(tmp_path / "w/latest.pth"), "--input", str(tiny_scenes / "images/val_00000.png"),
                  "--output", str(tmp_path / "pred")])
+
+
+def test_text_encoder_gets_its_own_learning_rate(tiny_scenes, tmp_path):
+    from semiseg.res.train import ResTrainer, load_res_config
+
+    generate_referring(tiny_scenes, seed=0)
+    cfg = load_res_config(None, [f"root={tiny_scenes}", "method=supervised", "model.backbone=resnet18",
+                                 "model.width=0.25", "model.pretrained=", "size=32", "batch_size=2", "iters=1",
+                                 "lr=0.001", "text_lr=0.00005", f"work_dir={tmp_path}"])
+    trainer = ResTrainer(cfg)
+    visual, text = trainer.opt.param_groups
+    assert visual["base_lr"] == 1e-3 and text["base_lr"] == 5e-5
+    assert {id(p) for p in text["params"]} == {id(p) for p in trainer.model.text.parameters()}
+    assert len(visual["params"]) + len(text["params"]) == len(list(trainer.model.parameters()))

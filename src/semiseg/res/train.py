@@ -58,6 +58,7 @@ class ResConfig:
     iters: int = 1500
     burn_in: int = 500
     lr: float = 1e-3
+    text_lr: float = 0.0  # learning rate of the text encoder (0 = lr); a pretrained one wants far less (SemiRES: 5e-5)
     weight_decay: float = 0.01
     ema_momentum: float = 0.9996
     sup_weight: float = 10.0
@@ -113,7 +114,11 @@ class ResTrainer:
         sentences = self.sentences
         self.model = ReferringSegmenter(build_backbone(c.model), build_text_encoder(c.text, sentences))
         self.teacher = EMATeacher(self.model, c.ema_momentum)
-        self.opt = torch.optim.AdamW(self.model.parameters(), lr=c.lr, weight_decay=c.weight_decay)
+        text = list(self.model.text.parameters())
+        ids = {id(p) for p in text}
+        rest = [p for p in self.model.parameters() if id(p) not in ids]
+        self.opt = torch.optim.AdamW([{"params": rest, "base_lr": c.lr},
+                                      {"params": text, "base_lr": c.text_lr or c.lr}], weight_decay=c.weight_decay)
         self.class_w = torch.tensor([0.9, 1.1])
 
     def autocast(self):
@@ -177,7 +182,7 @@ class ResTrainer:
         started = time.perf_counter()
         for step in range(c.iters):
             for g in self.opt.param_groups:
-                g["lr"] = poly_lr(c.lr, step, c.iters, 0.9)
+                g["lr"] = poly_lr(g["base_lr"], step, c.iters, 0.9)
             self.model.train()
             b = self.batch(self.labeled)
             with self.autocast():
