@@ -132,10 +132,19 @@ def _mean_sd(values: List[float]) -> str:
 
 
 def suite_results(suite: dict, out: Path) -> Dict[str, List[dict]]:
-    """Each run's finished evaluations, one per seed that has finished."""
+    """Each run's finished evaluations, one per seed that has finished (with its ``seed``)."""
     task, seeds = suite.get("task", "seg"), suite.get("seeds", [0])
-    return {r["name"]: [e for s in seeds if (e := final_eval(out / r["name"] / f"seed{s}", task)) is not None]
+    return {r["name"]: [{**e, "seed": s} for s in seeds if (e := final_eval(out / r["name"] / f"seed{s}", task))]
             for r in suite["runs"]}
+
+
+def paired_mean(reference: List[dict], evals: List[dict], key: str) -> Optional[float]:
+    """Mean of ``key`` over the reference runs with the seeds ``evals`` has (a method that has finished
+    seed 0 only is compared with the baseline's seed 0), or over all of them if any of those is missing."""
+    seeds = {e["seed"] for e in evals}
+    same = [e for e in reference if e["seed"] in seeds]
+    use = same if len(same) == len(seeds) else reference
+    return statistics.mean(e[key] for e in use) if use else None
 
 
 def res_table(suite: dict, res: Dict[str, List[dict]]) -> str:
@@ -147,7 +156,7 @@ def res_table(suite: dict, res: Dict[str, List[dict]]) -> str:
         evals, base = res[r["name"]], res.get(r.get("baseline", suite.get("baseline", "")), [])
         gain = "-"
         if evals and base and r["name"] != r.get("baseline", suite.get("baseline")):
-            gain = f"{statistics.mean(e['oIoU'] for e in evals) - statistics.mean(e['oIoU'] for e in base):+.2f}"
+            gain = f"{statistics.mean(e['oIoU'] for e in evals) - paired_mean(base, evals, 'oIoU'):+.2f}"
         cells = [_mean_sd([e[c] for e in evals]) for c in cols]
         step = _mean_sd([e["s_per_step"] for e in evals]) if evals else "-"
         lines.append(f"| {r['name']} | {len(evals)} | " + " | ".join(cells) + f" | {gain} | {step} |")
@@ -158,20 +167,20 @@ def table(suite: dict, out: Path) -> str:
     res = suite_results(suite, out)
     if suite.get("task", "seg") == "res":
         return res_table(suite, res)
-    mean = {k: statistics.mean(e["mIoU"] for e in v) if v else None for k, v in res.items()}
-    full = mean.get(suite.get("full", ""))
     lines = ["| run | seeds | mIoU (student) | mIoU (teacher) | gain | gap closed | s/step |",
              "| --- | --- | --- | --- | --- | --- | --- |"]
-    for r in suite["runs"]:  # gain and gap closed against the run's baseline (its own, else the suite's)
+    for r in suite["runs"]:  # against the run's baseline (its own, else the suite's), on the seeds it has
         name, evals = r["name"], res[r["name"]]
         base_name = r.get("baseline", suite.get("baseline"))
-        base = mean.get(base_name or "")
+        base = paired_mean(res.get(base_name or "", []), evals, "mIoU")
+        full = paired_mean(res.get(suite.get("full", ""), []), evals, "mIoU")
         teacher = [e["teacher_mIoU"] for e in evals if "teacher_mIoU" in e]
         gain = gap = "-"
-        if base is not None and mean[name] is not None and name not in (base_name, suite.get("full")):
-            gain = f"{mean[name] - base:+.2f}"
+        if base is not None and evals and name not in (base_name, suite.get("full")):
+            m = statistics.mean(e["mIoU"] for e in evals)
+            gain = f"{m - base:+.2f}"
             if full is not None and full != base:
-                gap = f"{100 * (mean[name] - base) / (full - base):+.0f}%"
+                gap = f"{100 * (m - base) / (full - base):+.0f}%"
         step = _mean_sd([e["s_per_step"] for e in evals]) if evals else "-"
         lines.append(f"| {name} | {len(evals)} | {_mean_sd([e['mIoU'] for e in evals])} | {_mean_sd(teacher)} | {gain} "
                      f"| {gap} | {step} |")
