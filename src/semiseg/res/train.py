@@ -201,7 +201,7 @@ class ResTrainer:
             else:
                 self.teacher.update(self.model, step)
             if (step + 1) % c.eval_interval == 0 or step + 1 == c.iters:
-                s_per_step = (time.perf_counter() - started) / (step + 1)  # before evaluation, which is not a step
+                s_per_step = (time.perf_counter() - started) / (step + 1)  # wall clock, earlier evaluations included
                 net = self.model if c.method == "supervised" else self.teacher
                 final = {f"eval_{k}": v for k, v in self.evaluate(net).items()}
                 row = {"step": step + 1, **{k: float(v.detach()) for k, v in out.items()}, **final,
