@@ -11,11 +11,15 @@ A suite YAML::
       - {name: supervised, config: configs/scenes/supervised.yaml}
       - {name: full, config: configs/scenes/supervised.yaml, overrides: [data.split=all]}
       - {name: unimatch, config: configs/scenes/unimatch.yaml}
+      - {name: unimatch-1_8, config: ..., overrides: [data.split=1_8], baseline: supervised-1_8}  # own baseline
 
 Each run trains in its own process into ``OUT/<name>/seed<k>`` (``--resume`` when a checkpoint exists);
-finished runs are skipped, so a killed suite continues where it stopped. The table (mean and spread of
-the final mIoU over seeds, teacher too where there is one, the gap closed, per-class IoU, step time) is
-printed and, with ``--doc``, written between ``<!-- semiseg:NAME -->`` markers of a Markdown file.
+finished runs are skipped, so a killed suite continues where it stopped; ``--jobs N`` runs N at a time,
+``--seeds`` and ``--only`` pick what runs now. The table (mean and spread of the final mIoU over seeds,
+teacher too where there is one, the gain and gap closed against the baseline's runs with the same seeds,
+per-class IoU, step time) is printed and, with ``--doc``, written between ``<!-- semiseg:NAME -->``
+markers of a Markdown file. ``task: res`` suites run ``semiseg res train`` and tabulate oIoU, mIoU and
+precision at IoU thresholds.
 """
 from __future__ import annotations
 
