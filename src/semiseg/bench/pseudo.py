@@ -63,8 +63,8 @@ def evaluate_pseudo(predictor: Predictor, samples, layout, store=None, max_image
     ds = SegDataset(samples[: max_images or None], layout, cfg.data, "val")
     selectors = {k: build_selector(v) for k, v in SELECTORS.items()}
     refiners = {k: build_refiner({"name": k}) for k in REFINERS} if store is not None else {}
-    sel = {k: np.zeros(4) for k in selectors}  # selected, selected & right, right, valid
     per_class = {k: np.zeros((3, n_cls)) for k in selectors}  # by predicted class: valid, selected, selected & right
+    n_right = 0  # correct pseudo-labels, the same for every selector (recall's denominator)
     cms = {k: torch.zeros(n_cls, n_cls, dtype=torch.long) for k in ["teacher", *refiners]}
     bnd = {k: np.zeros(4) for k in cms}
     miss = {k: [] for k in refiners}
@@ -82,11 +82,11 @@ def evaluate_pseudo(predictor: Predictor, samples, layout, store=None, max_image
             for name, select in selectors.items():
                 _, w = select(probs, ignore)
                 chosen = (w >= 1 - 1e-6) & ~ignore
-                sel[name] += [chosen.sum(), (chosen & right).sum(), right.sum(), (~ignore).sum()]
                 for row, m in enumerate((~ignore, chosen, chosen & right)):
                     per_class[name][row] += torch.bincount(pl[m], minlength=n_cls).numpy()
                 if name == "csl":
                     scores["csl weight"].append(w[~ignore].numpy())
+            n_right += int(right.sum())
             scores["max confidence"].append(probs.max(1).values[~ignore].numpy())
             right_all.append(right[~ignore].numpy())
             maps = {"teacher": pl[0]}
@@ -101,8 +101,8 @@ def evaluate_pseudo(predictor: Predictor, samples, layout, store=None, max_image
     right_cat = np.concatenate(right_all)
     out: Dict[str, object] = {"images": len(ds), "selectors": {}, "auroc": {}, "labels": {},
                               "class_names": list(predictor.class_names)}
-    for name, (n_sel, n_sel_right, n_right, n_valid) in sel.items():
-        valid_c, sel_c, right_c = per_class[name]
+    for name, (valid_c, sel_c, right_c) in per_class.items():
+        n_valid, n_sel, n_sel_right = valid_c.sum(), sel_c.sum(), right_c.sum()
         with np.errstate(invalid="ignore", divide="ignore"):  # a class never predicted: NaN
             out["selectors"][name] = {"mask_ratio": n_sel / n_valid, "precision": n_sel_right / max(n_sel, 1),
                                       "recall": n_sel_right / max(n_right, 1),

@@ -108,10 +108,11 @@ def run_suite(suite: dict, out: Path, only: Optional[List[str]] = None, jobs: in
     print(f"suite {suite['name']}: {len(pairs)} runs, {len(pairs) - len(todo)} finished, {len(todo)} to go"
           + (f", {jobs} at a time" if jobs > 1 else ""), flush=True)
     threads = max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else 0
-    t0, done = time.time(), [0]
+    t0, done = time.time(), 0
     lock = threading.Lock()
 
     def one(item) -> None:
+        nonlocal done
         r, seed = item
         wd = out / r["name"] / f"seed{seed}"
         overrides = list(suite.get("overrides", [])) + list(r.get("overrides", []))
@@ -119,9 +120,9 @@ def run_suite(suite: dict, out: Path, only: Optional[List[str]] = None, jobs: in
             print(f"start {r['name']} seed {seed} -> {wd}", flush=True)
         run_one(run_command(task, r["config"], overrides, seed, wd, threads), wd, threads)
         with lock:
-            done[0] += 1
-            left = (time.time() - t0) / done[0] * (len(todo) - done[0])
-            print(f"[{done[0]}/{len(todo)}] finished {r['name']} seed {seed}, about {fmt_time(left)} left", flush=True)
+            done += 1
+            left = (time.time() - t0) / done * (len(todo) - done)
+            print(f"[{done}/{len(todo)}] finished {r['name']} seed {seed}, about {fmt_time(left)} left", flush=True)
 
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
         for future in [pool.submit(one, item) for item in todo]:
