@@ -41,6 +41,24 @@ def test_table_means_spread_and_gap_closed(tmp_path):
     assert "| m | 61.0 | 41.0 |" in text  # per-class means
 
 
+def test_table_reads_baseline_and_reference_runs_from_another_suite(tmp_path):
+    main, abl = tmp_path / "main", tmp_path / "abl"
+    fake_run(main, "sup", 0, 40.0)
+    fake_run(main, "sup", 1, 30.0)  # a seed the ablation suite does not have: not used
+    fake_run(main, "full", 0, 60.0)
+    fake_run(main, "m", 0, 50.0)
+    fake_run(main, "unrelated", 0, 1.0)
+    fake_run(abl, "m-ablated", 0, 45.0)
+    suite = {"name": "abl", "seeds": [0], "baseline": "sup", "full": "full", "reference": str(main),
+             "reference_runs": ["m"], "runs": [{"name": "m-ablated"}]}
+    text = table(suite, abl)
+    assert "| sup (reference) | 1 | 40.00 |" in text
+    assert "| m (reference) | 1 | 50.00 | - | +10.00 | +50% |" in text
+    assert "| m-ablated | 1 | 45.00 | - | +5.00 | +25% |" in text
+    assert "unrelated" not in text
+    assert text.index("m (reference)") < text.index("m-ablated")
+
+
 def test_write_section_replaces_only_its_block(tmp_path):
     doc = tmp_path / "b.md"
     doc.write_text("intro\n<!-- semiseg:s -->\nold\n<!-- /semiseg:s -->\noutro\n")

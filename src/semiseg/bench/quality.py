@@ -13,6 +13,11 @@ A suite YAML::
       - {name: unimatch, config: configs/scenes/unimatch.yaml}
       - {name: unimatch-1_8, config: ..., overrides: [data.split=1_8], baseline: supervised-1_8}  # own baseline
 
+An ablation suite that shares another suite's runs names that suite's runs folder instead of training
+them again (``reference: runs/bench/scenes-1_16``): its baseline and full runs, and those listed in
+``reference_runs: [dssn, csl]`` (the methods being ablated), are read from there and never run; the table
+lists them first, marked "(reference)".
+
 Each run trains in its own process into ``OUT/<name>/seed<k>`` (``--resume`` when a checkpoint exists);
 finished runs are skipped, so a killed suite continues where it stopped; ``--jobs N`` runs N at a time,
 ``--seeds`` and ``--only`` pick what runs now. The table (mean and spread of the final mIoU over seeds,
@@ -137,10 +142,20 @@ def _mean_sd(values: List[float]) -> str:
 
 
 def suite_results(suite: dict, out: Path) -> Dict[str, List[dict]]:
-    """Each run's finished evaluations, one per seed that has finished (with its ``seed``)."""
+    """Each run's finished evaluations, one per seed that has finished (with its ``seed``); baseline and full
+    runs the suite does not hold come from its ``reference`` runs folder."""
     task, seeds = suite.get("task", "seg"), suite.get("seeds", [0])
-    return {r["name"]: [{**e, "seed": s} for s in seeds if (e := final_eval(out / r["name"] / f"seed{s}", task))]
-            for r in suite["runs"]}
+
+    def finished(root: Path, name: str) -> List[dict]:
+        return [{**e, "seed": s} for s in seeds if (e := final_eval(root / name / f"seed{s}", task))]
+
+    res = {r["name"]: finished(out, r["name"]) for r in suite["runs"]}
+    if "reference" in suite:
+        wanted = [suite.get("baseline"), suite.get("full"), *(r.get("baseline") for r in suite["runs"]),
+                  *suite.get("reference_runs", [])]
+        ref = {n: finished(Path(suite["reference"]), n) for n in dict.fromkeys(wanted) if n and n not in res}
+        return {**ref, **res}
+    return res
 
 
 def paired_mean(reference: List[dict], evals: List[dict], key: str) -> Optional[float]:
@@ -174,7 +189,9 @@ def table(suite: dict, out: Path) -> str:
         return res_table(suite, res)
     lines = ["| run | seeds | mIoU (student) | mIoU (teacher) | gain | gap closed | s/step |",
              "| --- | --- | --- | --- | --- | --- | --- |"]
-    for r in suite["runs"]:  # against the run's baseline (its own, else the suite's), on the seeds it has
+    own = {r["name"] for r in suite["runs"]}
+    referenced = [{"name": n, "label": f"{n} (reference)"} for n in res if n not in own]
+    for r in referenced + suite["runs"]:  # against the run's baseline (its own, else the suite's), on its seeds
         name, evals = r["name"], res[r["name"]]
         base_name = r.get("baseline", suite.get("baseline"))
         base = paired_mean(res.get(base_name or "", []), evals, "mIoU")
@@ -187,8 +204,8 @@ def table(suite: dict, out: Path) -> str:
             if full is not None and full != base:
                 gap = f"{100 * (m - base) / (full - base):+.0f}%"
         step = _mean_sd([e["s_per_step"] for e in evals]) if evals else "-"
-        lines.append(f"| {name} | {len(evals)} | {_mean_sd([e['mIoU'] for e in evals])} | {_mean_sd(teacher)} | {gain} "
-                     f"| {gap} | {step} |")
+        lines.append(f"| {r.get('label', name)} | {len(evals)} | {_mean_sd([e['mIoU'] for e in evals])} "
+                     f"| {_mean_sd(teacher)} | {gain} | {gap} | {step} |")
     classes: List[str] = []  # union over runs, first-seen order (runs may use different class sets)
     for evals in res.values():
         for e in evals[:1]:
@@ -200,7 +217,7 @@ def table(suite: dict, out: Path) -> str:
             if evals:
                 cells = [f"{statistics.mean(e['IoU_' + c] for e in evals):.1f}" if "IoU_" + c in evals[0] else ""
                          for c in classes]
-                lines.append(f"| {name} | " + " | ".join(cells) + " |")
+                lines.append(f"| {name}{'' if name in own else ' (reference)'} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
