@@ -66,6 +66,28 @@ def test_method_contract(name, extra, tiny_scenes, tiny_store):
         assert torch.equal(v, other.teacher.module.state_dict()[k])
 
 
+@pytest.mark.parametrize("name,maps", [("fixmatch", 2), ("unimatch", 2), ("dssn", 3)])
+def test_each_map_is_refined_once_and_logged_labels_are_the_refined_ones(name, maps, tiny_scenes, tiny_store):
+    """Weak view and CutMix partner once each (DSSN also the student's weak view, for its FP branches);
+    the logged selection statistics describe the refined labels, not the selection before refinement."""
+    method, _, batch = make_method(name, tiny_scenes, tiny_store, "method.refiner={name: iom}")
+    calls, refine = [], method.refine
+
+    class Counting:
+        miss_rate = property(lambda self: refine.miss_rate)
+
+        def __call__(self, probs, props, ignore):
+            calls.append(probs)
+            return refine(probs, props, ignore)
+
+    method.refine = Counting()
+    out = method.training_step(batch, step=1)
+    assert len(calls) == maps
+    pl, weight = method.pseudo(calls[-2] if name == "dssn" else calls[0], batch["u_ignore"], batch["u_props"])
+    expected = method.stats(pl, weight, batch["u_ignore"], batch)
+    assert torch.allclose(out["mask_ratio"], expected["mask_ratio"])
+
+
 def test_refined_method_trains_through_the_trainer(tiny_scenes, tiny_store, tmp_path):
     """The Trainer logs whatever a step returns, including a refiner's plain-float miss rate."""
     from semiseg.engine.trainer import train

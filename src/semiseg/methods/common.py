@@ -84,17 +84,18 @@ class SemiMethod(Method):
         pl_r, w_r = self.refine(probs, props, ignore)
         return pl_r, torch.where(w_r == 1, w_r, w_r * weight)
 
-    def view_labels(self, boxes, probs_u, ign_u, probs_mix, ign_mix, batch):
+    def view_labels(self, boxes, probs_u, ign_u, probs_mix, ign_mix, batch, weak):
         """(pl, weight, ignore) for each CutMixed strong view. Without a refiner the selector runs on the
         mixed map (per-image statistics then span both images, as DSSN's CPLG); with one, each source image
-        is refined with its own proposals first and the results are pasted."""
+        is refined with its own proposals first and the results are pasted: ``weak`` = (pl, weight), the
+        caller's ``pseudo`` of ``probs_u``, so that refinement is not done twice."""
         if self.refine is None:
             out = []
             for box in boxes:  # the partner's scores inside the box
                 probs_s, ign_s = mix(probs_u, probs_mix, box), mix(ign_u, ign_mix, box)
                 out.append((*self.select(probs_s, ign_s), ign_s))
             return out
-        pl_u, w_u = self.pseudo(probs_u, ign_u, batch.get("u_props"))
+        pl_u, w_u = weak
         pl_m, w_m = self.pseudo(probs_mix, ign_mix, self.partner_props(batch))
         return [(mix(pl_u, pl_m, box), mix(w_u, w_m, box), mix(ign_u, ign_mix, box)) for box in boxes]
 

@@ -81,8 +81,9 @@ class DSSN(SemiMethod):
 
         # FP branches: the student's own weak prediction; strong views: the teacher's CutMixed map
         pl_w, w_w = self.pseudo(pred_u_w.detach().float().softmax(1), ign_u, batch.get("u_props"))
+        pl_t, w_t = self.pseudo(t_w, ign_u, batch.get("u_props"))  # the teacher's weak-view labels (also logged)
         (pl_s1, w_s1, ign_s1), (pl_s2, w_s2, ign_s2) = self.view_labels([box1, box2], t_w, ign_u, t_mix, ign_mix,
-                                                                         batch)
+                                                                         batch, (pl_t, w_t))
 
         loss_x = self.criterion(pred_x, y)
         strong_on = float(step >= c.warmup_steps)
@@ -95,7 +96,6 @@ class DSSN(SemiMethod):
         loss_feat = consistency(p_fp1, p_fp2, c.consistency, c.sigma) if c.feature_pair else zero
         loss = (loss_x + 0.25 * (loss_s1 + loss_s2 + loss_fp1 + loss_fp2)
                 + c.consistency_weight * (loss_img + loss_feat)) / 2
-        pl_t, w_t = self.select(t_w, ign_u)  # what the teacher's selection keeps on the weak view, for logs
         return {"loss": loss, "loss_x": loss_x.detach(), "loss_s1": loss_s1.detach(), "loss_s2": loss_s2.detach(),
                 "loss_fp": (loss_fp1 + loss_fp2).detach() / 2, "loss_img": loss_img.detach(),
                 "loss_feat": loss_feat.detach(), **self.stats(pl_t, w_t, ign_u, batch), **self.refine_stats()}

@@ -31,12 +31,12 @@ class FixMatch(SemiMethod):
         pred_u_s = self.model(u_s)
 
         probs_w = pred_u_w.detach().float().softmax(1)
-        ((pl_s, w_s, ign_s),) = self.view_labels([box], probs_w, ign_u, probs_mix, ign_mix, batch)
+        pl_w, w_w = self.pseudo(probs_w, ign_u, batch.get("u_props"))
+        ((pl_s, w_s, ign_s),) = self.view_labels([box], probs_w, ign_u, probs_mix, ign_mix, batch, (pl_w, w_w))
 
         loss_x = self.criterion(pred_x, y)
         loss_s = masked_ce(pred_u_s, pl_s, w_s, ign_s)
         loss = (loss_x + loss_s) / 2
         # statistics on the weak view's own selection: the hidden labels belong to u, not to the mixed view
-        pl_w, w_w = self.pseudo(probs_w, ign_u, batch.get("u_props"))
         return {"loss": loss, "loss_x": loss_x.detach(), "loss_s": loss_s.detach(), **self.stats(pl_w, w_w, ign_u, batch),
                 **self.refine_stats()}

@@ -68,7 +68,7 @@ class SemiRES(SemiMethod):
                 probs_mix = self.teacher(u_mix).float().softmax(1)
             box = self.box(u_w)
             u_s = torch.where(box.unsqueeze(1), self.strong(u_mix), u_s)
-            ((pl, weight, ign_u),) = self.view_labels([box], probs_w, ign_u, probs_mix, ign_mix, batch)
+            ((pl, weight, ign_u),) = self.view_labels([box], probs_w, ign_u, probs_mix, ign_mix, batch, (pl, weight))
 
         pred_x, pred_u_s = self.model(torch.cat([x, u_s])).split([x.shape[0], u_s.shape[0]])
         loss_x = self.criterion(pred_x, y)

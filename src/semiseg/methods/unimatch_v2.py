@@ -53,7 +53,7 @@ class UniMatchV2(SemiMethod):
 
         pl_w, w_w = self.pseudo(probs_w, ign_u, batch.get("u_props"))
         (pl_s1, w_s1, ign_s1), (pl_s2, w_s2, ign_s2) = self.view_labels([box1, box2], probs_w, ign_u, probs_mix,
-                                                                         ign_mix, batch)
+                                                                         ign_mix, batch, (pl_w, w_w))
 
         loss_x = self.criterion(pred_x, y)
         loss_s1 = masked_ce(pred_u_s1, pl_s1, w_s1, ign_s1)
