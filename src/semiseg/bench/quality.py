@@ -142,8 +142,8 @@ def _mean_sd(values: List[float]) -> str:
 
 
 def suite_results(suite: dict, out: Path) -> Dict[str, List[dict]]:
-    """Each run's finished evaluations, one per seed that has finished (with its ``seed``); baseline and full
-    runs the suite does not hold come from its ``reference`` runs folder."""
+    """Each run's finished evaluations, one per seed that has finished (with its ``seed``); the baseline, full
+    and ``reference_runs`` runs the suite does not hold come from its ``reference`` runs folder."""
     task, seeds = suite.get("task", "seg"), suite.get("seeds", [0])
 
     def finished(root: Path, name: str) -> List[dict]:
