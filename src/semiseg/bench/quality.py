@@ -190,8 +190,8 @@ def table(suite: dict, out: Path) -> str:
     lines = ["| run | seeds | mIoU (student) | mIoU (teacher) | gain | gap closed | s/step |",
              "| --- | --- | --- | --- | --- | --- | --- |"]
     own = {r["name"] for r in suite["runs"]}
-    referenced = [{"name": n, "label": f"{n} (reference)"} for n in res if n not in own]
-    for r in referenced + suite["runs"]:  # against the run's baseline (its own, else the suite's), on its seeds
+    label = lambda n: n if n in own else f"{n} (reference)"  # noqa: E731 (runs read from the suite's reference)
+    for r in [{"name": n} for n in res if n not in own] + suite["runs"]:  # against the run's baseline, on its seeds
         name, evals = r["name"], res[r["name"]]
         base_name = r.get("baseline", suite.get("baseline"))
         base = paired_mean(res.get(base_name or "", []), evals, "mIoU")
@@ -204,7 +204,7 @@ def table(suite: dict, out: Path) -> str:
             if full is not None and full != base:
                 gap = f"{100 * (m - base) / (full - base):+.0f}%"
         step = _mean_sd([e["s_per_step"] for e in evals]) if evals else "-"
-        lines.append(f"| {r.get('label', name)} | {len(evals)} | {_mean_sd([e['mIoU'] for e in evals])} "
+        lines.append(f"| {label(name)} | {len(evals)} | {_mean_sd([e['mIoU'] for e in evals])} "
                      f"| {_mean_sd(teacher)} | {gain} | {gap} | {step} |")
     classes: List[str] = []  # union over runs, first-seen order (runs may use different class sets)
     for evals in res.values():
@@ -217,7 +217,7 @@ def table(suite: dict, out: Path) -> str:
             if evals:
                 cells = [f"{statistics.mean(e['IoU_' + c] for e in evals):.1f}" if "IoU_" + c in evals[0] else ""
                          for c in classes]
-                lines.append(f"| {name}{'' if name in own else ' (reference)'} | " + " | ".join(cells) + " |")
+                lines.append(f"| {label(name)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
