@@ -58,6 +58,24 @@ def test_sigterm_writes_a_checkpoint_and_stops_cleanly(tiny_scenes, tmp_path, si
     assert ckpt["step"] >= 3
 
 
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_to_the_whole_process_group_stops_cleanly_with_loader_workers(tiny_scenes, tmp_path, sig):
+    # Ctrl-C, `kill -- -PGID` and `pkill -f` reach the DataLoader workers too; the stop must still be
+    # the main process's clean checkpoint-and-exit, not a "worker exited unexpectedly" crash.
+    write_cfg(tmp_path, tiny_scenes)
+    work = tmp_path / "w"
+    p = subprocess.Popen(train_cmd(tmp_path, work, "train.iters=100000", "train.ckpt_interval=100000",
+                                   "data.num_workers=1"),
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ENV,
+                         start_new_session=True)
+    wait_for(lambda: steps_logged(work) >= 3)
+    os.killpg(p.pid, sig)
+    out, _ = p.communicate(timeout=60)
+    assert p.returncode == 0, out[-2000:]
+    assert "stopped by signal" in out
+    assert load_checkpoint(work / "latest.pth")["step"] >= 3
+
+
 def test_a_checkpoint_that_would_run_code_is_refused(tmp_path):
     class Payload:
         def __reduce__(self):

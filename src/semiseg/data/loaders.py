@@ -7,6 +7,7 @@ epoch and can start mid-epoch, so a resumed run sees exactly the batches an unin
 from __future__ import annotations
 
 import math
+import signal
 from typing import Dict, Iterator, List, Optional
 
 import torch
@@ -80,7 +81,7 @@ class TrainBatches:
                             proposals=store if mode == "train_u" else None)
             sampler = EpochSampler(len(samples), length, s, rank, world)
             loader = DataLoader(ds, batch_size=self.batch, sampler=sampler, drop_last=True, collate_fn=collate_train,
-                                num_workers=d.num_workers, persistent_workers=d.num_workers > 0,
+                                num_workers=d.num_workers, worker_init_fn=leave_stopping_to_the_main_process, persistent_workers=d.num_workers > 0,
                                 pin_memory=torch.device(device).type == "cuda")
             self.streams[name] = (sampler, loader)
         self.consumed, self.skipped = 0, 0
@@ -149,13 +150,22 @@ def check_files(layout: Layout, kinds) -> None:
                                f"do not exist under {layout.root}, e.g. {missing[:3]}")
 
 
+def leave_stopping_to_the_main_process(worker_id: int) -> None:
+    """Loader workers ignore SIGTERM/SIGINT. Ctrl-C, ``kill -- -PGID`` and ``pkill -f`` reach them as well
+    as the trainer; a worker that died of it would crash the step the trainer is finishing before it
+    writes its stop checkpoint. The DataLoader shuts its workers down, and they exit by themselves if
+    the main process is killed outright (they watch their parent)."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def build_val_loader(cfg, layout: Layout, rank: int = 0, world: int = 1) -> DataLoader:
     if layout.val is None:
         raise SemisegError(f"no validation split found under {layout.root} (set data.val or add splits/val.txt)")
     samples = layout.val[: cfg.eval.max_images] if cfg.eval.max_images else layout.val
     ds = SegDataset(samples[rank::world], layout, cfg.data, "val")
     return DataLoader(ds, batch_size=cfg.eval.batch_size, shuffle=False, num_workers=min(cfg.data.num_workers, 2),
-                      collate_fn=collate_val)
+                      collate_fn=collate_val, worker_init_fn=leave_stopping_to_the_main_process)
 
 
 __all__ = ["EpochSampler", "TrainBatches", "build_val_loader", "resolve_layout"]
