@@ -183,6 +183,7 @@ def test_res_recipes_train_and_evaluate(tiny_scenes, tmp_path, method):
 
 
 def test_text_encoder_gets_its_own_learning_rate(tiny_scenes, tmp_path):
+    from semiseg.engine.optim import poly_lr, set_lr
     from semiseg.res.train import ResTrainer, load_res_config
 
     generate_referring(tiny_scenes, seed=0)
@@ -191,6 +192,18 @@ def test_text_encoder_gets_its_own_learning_rate(tiny_scenes, tmp_path):
                                  "lr=0.001", "text_lr=0.00005", f"work_dir={tmp_path}"])
     trainer = ResTrainer(cfg)
     visual, text = trainer.opt.param_groups
-    assert visual["base_lr"] == 1e-3 and text["base_lr"] == 5e-5
+    assert visual["lr"] == pytest.approx(1e-3) and text["lr"] == pytest.approx(5e-5)
+    set_lr(trainer.opt, poly_lr(cfg.lr, 5, 10, 0.9))  # the schedule keeps the ratio
+    assert text["lr"] / visual["lr"] == pytest.approx(0.05)
     assert {id(p) for p in text["params"]} == {id(p) for p in trainer.model.text.parameters()}
     assert len(visual["params"]) + len(text["params"]) == len(list(trainer.model.parameters()))
+
+
+def test_a_non_positive_learning_rate_is_refused(tiny_scenes, tmp_path):
+    from semiseg.res.train import ResTrainer, load_res_config
+
+    generate_referring(tiny_scenes, seed=0)
+    cfg = load_res_config(None, [f"root={tiny_scenes}", "method=supervised", "model.backbone=resnet18",
+                                 "model.width=0.25", "model.pretrained=", "size=32", "lr=0", f"work_dir={tmp_path}"])
+    with pytest.raises(SemisegError, match="lr must be positive"):
+        ResTrainer(cfg)

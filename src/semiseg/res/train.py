@@ -30,7 +30,7 @@ from PIL import Image
 from semiseg.config import ModelConfig, _check_keys, _deep_merge, parse_overrides, read_yaml
 from semiseg.data.augment import strong_photometric
 from semiseg.engine.checkpoint import save_checkpoint
-from semiseg.engine.optim import poly_lr
+from semiseg.engine.optim import poly_lr, set_lr
 from semiseg.errors import SemisegError
 from semiseg.methods.teacher import EMATeacher
 from semiseg.models import build_backbone
@@ -117,8 +117,12 @@ class ResTrainer:
         text = list(self.model.text.parameters())
         ids = {id(p) for p in text}
         rest = [p for p in self.model.parameters() if id(p) not in ids]
-        self.opt = torch.optim.AdamW([{"params": rest, "base_lr": c.lr},
-                                      {"params": text, "base_lr": c.text_lr or c.lr}], weight_decay=c.weight_decay)
+        if c.lr <= 0:
+            raise SemisegError(f"lr must be positive, got {c.lr}")
+        text_scale = c.text_lr / c.lr if c.text_lr else 1.0  # the engine's group convention: lr = schedule x lr_scale
+        self.opt = torch.optim.AdamW([{"params": rest, "lr": c.lr, "lr_scale": 1.0},
+                                      {"params": text, "lr": c.lr * text_scale, "lr_scale": text_scale}],
+                                     weight_decay=c.weight_decay)
         self.class_w = torch.tensor([0.9, 1.1])
 
     def autocast(self):
@@ -181,8 +185,7 @@ class ResTrainer:
         final: Dict[str, float] = {}
         started = time.perf_counter()
         for step in range(c.iters):
-            for g in self.opt.param_groups:
-                g["lr"] = poly_lr(g["base_lr"], step, c.iters, 0.9)
+            set_lr(self.opt, poly_lr(c.lr, step, c.iters, 0.9))
             self.model.train()
             b = self.batch(self.labeled)
             with self.autocast():
