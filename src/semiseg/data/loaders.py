@@ -81,7 +81,8 @@ class TrainBatches:
                             proposals=store if mode == "train_u" else None)
             sampler = EpochSampler(len(samples), length, s, rank, world)
             loader = DataLoader(ds, batch_size=self.batch, sampler=sampler, drop_last=True, collate_fn=collate_train,
-                                num_workers=d.num_workers, worker_init_fn=leave_stopping_to_the_main_process, persistent_workers=d.num_workers > 0,
+                                num_workers=d.num_workers, persistent_workers=d.num_workers > 0,
+                                worker_init_fn=leave_stopping_to_the_main_process,
                                 pin_memory=torch.device(device).type == "cuda")
             self.streams[name] = (sampler, loader)
         self.consumed, self.skipped = 0, 0

@@ -71,7 +71,10 @@ class ResConfig:
 def load_res_config(path, overrides) -> ResConfig:
     user = _deep_merge(read_yaml(path) if path else {}, parse_overrides(overrides))
     _check_keys(user, ResConfig(), str(path or "overrides"))
-    return OmegaConf.merge(OmegaConf.structured(ResConfig), user)
+    cfg = OmegaConf.merge(OmegaConf.structured(ResConfig), user)
+    if cfg.lr <= 0:  # the text encoder's rate is a multiple of it (lr_scale)
+        raise SemisegError(f"{path or 'overrides'}: lr must be positive, got {cfg.lr}")
+    return cfg
 
 
 def _tensor(img: np.ndarray, size: int) -> torch.Tensor:
@@ -117,8 +120,6 @@ class ResTrainer:
         text = list(self.model.text.parameters())
         ids = {id(p) for p in text}
         rest = [p for p in self.model.parameters() if id(p) not in ids]
-        if c.lr <= 0:
-            raise SemisegError(f"lr must be positive, got {c.lr}")
         text_scale = c.text_lr / c.lr if c.text_lr else 1.0  # the engine's group convention: lr = schedule x lr_scale
         self.opt = torch.optim.AdamW([{"params": rest, "lr": c.lr, "lr_scale": 1.0},
                                       {"params": text, "lr": c.lr * text_scale, "lr_scale": text_scale}],
