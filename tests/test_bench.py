@@ -39,6 +39,8 @@ def test_table_means_spread_and_gap_closed(tmp_path):
     # a run's own baseline, on the seeds the run has (seed 0 only): (56 - 50) / (61 - 50)
     assert "| on-m | 1 | 56.00 | - | +6.00 | +55% |" in text
     assert "| m | 61.0 | 41.0 |" in text  # per-class means
+    # 4 finished runs on seed 0 and 3 on seed 1, 10 steps at 0.5 s each; the unfinished run does not count
+    assert "Run time of the finished runs (s/step x steps, summed): 0m35s (seed 0 0m20s, seed 1 0m15s)." in text
 
 
 def test_table_reads_baseline_and_reference_runs_from_another_suite(tmp_path):

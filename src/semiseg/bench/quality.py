@@ -183,6 +183,15 @@ def res_table(suite: dict, res: Dict[str, List[dict]]) -> str:
     return "\n".join(lines)
 
 
+def run_time(suite: dict, res: Dict[str, List[dict]]) -> str:
+    """How long the suite's own finished runs trained (s/step x steps, summed), in all and per seed: what a
+    user plans a rerun by. Runs that shared the CPU count at their shared speed."""
+    evals = [e for r in suite["runs"] for e in res[r["name"]] if e["s_per_step"] == e["s_per_step"]]  # not NaN
+    per_seed = {s: sum(e["s_per_step"] * e["step"] for e in evals if e["seed"] == s) for s in suite.get("seeds", [0])}
+    parts = ", ".join(f"seed {s} {fmt_time(v)}" for s, v in per_seed.items())
+    return f"Run time of the finished runs (s/step x steps, summed): {fmt_time(sum(per_seed.values()))} ({parts})."
+
+
 def table(suite: dict, out: Path) -> str:
     res = suite_results(suite, out)
     if suite.get("task", "seg") == "res":
@@ -206,6 +215,7 @@ def table(suite: dict, out: Path) -> str:
         step = _mean_sd([e["s_per_step"] for e in evals]) if evals else "-"
         lines.append(f"| {label(name)} | {len(evals)} | {_mean_sd([e['mIoU'] for e in evals])} "
                      f"| {_mean_sd(teacher)} | {gain} | {gap} | {step} |")
+    lines += ["", run_time(suite, res)]
     classes: List[str] = []  # union over runs, first-seen order (runs may use different class sets)
     for evals in res.values():
         for e in evals[:1]:
