@@ -43,6 +43,20 @@ def test_table_means_spread_and_gap_closed(tmp_path):
     assert "Run time of the finished runs (s/step x steps, summed): 0m35s (seed 0 0m20s, seed 1 0m15s)." in text
 
 
+def test_table_at_an_intermediate_step(tmp_path):
+    suite = {"name": "s", "seeds": [0], "baseline": "sup", "runs": [{"name": "sup"}, {"name": "m"}, {"name": "late"}]}
+    for name, mid, last in (("sup", 40.0, 45.0), ("m", 38.0, 50.0)):
+        fake_run(tmp_path, name, 0, last)
+        metrics = tmp_path / name / "seed0" / "metrics.jsonl"
+        metrics.write_text(json.dumps({"kind": "eval", "step": 5, "mIoU": mid}) + "\n" + metrics.read_text())
+    fake_run(tmp_path, "late", 0, 60.0, finished=False)  # has an eval at step 5 but has not finished: not listed
+    text = table(suite, tmp_path, step=5)
+    assert "| sup | 1 | 40.00 |" in text and "| m | 1 | 38.00 | - | -2.00 |" in text
+    assert "| late | 0 | - |" in text
+    assert "| m | 1 | 50.00 | - | +5.00 |" in table(suite, tmp_path)  # the default is still the last eval
+    assert final_eval(tmp_path / "m" / "seed0", step=7) is None  # no eval at that step
+
+
 def test_table_reads_baseline_and_reference_runs_from_another_suite(tmp_path):
     main, abl = tmp_path / "main", tmp_path / "abl"
     fake_run(main, "sup", 0, 40.0)

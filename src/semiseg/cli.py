@@ -129,6 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", help="comma-separated seeds to run now (default: the suite's; the table lists all)")
     p.add_argument("--jobs", type=int, default=1,
                    help="runs at a time, each with cpu_count/jobs threads (pays off where one run cannot use every core)")
+    p.add_argument("--step", type=int, help="tabulate the finished runs' evaluations at this step, not their last")
     p = bverbs.add_parser("pseudo", help="pseudo-label quality of a checkpoint on the unlabeled split (hidden labels)")
     p.add_argument("ckpt")
     p.add_argument("--teacher", action="store_true", help="use the checkpoint's teacher")

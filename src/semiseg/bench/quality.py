@@ -23,8 +23,9 @@ finished runs are skipped, so a killed suite continues where it stopped; ``--job
 ``--seeds`` and ``--only`` pick what runs now. The table (mean and spread of the final mIoU over seeds,
 teacher too where there is one, the gain and gap closed against the baseline's runs with the same seeds,
 per-class IoU, step time) is printed and, with ``--doc``, written between ``<!-- semiseg:NAME -->``
-markers of a Markdown file. ``task: res`` suites run ``semiseg res train`` and tabulate oIoU, mIoU and
-precision at IoU thresholds.
+markers of a Markdown file. ``--step N`` tabulates the finished runs' evaluations at step N instead of
+their last (section ``NAME-stepN``): how far each method is partway through the schedule. ``task: res``
+suites run ``semiseg res train`` and tabulate oIoU, mIoU and precision at IoU thresholds.
 """
 from __future__ import annotations
 
@@ -63,9 +64,10 @@ def read_suite(path: str | Path) -> dict:
     return suite
 
 
-def final_eval(work_dir: Path, task: str = "seg") -> Optional[dict]:
-    """The last eval row of a finished run (step == its configured iters), else None. RES rows have their
-    ``eval_`` prefix dropped, so both tasks read as ``{"mIoU": ..., "s_per_step": ...}``."""
+def final_eval(work_dir: Path, task: str = "seg", step: Optional[int] = None) -> Optional[dict]:
+    """The last eval row of a finished run (step == its configured iters), else None; with ``step``, the
+    finished run's eval row at that step (None if it has none). RES rows have their ``eval_`` prefix dropped,
+    so both tasks read as ``{"mIoU": ..., "s_per_step": ..., "iters": ...}``."""
     metrics, cfg = work_dir / "metrics.jsonl", work_dir / "config.yaml"
     if not metrics.is_file() or not cfg.is_file():
         return None
@@ -75,10 +77,13 @@ def final_eval(work_dir: Path, task: str = "seg") -> Optional[dict]:
     if task == "res":
         rows = [{"kind": "eval", **{k.removeprefix("eval_"): v for k, v in r.items()}} for r in rows]
     evals = [r for r in rows if r["kind"] == "eval" and r["step"] == iters]
+    if step is not None and evals:
+        evals = [r for r in rows if r["kind"] == "eval" and r["step"] == step]
     if not evals:
         return None
     train = [r for r in rows if r["kind"] == "train" and "s_per_step" in r] if task == "seg" else evals
-    return {**evals[-1], "s_per_step": train[-1].get("s_per_step", float("nan")) if train else float("nan")}
+    s_per_step = train[-1].get("s_per_step", float("nan")) if train else float("nan")
+    return {**evals[-1], "s_per_step": s_per_step, "iters": iters}
 
 
 def run_command(task: str, config: str, overrides: List[str], seed: int, work_dir: Path, threads: int) -> List[str]:
@@ -141,13 +146,14 @@ def _mean_sd(values: List[float]) -> str:
     return f"{statistics.mean(values):.2f} ± {sd:.2f}" if len(values) > 1 else f"{values[0]:.2f}"
 
 
-def suite_results(suite: dict, out: Path) -> Dict[str, List[dict]]:
-    """Each run's finished evaluations, one per seed that has finished (with its ``seed``); the baseline, full
-    and ``reference_runs`` runs the suite does not hold come from its ``reference`` runs folder."""
+def suite_results(suite: dict, out: Path, step: Optional[int] = None) -> Dict[str, List[dict]]:
+    """Each run's finished evaluations (at ``step`` if given), one per seed that has finished (with its
+    ``seed``); the baseline, full and ``reference_runs`` runs the suite does not hold come from its
+    ``reference`` runs folder."""
     task, seeds = suite.get("task", "seg"), suite.get("seeds", [0])
 
     def finished(root: Path, name: str) -> List[dict]:
-        return [{**e, "seed": s} for s in seeds if (e := final_eval(root / name / f"seed{s}", task))]
+        return [{**e, "seed": s} for s in seeds if (e := final_eval(root / name / f"seed{s}", task, step))]
 
     res = {r["name"]: finished(out, r["name"]) for r in suite["runs"]}
     if "reference" in suite:
@@ -187,13 +193,13 @@ def run_time(suite: dict, res: Dict[str, List[dict]]) -> str:
     """How long the suite's own finished runs trained (s/step x steps, summed), in all and per seed: what a
     user plans a rerun by. Runs that shared the CPU count at their shared speed."""
     evals = [e for r in suite["runs"] for e in res[r["name"]] if e["s_per_step"] == e["s_per_step"]]  # not NaN
-    per_seed = {s: sum(e["s_per_step"] * e["step"] for e in evals if e["seed"] == s) for s in suite.get("seeds", [0])}
+    per_seed = {s: sum(e["s_per_step"] * e["iters"] for e in evals if e["seed"] == s) for s in suite.get("seeds", [0])}
     parts = ", ".join(f"seed {s} {fmt_time(v)}" for s, v in per_seed.items())
     return f"Run time of the finished runs (s/step x steps, summed): {fmt_time(sum(per_seed.values()))} ({parts})."
 
 
-def table(suite: dict, out: Path) -> str:
-    res = suite_results(suite, out)
+def table(suite: dict, out: Path, step: Optional[int] = None) -> str:
+    res = suite_results(suite, out, step)
     if suite.get("task", "seg") == "res":
         return res_table(suite, res)
     lines = ["| run | seeds | mIoU (student) | mIoU (teacher) | gain | gap closed | s/step |",
@@ -251,12 +257,15 @@ def quality_from_cli(args) -> int:
     if not args.table_only:
         seeds = [int(x) for x in args.seeds.split(",")] if args.seeds else None
         run_suite(suite, out, args.only.split(",") if args.only else None, args.jobs, seeds)
-    body = table(suite, out)
+    body = table(suite, out, args.step)
     print(body)
     if args.doc:
         cmd = f"semiseg bench quality {args.suite}" + (f" --out {args.out}" if args.out else "")
-        header = (f"Suite `{suite['name']}` ({Path(args.suite).as_posix()}), produced by `{cmd} --doc {args.doc}` on "
-                  f"{date.today().isoformat()}, {platform.machine()} with {os.cpu_count()} CPU(s); "
-                  f"overrides {suite.get('overrides', [])}, seeds {suite.get('seeds', [0])}.\n")
-        write_section(Path(args.doc), suite["name"], header + "\n" + body)
+        at = f" --table-only --step {args.step}" if args.step is not None else ""
+        header = (f"Suite `{suite['name']}` ({Path(args.suite).as_posix()}), produced by `{cmd}{at} --doc {args.doc}` "
+                  f"on {date.today().isoformat()}, {platform.machine()} with {os.cpu_count()} CPU(s); "
+                  f"overrides {suite.get('overrides', [])}, seeds {suite.get('seeds', [0])}"
+                  + (f"; evaluations at step {args.step}" if args.step is not None else "") + ".\n")
+        name = suite["name"] + (f"-step{args.step}" if args.step is not None else "")
+        write_section(Path(args.doc), name, header + "\n" + body)
     return 0
