@@ -218,9 +218,9 @@ def table(suite: dict, out: Path, step: Optional[int] = None) -> str:
             gain = f"{m - base:+.2f}"
             if full is not None and full != base:
                 gap = f"{100 * (m - base) / (full - base):+.0f}%"
-        step = _mean_sd([e["s_per_step"] for e in evals]) if evals else "-"
+        speed = _mean_sd([e["s_per_step"] for e in evals]) if evals else "-"
         lines.append(f"| {label(name)} | {len(evals)} | {_mean_sd([e['mIoU'] for e in evals])} "
-                     f"| {_mean_sd(teacher)} | {gain} | {gap} | {step} |")
+                     f"| {_mean_sd(teacher)} | {gain} | {gap} | {speed} |")
     lines += ["", run_time(suite, res)]
     classes: List[str] = []  # union over runs, first-seen order (runs may use different class sets)
     for evals in res.values():
