@@ -59,6 +59,7 @@ class ModelConfig:
     low_level_channels: int = 48
     pretrained: str = ""  # "" | imagenet (EfficientNet-Lite0's shipped weights) | path to a file
     fp_dropout: float = 0.5
+    aspp_dropout: float = 0.0  # the authors' ASPP has none; 0.5 = torchvision's Dropout after the projection
 
 
 @dataclass
@@ -75,7 +76,7 @@ class TrainConfig:
     criterion: str = "ce"  # ce | ohem
     ohem_thresh: float = 0.7
     ohem_min_kept: int = 100000
-    amp: str = "auto"  # auto (bf16 on CPU, fp16 on CUDA) | bf16 | fp16 | none
+    amp: str = "auto"  # auto (bf16 on CPUs with native bf16, else fp32; bf16 or fp16 on CUDA) | bf16 | fp16 | none
     channels_last: bool = False
     accum_steps: int = 1
     seed: int = 0

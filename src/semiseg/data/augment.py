@@ -24,18 +24,29 @@ def _u(b: int, lo: float, hi: float, device) -> torch.Tensor:
 
 
 def color_jitter(x: torch.Tensor, brightness=0.5, contrast=0.5, saturation=0.5, hue=0.25) -> torch.Tensor:
-    """x in [0, 1] (B, 3, H, W). One random order of the four ops per batch, factors per sample."""
+    """x in [0, 1] (B, 3, H, W). Like torchvision's ColorJitter applied image by image (UniMatch's loader):
+    each sample draws its own factors and its own order of the four ops."""
     b, dev = x.shape[0], x.device
-    ops = {
-        "brightness": lambda y: y * _u(b, 1 - brightness, 1 + brightness, dev),
-        "contrast": lambda y: (y - _gray(y).mean((2, 3), keepdim=True)) * _u(b, 1 - contrast, 1 + contrast, dev)
-        + _gray(y).mean((2, 3), keepdim=True),
-        "saturation": lambda y: (y - _gray(y)) * _u(b, 1 - saturation, 1 + saturation, dev) + _gray(y),
-        "hue": lambda y: _hue_shift(y, _u(b, -hue, hue, dev)),
-    }
-    names = list(ops)
-    for i in torch.randperm(4).tolist():
-        x = ops[names[i]](x).clamp(0, 1)
+    f_b, f_c, f_s = (_u(b, 1 - a, 1 + a, dev) for a in (brightness, contrast, saturation))
+    f_h = _u(b, -hue, hue, dev)
+
+    def apply(op: int, y: torch.Tensor, i: torch.Tensor) -> torch.Tensor:
+        if op == 0:
+            return y * f_b[i]
+        if op == 1:
+            mean = _gray(y).mean((2, 3), keepdim=True)
+            return (y - mean) * f_c[i] + mean
+        if op == 2:
+            return (y - _gray(y)) * f_s[i] + _gray(y)
+        return _hue_shift(y, f_h[i])
+
+    order = torch.stack([torch.randperm(4) for _ in range(b)]).to(dev)  # (B, 4): each sample's own order
+    x = x.clone()
+    for r in range(4):
+        for op in range(4):
+            i = (order[:, r] == op).nonzero().squeeze(1)
+            if len(i):
+                x[i] = apply(op, x[i], i).clamp(0, 1)
     return x
 
 
@@ -75,6 +86,10 @@ def strong_photometric(x: torch.Tensor, mean: Sequence[float], std: Sequence[flo
         return ((y - m) / s).to(x.dtype)
 
 
+# SemiRES's strong view: ColorJitter(0.25, 0.25, 0.25, 0.25) with p 0.5, nothing else
+SEMIRES_STRONG = dict(p_jitter=0.5, p_gray=0.0, p_blur=0.0, jitter=(0.25, 0.25, 0.25, 0.25))
+
+
 def cutmix_box(b: int, h: int, w: int, device, p: float = 0.5, area=(0.02, 0.4), ratio=(0.3, 1 / 0.3)) -> torch.Tensor:
     """(B, H, W) bool boxes; each sample gets one with probability p (UniMatch's obtain_cutmix_box:
     area U[0.02, 0.4] of the crop, aspect U[0.3, 1/0.3], rejection-sampled until it fits)."""
@@ -99,9 +114,10 @@ def mix(a: torch.Tensor, b: torch.Tensor, box: torch.Tensor) -> torch.Tensor:
     return torch.where(m, b, a)
 
 
-def block_mask(b: int, h: int, w: int, device, block: int = 32, cover: float = 0.7) -> torch.Tensor:
-    """(B, H, W) bool: a grid of round(H/block) x round(W/block) cells, each on with probability ``cover``,
-    upsampled (nearest) to the crop: CSL's Trusted Mask Perturbation mask."""
-    gh, gw = max(1, round(h / block)), max(1, round(w / block))
+def block_mask(b: int, h: int, w: int, device, block: int = 32, cover: float = 0.7, grid: int = 0) -> torch.Tensor:
+    """(B, H, W) bool: a grid of round(H/block) x round(W/block) cells (or ``grid`` x ``grid`` cells when
+    ``grid`` > 0), each on with probability ``cover``, upsampled (nearest) to the crop: CSL's Trusted Mask
+    Perturbation mask."""
+    gh, gw = (grid, grid) if grid > 0 else (max(1, round(h / block)), max(1, round(w / block)))
     cells = (torch.rand(b, 1, gh, gw, device=device) < cover).float()
     return F.interpolate(cells, size=(h, w), mode="nearest")[:, 0].bool()

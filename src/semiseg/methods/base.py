@@ -42,6 +42,15 @@ class Method(ABC):
         self.num_classes = num_classes
         self.mean, self.std = norm  # the data normalisation, for photometric augmentation
         self.teacher: Optional[EMATeacher] = None
+        self.iters, self.steps_per_epoch = 0, 1  # the schedule, told by the trainer (set_schedule)
+
+    def set_schedule(self, iters: int, steps_per_epoch: int) -> None:
+        """The run's length in optimizer steps and one epoch's: a teacher whose averaging horizon is given
+        as a share of the schedule (``ema_horizon``) takes its momentum from it here."""
+        self.iters, self.steps_per_epoch = iters, max(1, steps_per_epoch)
+        horizon = getattr(self.cfg, "ema_horizon", 0.0)
+        if self.teacher is not None and horizon > 0:
+            self.teacher.momentum = 1 - 1 / max(1.0, horizon * iters)
 
     @abstractmethod
     def training_step(self, batch: Dict[str, torch.Tensor], step: int) -> Dict[str, torch.Tensor]:

@@ -7,16 +7,20 @@ from the ``csl`` selector (per-image spectral separation in the confidence/dispe
     L = 1/2 [L_x + 0.25 L_s + 0.25 L_m + 0.5 L_fp]   (soft-weighted CE, divided by valid pixels)
 
 - Weak labels: argmax of the detached weak prediction (train mode, same forward as the labeled batch).
-- CutMix partner: predicted under no_grad in train mode with BN running statistics restored afterwards,
-  so only the labeled + weak forward updates them (the code's ``on_train_batch_start``). Its labels and
-  weights are selected on its own map and pasted inside the box.
-- TMP: for half of the samples, mild jitter (0.2, 0.2, 0.2, 0.2) p 0.8 + blur p 0.5 and a 32-px block mask
-  (cover 0.7) that erases the *reliable* (weight 1) pixels of the current weak prediction (set to 0 in the
+- CutMix partner: predicted under no_grad in train mode (the code's ``on_train_batch_start``). Its labels
+  and weights are selected on its own map and pasted inside the box.
+- BatchNorm running statistics: only the labeled + weak forward updates them; the partner, strong and
+  masked forwards use batch statistics and their updates are undone, as the code does.
+- TMP: for half of the samples, mild jitter (0.2, 0.2, 0.2, 0.2) p 0.8 + blur p 0.5 and a block mask
+  (cover 0.7) on a ``tmp_grid`` x ``tmp_grid`` grid (10: the code's 32-px blocks on its 321 crop, the
+  same share of the image on any crop; ``tmp_block`` > 0 fixes the block size in pixels instead) that
+  erases the *reliable* (weight 1) pixels of the current weak prediction (set to 0 in the
   normalised tensor, the mean colour); the other half get the ordinary strong view, unmasked. The masked
   view learns the weak labels and weights on all valid pixels, so erased pixels are inferred from context.
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from typing import Any, Dict
 
@@ -33,12 +37,22 @@ from semiseg.methods.registry import METHODS
 class CSLConfig(SemiConfig):
     selector: Dict[str, Any] = field(default_factory=lambda: {"name": "csl", "alpha": 8.0, "features": "raw"})
     tmp: bool = True  # Trusted Mask Perturbation (off: the masked view is a plain strong view)
-    tmp_block: int = 32
+    tmp_grid: int = 10  # cells per side: the code's 32 px blocks on a 321 crop
+    tmp_block: int = 0  # > 0: block size in pixels instead of the grid
     tmp_cover: float = 0.7
 
 
-def _bn_buffers(model: nn.Module):
-    return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+@contextlib.contextmanager
+def bn_stats_kept(model: nn.Module):
+    """Forwards inside use batch statistics as usual, but leave the BN running statistics as they were."""
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = [(m.running_mean.clone(), m.running_var.clone(), m.num_batches_tracked.clone()) for m in bns]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for m, (mean, var, n) in zip(bns, saved):
+                m.running_mean.copy_(mean), m.running_var.copy_(var), m.num_batches_tracked.copy_(n)
 
 
 @METHODS.register("csl")
@@ -47,12 +61,8 @@ class CSL(SemiMethod):
 
     @torch.no_grad()
     def predict_partner(self, u_mix: torch.Tensor) -> torch.Tensor:
-        bns = _bn_buffers(self.student)
-        saved = [(m.running_mean.clone(), m.running_var.clone(), m.num_batches_tracked.clone()) for m in bns]
-        probs = self.model(u_mix).float().softmax(1)  # train mode: batch statistics
-        for m, (mean, var, n) in zip(bns, saved):
-            m.running_mean.copy_(mean), m.running_var.copy_(var), m.num_batches_tracked.copy_(n)
-        return probs
+        with bn_stats_kept(self.student):
+            return self.model(u_mix).float().softmax(1)  # train mode: batch statistics
 
     def masked_view(self, u_w: torch.Tensor, w_w: torch.Tensor) -> torch.Tensor:
         b, _, h, w = u_w.shape
@@ -61,7 +71,8 @@ class CSL(SemiMethod):
             return strong
         mild = strong_photometric(u_w, self.mean, self.std, p_jitter=0.8, p_gray=0.0, p_blur=0.5,
                                   jitter=(0.2, 0.2, 0.2, 0.2))
-        erase = block_mask(b, h, w, u_w.device, self.cfg.tmp_block, self.cfg.tmp_cover) & (w_w == 1)
+        erase = block_mask(b, h, w, u_w.device, self.cfg.tmp_block, self.cfg.tmp_cover,
+                           grid=0 if self.cfg.tmp_block > 0 else self.cfg.tmp_grid) & (w_w == 1)
         masked = mild.masked_fill(erase.unsqueeze(1), 0.0)
         choice = (torch.rand(b, 1, 1, 1, device=u_w.device) < 0.5)
         return torch.where(choice, masked, strong)
@@ -82,7 +93,8 @@ class CSL(SemiMethod):
         u_s = mix(self.strong(u_w), self.strong(u_mix), box)
         pl_s, w_s, ign_s = mix(pl_w, pl_mix, box), mix(w_w, w_mix, box), mix(ign_u, ign_mix, box)
         u_m = self.masked_view(u_w, w_w)
-        pred_u_s, pred_u_m = self.model(torch.cat([u_s, u_m])).chunk(2)
+        with bn_stats_kept(self.student):
+            pred_u_s, pred_u_m = self.model(torch.cat([u_s, u_m])).chunk(2)
 
         loss_x = self.criterion(pred_x, y)
         loss_s = masked_ce(pred_u_s, pl_s, w_s, ign_s)

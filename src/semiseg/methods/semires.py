@@ -6,8 +6,10 @@ of an EMA teacher (code github nini0919/SemiRES; ``../shared/reference/methods.m
 
 The EMA teacher (0.9996, parameters and buffers, eval mode, no_grad) predicts the weak view; its labels
 are refined per image and per class by IOM (default; CPI as a switch) against the image's proposals,
-with PWA's per-pixel weights where no proposal matches. The strong view (colour jitter, the same
-geometry, no CutMix, as SemiRES) learns from them. The IOM script weights the supervised loss x10
+with PWA's per-pixel weights where no proposal matches. The strong view learns from them: SemiRES's
+ColorJitter(0.25) with p 0.5, the same geometry, no CutMix (``strong_view: unimatch`` gives the UniMatch
+family's stronger view instead: jitter 0.5, grayscale, blur). The burn-in loss is the plain CE, as the
+code's supervised stage. The IOM script weights the supervised loss x10
 (``sup_weight``), the CPI script x1. ``miss_rate`` logs the share of class masks that fell back to PWA.
 
 Deviations: SemiRES is binary (one referent); here every predicted class of an image is a mask to refine.
@@ -21,14 +23,16 @@ from typing import Any, Dict
 
 import torch
 
+from semiseg.data.augment import SEMIRES_STRONG, strong_photometric
+from semiseg.errors import SemisegError
 from semiseg.losses import masked_ce
-from semiseg.methods.common import SemiConfig, SemiMethod
+from semiseg.methods.common import SemiMethod, TeacherConfig
 from semiseg.methods.registry import METHODS
 from semiseg.methods.teacher import EMATeacher
 
 
 @dataclass
-class SemiRESConfig(SemiConfig):
+class SemiRESConfig(TeacherConfig):
     selector: Dict[str, Any] = field(default_factory=lambda: {"name": "none"})
     refiner: Dict[str, Any] = field(default_factory=lambda: {"name": "iom"})
     mix: str = "roll"  # no partner stream needed: SemiRES uses no CutMix
@@ -36,6 +40,7 @@ class SemiRESConfig(SemiConfig):
     ema_momentum: float = 0.9996
     burn_in_steps: int = 0
     sup_weight: float = 10.0
+    strong_view: str = "semires"  # semires (ColorJitter 0.25, p 0.5) | unimatch (jitter 0.5, grayscale, blur)
     unsup_weight: float = 1.0
 
 
@@ -47,14 +52,21 @@ class SemiRES(SemiMethod):
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
+        if self.cfg.strong_view not in ("semires", "unimatch"):
+            raise SemisegError(f"method.strong_view must be semires or unimatch, not {self.cfg.strong_view!r}")
         self.teacher = EMATeacher(self.student, self.cfg.ema_momentum)
+
+    def strong(self, x: torch.Tensor) -> torch.Tensor:
+        if self.cfg.strong_view == "unimatch":
+            return super().strong(x)
+        return strong_photometric(x, self.mean, self.std, **SEMIRES_STRONG)
 
     def training_step(self, batch: Dict[str, torch.Tensor], step: int) -> Dict[str, torch.Tensor]:
         c = self.cfg
         x, y = batch["x"], batch["y"]
         if step < c.burn_in_steps:
             loss_x = self.criterion(self.model(x), y)
-            return {"loss": c.sup_weight * loss_x, "loss_x": loss_x.detach()}
+            return {"loss": loss_x, "loss_x": loss_x.detach()}
         u_w, ign_u = batch["u"], batch["u_ignore"]
         with torch.no_grad():
             self.teacher.eval()

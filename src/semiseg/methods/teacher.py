@@ -24,6 +24,11 @@ class EMATeacher(nn.Module):
     def forward(self, *args, **kwargs):
         return self.module(*args, **kwargs)
 
+    @property
+    def horizon(self) -> float:
+        """Steps the average reaches back (its weights decay by 1/e over them): 1 / (1 - m)."""
+        return 1 / (1 - self.momentum) if self.momentum < 1 else float("inf")
+
     def rate(self, step: int) -> float:
         return min(1 - 1 / (step + 1), self.momentum) if self.ramp else self.momentum
 

@@ -16,15 +16,14 @@ import torch
 
 from semiseg.data.augment import mix
 from semiseg.losses import masked_ce
-from semiseg.methods.common import SemiConfig, SemiMethod
+from semiseg.methods.common import SemiMethod, TeacherConfig
 from semiseg.methods.registry import METHODS
 from semiseg.methods.teacher import EMATeacher
 
 
 @dataclass
-class UniMatchV2Config(SemiConfig):
+class UniMatchV2Config(TeacherConfig):
     mix: str = "flip"
-    ema_momentum: float = 0.996
 
 
 @METHODS.register("unimatch_v2")

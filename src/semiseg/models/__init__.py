@@ -44,4 +44,4 @@ def build_model(mcfg, num_classes: int) -> nn.Module:
     if mcfg.arch != "deeplabv3plus":
         raise SemisegError(f"unknown model.arch {mcfg.arch!r}; valid: deeplabv3plus")
     return DeepLabV3Plus(build_backbone(mcfg), num_classes, mcfg.dilations, mcfg.head_channels,
-                         mcfg.low_level_channels, mcfg.fp_dropout)
+                         mcfg.low_level_channels, mcfg.fp_dropout, mcfg.aspp_dropout)

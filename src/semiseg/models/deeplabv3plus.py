@@ -29,34 +29,43 @@ class ASPPPooling(nn.Module):
 
 
 class ASPP(nn.Module):
-    def __init__(self, cin: int, cout: int, dilations: Sequence[int]) -> None:
+    """The authors' ASPP (UniMatch, DSSN, CSL): no dropout after the projection, so a train-mode weak
+    forward (whose prediction becomes the pseudo-label) is not thinned at random. ``dropout > 0`` adds
+    torchvision's ``Dropout(0.5)`` there, a regulariser that also perturbs those pseudo-labels."""
+
+    def __init__(self, cin: int, cout: int, dilations: Sequence[int], dropout: float = 0.0) -> None:
         super().__init__()
         self.branches = nn.ModuleList([conv_bn_relu(cin, cout)] + [conv_bn_relu(cin, cout, 3, d) for d in dilations]
                                       + [ASPPPooling(cin, cout)])
-        self.project = nn.Sequential(conv_bn_relu(cout * (len(dilations) + 2), cout), nn.Dropout(0.5))
+        drop = nn.Dropout(dropout) if dropout > 0 else nn.Identity()  # a slot either way: same state_dict keys
+        self.project = nn.Sequential(conv_bn_relu(cout * (len(dilations) + 2), cout), drop)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.project(torch.cat([b(x) for b in self.branches], 1))
 
 
-def complementary_dropout(f: torch.Tensor) -> torch.Tensor:
-    """UniMatch V2: for a batch [view1; view2], a per-(sample, channel) Bernoulli(0.5) mask x2 on the first
-    half and its complement on the second, so the two views see disjoint channels; a random half of the
-    pairs is left unperturbed. Masks are drawn per feature level (V2 #7)."""
-    half = f.shape[0] // 2
-    keep = torch.bernoulli(torch.full((half, f.shape[1], 1, 1), 0.5, device=f.device, dtype=f.dtype)) * 2
-    off = torch.rand(half, 1, 1, 1, device=f.device) < 0.5
-    keep = torch.where(off, torch.ones_like(keep), keep)
-    return f * torch.cat([keep, 2 - keep])
+def complementary_dropout(*feats: torch.Tensor) -> List[torch.Tensor]:
+    """UniMatch V2's Complementary Dropout on features of a batch [view1; view2]: a per-(sample, channel)
+    Bernoulli(0.5) mask x2 on the first half and its complement on the second, so the two views see
+    disjoint channels; exactly half of the pairs (a random half, floor) are left unperturbed. One mask for
+    all levels, as the authors' code; levels narrower than the widest take its first channels."""
+    half = feats[0].shape[0] // 2
+    dim = max(f.shape[1] for f in feats)
+    ref = feats[0]
+    keep = torch.bernoulli(torch.full((half, dim), 0.5, device=ref.device)) * 2
+    keep[torch.randperm(half, device=ref.device)[: half // 2]] = 1.0
+    mask = torch.cat([keep, 2 - keep])  # (2 * half, dim)
+    return [f * mask[:, : f.shape[1], None, None].to(f.dtype) for f in feats]
 
 
 class DeepLabV3Plus(nn.Module):
     def __init__(self, backbone: nn.Module, num_classes: int, dilations: Sequence[int] = (6, 12, 18),
-                 head_channels: int = 256, low_level_channels: int = 48, fp_dropout: float = 0.5) -> None:
+                 head_channels: int = 256, low_level_channels: int = 48, fp_dropout: float = 0.5,
+                 aspp_dropout: float = 0.0) -> None:
         super().__init__()
         self.backbone = backbone
         c1, c4 = backbone.channels[0], backbone.channels[-1]
-        self.aspp = ASPP(c4, head_channels, dilations)
+        self.aspp = ASPP(c4, head_channels, dilations, aspp_dropout)
         self.reduce = conv_bn_relu(c1, low_level_channels)
         self.fuse = nn.Sequential(conv_bn_relu(head_channels + low_level_channels, head_channels, 3),
                                   conv_bn_relu(head_channels, head_channels, 3))
@@ -78,7 +87,7 @@ class DeepLabV3Plus(nn.Module):
         feats = self.backbone(x)
         c1, c4 = feats[0], feats[-1]
         if comp_drop:
-            c1, c4 = complementary_dropout(c1), complementary_dropout(c4)
+            c1, c4 = complementary_dropout(c1, c4)
         if fp_branches:
             # independent channel-dropout masks per branch, always on (it is a perturbation, not regularisation)
             c1 = torch.cat([c1] + [F.dropout2d(c1, self.fp_dropout, training=True) for _ in range(fp_branches)])

@@ -31,13 +31,16 @@ EPS = 1e-10
 def csl_features(probs: torch.Tensor, features: str = "raw") -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(f1, d, pl), each (B, H, W) float64: confidence feature, dispersion feature, argmax label.
 
-    The code's residual variance r = 1/(C-1) sum_c (P_c [c != c*] - m)^2, m = (1 - p_max)/(C-1), the zeroed
-    max channel contributing m^2. Computed in the input precision with one in-place temporary (its
-    expanded form cancels catastrophically when p_max is near 1); only the (B, H, W) maps go to float64."""
+    The code's residual variance r = 1/(C-1) sum_c (P_c [c != c*] - m)^2, m = (sum of the other
+    probabilities)/(C-1), the zeroed max channel contributing m^2. The sum, not 1 - p_max: where float32
+    rounds p_max to 1 the latter is 0 while the others are not. Computed in the input precision with one
+    in-place temporary (its expanded form cancels catastrophically when p_max is near 1); only the
+    (B, H, W) maps go to float64."""
     c = probs.shape[1]
     pmax, pl = probs.max(1)
-    m = (1 - pmax) / (c - 1)  # mean of the non-max probabilities
-    dev = probs.scatter(1, pl.unsqueeze(1), 0.0).sub_(m.unsqueeze(1))
+    dev = probs.scatter(1, pl.unsqueeze(1), 0.0)
+    m = dev.sum(1) / (c - 1)  # mean of the non-max probabilities
+    dev.sub_(m.unsqueeze(1))
     r = dev.mul_(dev).sum(1).double() / (c - 1)
     pmax = pmax.double()
     if features == "raw":

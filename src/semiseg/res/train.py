@@ -28,9 +28,10 @@ from omegaconf import OmegaConf
 from PIL import Image
 
 from semiseg.config import ModelConfig, _check_keys, _deep_merge, parse_overrides, read_yaml
-from semiseg.data.augment import strong_photometric
+from semiseg.data.augment import SEMIRES_STRONG, strong_photometric
 from semiseg.engine.checkpoint import save_checkpoint
 from semiseg.engine.optim import poly_lr, set_lr
+from semiseg.engine.trainer import cpu_has_native_bf16
 from semiseg.errors import SemisegError
 from semiseg.methods.teacher import EMATeacher
 from semiseg.models import build_backbone
@@ -64,8 +65,14 @@ class ResConfig:
     sup_weight: float = 10.0
     seed: int = 0
     eval_interval: int = 500
-    amp: bool = True  # bf16 autocast (CPU), as the main engine
+    amp: bool = True  # bf16 autocast on CPUs with native bf16, as the main engine
     threads: int = 0  # torch intra-op threads (0 = torch's choice)
+
+
+def semires_ce(logits: torch.Tensor, target: torch.Tensor, class_w: torch.Tensor) -> torch.Tensor:
+    """SemiRES's CE: per-pixel CE times its class weight, then a plain mean over pixels (not PyTorch's
+    weighted mean, which divides by the sum of the weights: a scale change of about 6% here)."""
+    return F.cross_entropy(logits, target, weight=class_w, reduction="none").mean()
 
 
 def load_res_config(path, overrides) -> ResConfig:
@@ -127,7 +134,8 @@ class ResTrainer:
         self.class_w = torch.tensor([0.9, 1.1])
 
     def autocast(self):
-        return torch.autocast("cpu", dtype=torch.bfloat16) if self.cfg.amp else nullcontext()
+        fast = self.cfg.amp and cpu_has_native_bf16()  # emulated bf16 is several times slower than fp32
+        return torch.autocast("cpu", dtype=torch.bfloat16) if fast else nullcontext()
 
     def batch(self, samples, with_props: bool = False) -> Dict[str, object]:
         chosen = [samples[self.rng.randrange(len(samples))] for _ in range(self.cfg.batch_size)]
@@ -153,13 +161,12 @@ class ResTrainer:
                 pl, w, ok = refine_binary(p_fg[i], torch.zeros(0, *p_fg.shape[1:], dtype=torch.bool))
             pls.append(pl), ws.append(w), refined.append(ok)
         pl, w, refined = torch.stack(pls), torch.stack(ws), torch.tensor(refined)
-        strong = strong_photometric(b["x"], MEAN, STD, p_jitter=0.5, p_gray=0.0, p_blur=0.0,
-                                    jitter=(0.25, 0.25, 0.25, 0.25))
+        strong = strong_photometric(b["x"], MEAN, STD, **SEMIRES_STRONG)
         with self.autocast():
             pred = self.model(strong, b["text"]).float()
         groups = []
         if refined.any():
-            groups.append(F.cross_entropy(pred[refined], pl[refined], weight=self.class_w))
+            groups.append(semires_ce(pred[refined], pl[refined], self.class_w))
         if (~refined).any():
             groups.append((F.cross_entropy(pred[~refined], pl[~refined], reduction="none") * w[~refined]).mean())
         return {"loss_u": sum(groups) / len(groups), "miss_rate": (~refined).float().mean()}
@@ -191,7 +198,7 @@ class ResTrainer:
             b = self.batch(self.labeled)
             with self.autocast():
                 logits = self.model(b["x"], b["text"]).float()
-            loss_sup = F.cross_entropy(logits, b["y"], weight=self.class_w)
+            loss_sup = semires_ce(logits, b["y"], self.class_w)
             out = {"loss_sup": loss_sup}
             loss = loss_sup
             if c.method != "supervised" and step >= c.burn_in:
