@@ -40,7 +40,7 @@ def test_unknown_override_and_method_key():
         load_config(None, ["train.itres=5"])
     with pytest.raises(SemisegError, match="method.bogus"):
         load_config(None, ["method.bogus=1"])
-    with pytest.raises(SemisegError, match="unknown method 'nope'.*supervised"):
+    with pytest.raises(SemisegError, match="command line override: bad value for 'method.name': 'nope'.*supervised"):
         load_config(None, ["method.name=nope"])
 
 
@@ -75,7 +75,7 @@ def test_switching_a_component_by_name_drops_its_old_options(tmp_path):
 
 
 def test_method_values_are_type_checked():
-    with pytest.raises(SemisegError, match="method section: bad value"):
+    with pytest.raises(SemisegError, match="command line override: bad value for 'method.warmup_steps'"):
         load_config(None, ["method.name=dssn", "method.warmup_steps=soon"])
 
 

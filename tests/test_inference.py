@@ -47,9 +47,37 @@ def test_eval_command_prints_the_table(ckpt, capsys):
 
 
 @pytest.mark.parametrize("fmt", ["torchscript", "onnx"])
-def test_export_matches_eager(ckpt, tmp_path, fmt):
+def test_export_of_the_scenes_model_runs_at_any_size(tiny_scenes, tmp_path, fmt, monkeypatch):
+    """The scenes model (EfficientNet-Lite0, TF SAME padding that depends on the input's parity) at the
+    export size and at sizes it was not exported at, odd and non-square ones included."""
     if fmt == "onnx":
         pytest.importorskip("onnxruntime")
         pytest.importorskip("onnx")
-    diff = export_model(semiseg.load(str(ckpt)), fmt, tmp_path / f"m.{fmt}", (32, 32))
-    assert diff < 1e-4
+    import torch
+
+    from semiseg import export
+    from semiseg.config import load_config
+    from semiseg.inference import Predictor
+    from semiseg.models import build_model
+
+    cfg = load_config("configs/scenes/supervised.yaml", ["model.pretrained=", "model.head_channels=32"])
+    torch.manual_seed(0)
+    predictor = Predictor(build_model(cfg.model, 6), cfg, [str(i) for i in range(6)], [[0, 0, 0]] * 6)
+    sizes = [(96, 96), (128, 128), (43, 64), (100, 37)]
+    monkeypatch.setattr(export, "check_sizes", lambda size: sizes)
+    diffs = export.export_model(predictor, fmt, tmp_path / f"m.{fmt}", (96, 96))
+    assert set(diffs) == set(sizes) and max(diffs.values()) < 1e-4, diffs
+    assert len(export.check_sizes((96, 96))) == 4 and len({h % 2 for h, _ in export.check_sizes((96, 96))}) == 2
+
+
+def test_an_export_that_drifts_at_another_size_is_refused(ckpt, tmp_path, monkeypatch):
+    import torch
+
+    from semiseg import export
+
+    predictor = semiseg.load(str(ckpt))
+    real = torch.jit.load  # a loaded export that is wrong away from the export size, as shapes baked in were
+    monkeypatch.setattr(torch.jit, "load", lambda path: (lambda m: lambda x: m(x) + (x.shape[-1] != 32))(real(path)))
+    with pytest.raises(SemisegError, match="differs from the model by .* on a .* input"):
+        export.export_model(predictor, "torchscript", tmp_path / "m.pt", (32, 32))
+    assert not (tmp_path / "m.pt").exists()

@@ -90,7 +90,9 @@ def test_a_checkpoint_that_would_run_code_is_refused(tmp_path):
 @pytest.mark.slow
 def test_twenty_random_kills_then_resume_equals_an_uninterrupted_run(tiny_scenes, tmp_path):
     write_cfg(tmp_path, tiny_scenes)
-    iters = ["train.iters=60", "train.ckpt_interval=1", "train.eval_interval=60"]
+    # DSSN: 15 steps per epoch, dropout, augmentation and a teacher; checkpoints every 3 steps, so most kills
+    # land mid-epoch between checkpoints (the resumed run repeats steps), some during a checkpoint write
+    iters = ["method.name=dssn", "train.iters=60", "train.ckpt_interval=3", "train.eval_interval=60"]
     ref = tmp_path / "ref"
     subprocess.run(train_cmd(tmp_path, ref, *iters), check=True, capture_output=True, env=ENV)
     work, rng, kills = tmp_path / "killed", random.Random(0), 0
@@ -111,6 +113,11 @@ def test_twenty_random_kills_then_resume_equals_an_uninterrupted_run(tiny_scenes
     assert a["step"] == b["step"] == 60
     for k, v in a["model"].items():
         assert torch.equal(v, b["model"][k]), k
+    for k, v in a["method"]["teacher"].items():
+        assert torch.equal(v, b["method"]["teacher"][k]), k
+    steps = [json.loads(line)["step"] for line in (work / "metrics.jsonl").read_text().splitlines()
+             if json.loads(line)["kind"] == "train"]
+    assert steps == sorted(set(steps))  # each step logged once, however often it was run
 
 
 @pytest.mark.slow

@@ -19,12 +19,18 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from semiseg.config_check import check_config, leaves
 from semiseg.errors import SemisegError
+
+
+def choice(default: Any, *others: Any) -> Any:
+    """A field that takes one of a fixed set of values (the default first); checked when a config loads."""
+    return field(default=default, metadata={"choices": (default, *others)})
 
 
 @dataclass
 class DataConfig:
-    dataset: str = "scenes"  # scenes | voc | cityscapes | coco | folder (presets in data/presets.py)
+    dataset: str = "scenes"  # scenes | voc | cityscapes | coco | folder (presets in data/presets.py; checked there)
     root: str = "data/scenes"
     split: str = "1_16"  # folder under <root>/splits holding labeled.txt / unlabeled.txt
     labeled: str = ""  # explicit split files (relative to root) override the preset's
@@ -44,16 +50,16 @@ class DataConfig:
     num_workers: int = 2
     proposals: str = ""  # a proposal store (semiseg proposals) for the unlabeled split, for refiners
     hidden_labels: bool = False  # load the unlabeled split's masks for diagnostics only (never a loss)
-    on_error: str = "stop"  # stop | skip: what a corrupt sample found mid-run does
+    on_error: str = choice("stop", "skip")  # what a corrupt sample does: stop the run, or be skipped and counted
 
 
 @dataclass
 class ModelConfig:
-    arch: str = "deeplabv3plus"
+    arch: str = choice("deeplabv3plus")
     backbone: str = "resnet18"  # resnet18/34/50/101 | efficientnet_lite0
     width: float = 1.0  # channel multiplier for ResNets (0.5 = half width for CPU)
-    stem: str = "deep"  # deep (3x conv3x3, the field's checkpoints) | standard (7x7, torchvision)
-    output_stride: int = 16
+    stem: str = choice("deep", "standard")  # deep (3x conv3x3, the field's checkpoints) | standard (7x7)
+    output_stride: int = choice(16, 8, 32)
     dilations: List[int] = field(default_factory=lambda: [6, 12, 18])
     head_channels: int = 256
     low_level_channels: int = 48
@@ -66,17 +72,17 @@ class ModelConfig:
 class TrainConfig:
     iters: int = 2000  # optimizer steps
     epochs: int = 0  # if > 0, iters = epochs x steps per epoch (one pass over the unlabeled set, UniMatch-style)
-    optimizer: str = "sgd"  # sgd | adamw
+    optimizer: str = choice("sgd", "adamw")
     lr: float = 0.001
     lr_multi: float = 10.0  # head LR = lr * lr_multi
     weight_decay: float = 1e-4
     momentum: float = 0.9
     betas: List[float] = field(default_factory=lambda: [0.9, 0.999])
     poly_power: float = 0.9
-    criterion: str = "ce"  # ce | ohem
+    criterion: str = choice("ce", "ohem")
     ohem_thresh: float = 0.7
     ohem_min_kept: int = 100000
-    amp: str = "auto"  # auto (bf16 on CPUs with native bf16, else fp32; bf16 or fp16 on CUDA) | bf16 | fp16 | none
+    amp: str = choice("auto", "bf16", "fp16", "none")  # auto: bf16 on CPUs with native bf16, else fp32; CUDA bf16/fp16
     channels_last: bool = False
     accum_steps: int = 1
     seed: int = 0
@@ -92,7 +98,7 @@ class TrainConfig:
 
 @dataclass
 class EvalConfig:
-    mode: str = "whole"  # whole | slide
+    mode: str = choice("whole", "slide")
     window: int = 0  # slide window (0 = data.crop_size)
     batch_size: int = 16
     max_images: int = 0  # 0 = all; for quick looks
@@ -221,27 +227,37 @@ def load_config(
     if overrides:
         layers.append((parse_overrides(overrides), "command line override"))
     user: Dict[str, Any] = {}
+    origin: Dict[str, str] = {}  # dotted key -> the layer that set it last, for error messages
     for layer, where in layers:
         _merge(OmegaConf.structured(schema), layer, schema, where)
         user = _deep_merge(user, layer)
-    return resolve_method(_merge(OmegaConf.structured(schema), user, schema, "config"))
+        origin.update({key: where for key, _ in leaves(layer)})
+    cfg = resolve_method(_merge(OmegaConf.structured(schema), user, schema, "config"), origin)
+    check_config(cfg, origin)
+    return cfg
 
 
-def resolve_method(cfg: DictConfig) -> DictConfig:
+def resolve_method(cfg: DictConfig, origin: Optional[Dict[str, str]] = None) -> DictConfig:
     """Validate ``cfg.method`` against the chosen method's Config and fill its defaults."""
     from semiseg.methods import METHODS  # late: methods import models, which import this module's users
 
+    origin = origin or {}
     method = OmegaConf.to_container(cfg.method)
     name = method.pop("name", "supervised")
-    method_cls = METHODS.get(name)
-    mschema = method_cls.Config()
-    _check_keys(method, mschema, "method section", "method.")
+    if name not in METHODS:
+        raise SemisegError(f"{origin.get('method.name', 'config')}: bad value for 'method.name': {name!r}; "
+                           f"valid: {', '.join(METHODS.names())}")
+    mschema = METHODS.get(name).Config()
+    _check_keys(method, mschema, origin.get("method", "method section"), "method.")
+    try:  # merging into the dataclass node validates every value's type and names the key
+        OmegaConf.merge(OmegaConf.structured(mschema), method)
+    except OmegaConfBaseException as e:
+        key = f"method.{getattr(e, 'full_key', '') or '?'}"
+        where = origin.get(key, "method section")
+        raise SemisegError(f"{where}: bad value for '{key}': {str(e).splitlines()[0]}") from None
+    # the values themselves with the component rule: a selector of another name drops the old options
     merged = _deep_merge(dataclasses.asdict(mschema), method)
-    try:  # building the dataclass node validates every value's type
-        out = OmegaConf.to_container(OmegaConf.structured(type(mschema)(**merged)))
-    except (OmegaConfBaseException, TypeError) as e:
-        raise SemisegError(f"method section: bad value: {str(e).splitlines()[0]}") from None
-    cfg.method = {"name": name, **out}
+    cfg.method = {"name": name, **OmegaConf.to_container(OmegaConf.structured(type(mschema)(**merged)))}
     return cfg
 
 

@@ -15,12 +15,29 @@ import torch
 from PIL import Image
 
 from semiseg.config import load_config
-from semiseg.data.io import read_image, save_mask
+from semiseg.data.io import output_names, read_image, save_mask
 from semiseg.data.transforms import normalize, resize_long_side
-from semiseg.engine.checkpoint import load_checkpoint, strip_prefixes
+from semiseg.engine.checkpoint import load_checkpoint, load_weights
 from semiseg.engine.evaluator import predict_logits
 from semiseg.errors import SemisegError
 from semiseg.models import build_model
+
+
+def as_rgb(image) -> np.ndarray:
+    """Whatever ``predict`` accepts, as (H, W, 3) uint8 RGB, or a one-line reason it cannot be."""
+    if isinstance(image, (str, Path)):
+        return read_image(image)
+    if isinstance(image, Image.Image):
+        return np.asarray(image.convert("RGB"))
+    img = np.asarray(image)
+    if img.dtype != np.uint8:
+        raise SemisegError(f"predict expects uint8 pixel values 0-255, got an array of {img.dtype}; "
+                           "for floats in [0, 1] pass (img * 255).round().astype(np.uint8)")
+    if img.ndim == 2:
+        img = np.repeat(img[..., None], 3, axis=2)
+    if img.ndim != 3 or img.shape[2] not in (3, 4):
+        raise SemisegError(f"predict expects an RGB image (H, W, 3) or a gray one (H, W), got shape {img.shape}")
+    return np.ascontiguousarray(img[..., :3])
 
 
 class Predictor:
@@ -43,15 +60,14 @@ class Predictor:
         cfg.model.pretrained = ""  # weights come from the checkpoint, nothing else is read
         model = build_model(cfg.model, len(names))
         sd = ckpt["method"]["teacher"] if teacher else ckpt["model"]
-        model.load_state_dict(strip_prefixes(sd))
+        load_weights(model, sd, path, "teacher" if teacher else "model")
         return cls(model, cfg, names, palette, device)
 
     @torch.no_grad()
-    def predict(self, image: Union[np.ndarray, str, Path], mode: str = "whole") -> np.ndarray:
-        """(H, W, 3) uint8 RGB array or a path -> (H, W) uint8 class ids at the image's own size."""
-        img = read_image(image) if isinstance(image, (str, Path)) else np.asarray(image)
-        if img.ndim != 3 or img.shape[2] != 3:
-            raise SemisegError(f"predict expects an RGB image (H, W, 3), got shape {img.shape}")
+    def predict(self, image: Union[np.ndarray, Image.Image, str, Path], mode: str = "whole") -> np.ndarray:
+        """A path, a PIL image (any mode: L, RGBA, P... are converted as a path's would be) or a uint8 array,
+        (H, W, 3) RGB or (H, W) gray -> (H, W) uint8 class ids at the image's own size."""
+        img = as_rgb(image)
         h, w = img.shape[:2]
         d = self.cfg.data
         x_img = resize_long_side(img, None, d.resize)[0] if d.resize else img
@@ -88,10 +104,9 @@ def predict_files(predictor: Predictor, inputs: List[Path], out: Path, opacity: 
     for sub in ("index", "color", "overlay"):
         (out / sub).mkdir(parents=True, exist_ok=True)
     written = []
-    for f in inputs:
+    for f, name in zip(inputs, output_names(inputs)):
         img = read_image(f)
         pred = predictor.predict(img, mode)
-        name = f.stem + ".png"
         save_mask(out / "index" / name, pred)
         Image.fromarray(predictor.colorize(pred)).save(out / "color" / name)
         Image.fromarray(predictor.overlay(img, pred, opacity)).save(out / "overlay" / name)

@@ -92,7 +92,8 @@ def run_command(task: str, config: str, overrides: List[str], seed: int, work_di
         return [sys.executable, "-m", "semiseg", "res", "train", config, *overrides, *extra]
     extra = [f"train.seed={seed}"] + ([f"train.threads={threads}"] if threads else [])
     cmd = [sys.executable, "-m", "semiseg", "train", config, *overrides, *extra, "--work-dir", str(work_dir)]
-    return cmd + (["--resume"] if (work_dir / "latest.pth").is_file() else [])
+    # a run killed before its first checkpoint restarts: --force replaces what it left
+    return cmd + (["--resume"] if (work_dir / "latest.pth").is_file() else ["--force"])
 
 
 def run_one(cmd: List[str], work_dir: Path, threads: int) -> None:
@@ -115,6 +116,14 @@ def run_suite(suite: dict, out: Path, only: Optional[List[str]] = None, jobs: in
     runs = [r for r in suite["runs"] if not only or r["name"] in only]
     pairs = [(r, seed) for seed in (seeds if seeds is not None else suite.get("seeds", [0])) for r in runs]
     todo = [(r, s) for r, s in pairs if final_eval(out / r["name"] / f"seed{s}", task) is None]
+    if task == "seg":  # every run's config checked before the first one trains, not hours into the suite
+        from semiseg.config import load_config
+
+        for r in runs:
+            try:
+                load_config(r["config"], [*suite.get("overrides", []), *r.get("overrides", [])])
+            except SemisegError as e:
+                raise SemisegError(f"suite {suite['name']}, run {r['name']}: {e}") from None
     print(f"suite {suite['name']}: {len(pairs)} runs, {len(pairs) - len(todo)} finished, {len(todo)} to go"
           + (f", {jobs} at a time" if jobs > 1 else ""), flush=True)
     threads = max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else 0

@@ -14,6 +14,7 @@ from typing import Dict, List, Optional
 import numpy as np
 from PIL import Image
 
+from semiseg.data.io import is_binary_255
 from semiseg.data.presets import Layout
 from semiseg.data.splits import Sample
 
@@ -53,7 +54,7 @@ def _mask_problem(mask_path: Path, img_size, num_classes: int, ignore: int, hist
             return f"{mask_path}: mask is {im.size[0]}x{im.size[1]} but its image is {img_size[0]}x{img_size[1]}"
         m = np.asarray(im)
     values = np.unique(m)
-    if values.max(initial=0) == 255 and set(values.tolist()) <= {0, 255} and num_classes <= 255:
+    if is_binary_255(values, num_classes):
         return (f"{mask_path}: binary mask saved as 0/255; 255 is the ignore label, so the foreground would be "
                 "ignored (save it as 0/1)")
     bad = values[(values >= num_classes) & (values != ignore)]
@@ -89,13 +90,12 @@ def _check_sample(layout: Layout, s: Sample, labeled: bool, n: int, ignore: int,
     img_path = layout.root / s.image
     if not img_path.is_file():
         return [f"{img_path}: image file missing"]
-    try:
+    try:  # decode every pixel, as training will: verify() reads headers only and passes a torn JPEG
         with Image.open(img_path) as im:
-            im.verify()
-        with Image.open(img_path) as im:
+            im.load()
             size = im.size
     except Exception as e:  # any decoder failure is a finding, not a crash
-        return [f"{img_path}: unreadable image ({e.__class__.__name__})"]
+        return [f"{img_path}: unreadable image ({e.__class__.__name__}: {e})"]
     if s.mask is None:
         return [f"{img_path}: labeled sample without a mask"] if labeled else []
     mask_path = layout.root / s.mask
@@ -104,5 +104,5 @@ def _check_sample(layout: Layout, s: Sample, labeled: bool, n: int, ignore: int,
     try:
         problem = _mask_problem(mask_path, size, n, ignore, hist)
     except Exception as e:
-        return [f"{mask_path}: unreadable mask ({e.__class__.__name__})"]
+        return [f"{mask_path}: unreadable mask ({e.__class__.__name__}: {e})"]
     return [problem] if problem else []

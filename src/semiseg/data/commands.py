@@ -62,6 +62,6 @@ def _check(args) -> int:
     if config and "=" in config and not Path(config).is_file():  # no config file: the first word is an override
         config, overrides = None, [config] + overrides
     cfg = load_config(config, overrides)
-    report = check_layout(resolve_layout(cfg.data), cfg.data.ignore_index, args.max_samples)
+    report = check_layout(resolve_layout(cfg.data, lenient=True), cfg.data.ignore_index, args.max_samples)
     print(report.format())
     return 0 if report.ok else 1

@@ -1,7 +1,9 @@
 """Reading images and index masks with errors that name the file and the problem."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
+from typing import List
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -51,6 +53,13 @@ def check_mask_values(mask: np.ndarray, path: str | Path, num_classes: int, igno
         )
 
 
+def is_binary_255(values, num_classes: int) -> bool:
+    """A mask whose only values are 0 and 255: a binary mask saved as 0/255, whose foreground the ignore
+    label 255 would silently drop (IoU 0)."""
+    values = set(np.asarray(values).tolist())
+    return 255 in values and values <= {0, 255} and num_classes <= 255
+
+
 def save_mask(path: str | Path, mask: np.ndarray, palette: list[list[int]] | None = None) -> None:
     """Index PNG; with a palette it is a 'P' image that viewers show in colour and readers see as ids."""
     im = Image.fromarray(mask.astype(np.uint8), mode="L")
@@ -59,3 +68,16 @@ def save_mask(path: str | Path, mask: np.ndarray, palette: list[list[int]] | Non
         flat = [c for rgb in palette for c in rgb]
         im.putpalette(flat + [0] * (768 - len(flat)))
     im.save(path)
+
+
+def output_names(inputs: List[Path]) -> List[str]:
+    """One distinct PNG name per input: its stem (``pic.png``) unless another input has the same stem, then
+    its file name (``pic.jpg.png``); equal file names in several folders take their path below the common
+    folder (``a__pic.jpg.png``). No prediction overwrites another."""
+    stems = [f.stem for f in inputs]
+    names = [f.stem if stems.count(f.stem) == 1 else f.name for f in inputs]
+    if len(set(names)) < len(names):
+        resolved = [f.resolve() for f in inputs]
+        root = Path(os.path.commonpath(resolved))
+        names = [str(r.relative_to(root)).replace(os.sep, "__") for r in resolved]
+    return [n + ".png" for n in names]

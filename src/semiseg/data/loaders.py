@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import math
 import signal
+import sys
 from typing import Dict, Iterator, List, Optional
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader, Sampler
 
 from semiseg.data.dataset import SegDataset, collate_train, collate_val
+from semiseg.data.io import is_binary_255, read_mask
 from semiseg.data.presets import Layout, resolve_layout
 from semiseg.errors import SemisegError
 
@@ -61,6 +64,7 @@ class TrainBatches:
                                f"under {layout.root} (set data.unlabeled or data.split)")
         d, seed = cfg.data, cfg.train.seed
         check_files(layout, ["labeled"] + (["unlabeled"] if unlabeled_streams else []))
+        warn_binary_masks(layout)
         store = None
         if d.proposals and unlabeled_streams:
             from semiseg.pseudo.store import ProposalStore
@@ -80,7 +84,10 @@ class TrainBatches:
             ds = SegDataset(samples, layout, d, mode, seed=s, with_hidden=d.hidden_labels and name == "u",
                             proposals=store if mode == "train_u" else None)
             sampler = EpochSampler(len(samples), length, s, rank, world)
+            # its own generator: creating an iterator draws a base seed, and from the global RNG that draw
+            # would shift every later random number of a run resumed mid-epoch (dropout, augmentation)
             loader = DataLoader(ds, batch_size=self.batch, sampler=sampler, drop_last=True, collate_fn=collate_train,
+                                generator=torch.Generator().manual_seed(s),
                                 num_workers=d.num_workers, persistent_workers=d.num_workers > 0,
                                 worker_init_fn=leave_stopping_to_the_main_process,
                                 pin_memory=torch.device(device).type == "cuda")
@@ -151,6 +158,17 @@ def check_files(layout: Layout, kinds) -> None:
                                f"do not exist under {layout.root}, e.g. {missing[:3]}")
 
 
+def warn_binary_masks(layout: Layout) -> None:
+    """The trap ``data check`` flags, said at the start of training too: labeled masks saved as 0/255 train
+    on background only. The labeled list is the small one in semi-supervised learning: reading it is cheap."""
+    n = len(layout.class_names)
+    binary = [s.mask for s in layout.labeled if s.mask and is_binary_255(np.unique(read_mask(layout.root / s.mask)), n)]
+    if binary:
+        print(f"warning: {len(binary)} of the {len(layout.labeled)} labeled masks hold only 0 and 255, e.g. "
+              f"{binary[:3]}: 255 is the ignore label, so their foreground is never learned; save them as 0/1 "
+              "(see `semiseg data check`)", file=sys.stderr, flush=True)
+
+
 def leave_stopping_to_the_main_process(worker_id: int) -> None:
     """Loader workers ignore SIGTERM/SIGINT. Ctrl-C, ``kill -- -PGID`` and ``pkill -f`` reach them as well
     as the trainer; a worker that died of it would crash the step the trainer is finishing before it
@@ -160,11 +178,34 @@ def leave_stopping_to_the_main_process(worker_id: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
+def verify_val(ds: SegDataset, source: str, on_error: str) -> None:
+    """Decode every validation image and mask before training starts: a bad file found at the first
+    evaluation would end the run after it had trained, before that step's checkpoint. ``stop`` lists the
+    bad files and stops; ``skip`` drops them from the validation set and says how many."""
+    bad = []
+    for i in range(len(ds)):
+        try:
+            ds.load(i, need_mask=True)
+        except SemisegError as e:
+            bad.append((i, str(e)))
+    if not bad:
+        return
+    listed = "\n  ".join(msg for _, msg in bad[:5]) + (f"\n  ... and {len(bad) - 5} more" if len(bad) > 5 else "")
+    if on_error != "skip":
+        raise SemisegError(f"{len(bad)} of the {len(ds)} samples of {source} cannot be used (data.on_error=skip "
+                           f"drops them):\n  {listed}")
+    drop = {i for i, _ in bad}
+    ds.samples = [smp for i, smp in enumerate(ds.samples) if i not in drop]
+    print(f"warning: {len(bad)} of the validation samples dropped (data.on_error=skip); scores are over the "
+          f"other {len(ds.samples)}:\n  {listed}", file=sys.stderr, flush=True)
+
+
 def build_val_loader(cfg, layout: Layout, rank: int = 0, world: int = 1) -> DataLoader:
     if layout.val is None:
         raise SemisegError(f"no validation split found under {layout.root} (set data.val or add splits/val.txt)")
     samples = layout.val[: cfg.eval.max_images] if cfg.eval.max_images else layout.val
     ds = SegDataset(samples[rank::world], layout, cfg.data, "val")
+    verify_val(ds, layout.sources.get("val", "the validation split"), cfg.data.on_error)
     return DataLoader(ds, batch_size=cfg.eval.batch_size, shuffle=False, num_workers=min(cfg.data.num_workers, 2),
                       collate_fn=collate_val, worker_init_fn=leave_stopping_to_the_main_process)
 

@@ -92,16 +92,18 @@ def _stem_map(folder: Path) -> Dict[str, Path]:
     return {p.stem: p for p in sorted(folder.iterdir()) if p.suffix.lower() in IMAGE_EXTS} if folder.is_dir() else {}
 
 
-def folder_samples(images: Path, masks: Optional[Path], root: Path) -> List[Sample]:
-    """Pair images and masks by file stem; a labeled image without a mask is an error."""
+def folder_samples(images: Path, masks: Optional[Path], root: Path, lenient: bool = False) -> List[Sample]:
+    """Pair images and masks by file stem; a labeled image without a mask is an error (``lenient``: a
+    sample without a mask, for ``data check`` to list with every other problem)."""
     imgs = _stem_map(images)
     if masks is None:
         return [Sample(str(p.relative_to(root))) for p in imgs.values()]
     msks = _stem_map(masks)
     missing = sorted(set(imgs) - set(msks))
-    if missing:
+    if missing and not lenient:
         raise SemisegError(f"folder {images}: {len(missing)} image(s) without a mask in {masks}, e.g. {missing[:3]}")
-    return [Sample(str(p.relative_to(root)), str(msks[s].relative_to(root))) for s, p in imgs.items()]
+    return [Sample(str(p.relative_to(root)), str(msks[s].relative_to(root)) if s in msks else None)
+            for s, p in imgs.items()]
 
 
 PRESETS = {
@@ -113,8 +115,9 @@ PRESETS = {
 }
 
 
-def resolve_layout(data) -> Layout:
-    """Turn the ``data`` config section into sample lists and class metadata."""
+def resolve_layout(data, lenient: bool = False) -> Layout:
+    """Turn the ``data`` config section into sample lists and class metadata (``lenient``: see
+    :func:`folder_samples`)."""
     if data.dataset not in PRESETS:
         raise SemisegError(f"unknown data.dataset {data.dataset!r}; valid: {', '.join(PRESETS)}")
     root = Path(data.root)
@@ -149,17 +152,17 @@ def resolve_layout(data) -> Layout:
             setattr(layout, kind, read_split(path, require_mask=kind != "unlabeled"))
             layout.sources[kind] = str(path)
     if data.dataset == "folder":
-        _fill_folder(layout, root)
+        _fill_folder(layout, root, lenient)
     return layout
 
 
-def _fill_folder(layout: Layout, root: Path) -> None:
+def _fill_folder(layout: Layout, root: Path, lenient: bool) -> None:
     if layout.labeled is None and (root / "images").is_dir():
-        layout.labeled = folder_samples(root / "images", root / "masks", root)
+        layout.labeled = folder_samples(root / "images", root / "masks", root, lenient)
         layout.sources["labeled"] = str(root / "images")
     if layout.unlabeled is None and (root / "unlabeled").is_dir():
         layout.unlabeled = folder_samples(root / "unlabeled", None, root)
         layout.sources["unlabeled"] = str(root / "unlabeled")
     if layout.val is None and (root / "val" / "images").is_dir():
-        layout.val = folder_samples(root / "val" / "images", root / "val" / "masks", root)
+        layout.val = folder_samples(root / "val" / "images", root / "val" / "masks", root, lenient)
         layout.sources["val"] = str(root / "val" / "images")

@@ -36,6 +36,12 @@ def read_split(path: str | Path, require_mask: bool) -> List[Sample]:
 
 
 def write_split(path: str | Path, samples: Sequence[Sample]) -> None:
+    """The field's format separates image and mask by whitespace and has no quoting: a name holding a space
+    could not be read back, so it is refused before anything is written."""
+    spaced = [p for s in samples for p in (s.image, s.mask) if p and any(c.isspace() for c in p)]
+    if spaced:
+        raise SemisegError(f"{len(spaced)} file name(s) contain whitespace, which split files cannot hold "
+                           f"(fields are separated by spaces); rename them first, e.g. {spaced[:3]}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     lines = [s.image if s.mask is None else f"{s.image} {s.mask}" for s in samples]

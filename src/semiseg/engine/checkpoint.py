@@ -31,19 +31,47 @@ def save_checkpoint(path: str | Path, state: Dict[str, Any]) -> None:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+    remove_torn_temporaries(path.parent, path.name)
+
+
+def remove_torn_temporaries(folder: Path, name: str = "*.pth") -> None:
+    """Delete the half-written temporaries (``.NAME.tmpPID``) that killed writers left behind. Only one
+    process writes a run's checkpoints, so once it holds the lock of a finished write, any other is stale."""
+    for stale in Path(folder).glob(f".{name}.tmp*"):
+        if stale.name != f".{name}.tmp{os.getpid()}":
+            stale.unlink(missing_ok=True)
 
 
 def load_checkpoint(path: str | Path) -> Dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise SemisegError(f"checkpoint {path} does not exist")
+    if path.stat().st_size == 0:
+        raise SemisegError(f"checkpoint {path} is empty (0 bytes): a copy or a download that did not finish")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
-        raise SemisegError(f"checkpoint {path} cannot be loaded safely (weights_only): {str(e).splitlines()[0]}") from None
+        why = (str(e).strip().splitlines() or [e.__class__.__name__])[0]
+        raise SemisegError(f"checkpoint {path} cannot be loaded safely (weights_only: a torn file, or one that "
+                           f"would run code): {why}") from None
     if not isinstance(ckpt, dict) or "model" not in ckpt:
         raise SemisegError(f"checkpoint {path} is not a semiseg checkpoint (no 'model' entry)")
     return ckpt
+
+
+def load_weights(module: torch.nn.Module, state: Dict[str, torch.Tensor], path: str | Path, what: str = "model") -> None:
+    """``module.load_state_dict`` with one line naming the file when the weights belong to another model."""
+    state = strip_prefixes(state)
+    own = module.state_dict()
+    missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
+    shapes = [k for k in own if k in state and own[k].shape != state[k].shape]
+    if missing or unexpected or shapes:
+        example = (shapes[:1] and f"{shapes[0]} is {tuple(state[shapes[0]].shape)} there, {tuple(own[shapes[0]].shape)} "
+                   "here") or (missing[:1] and f"{missing[0]} missing") or f"{unexpected[0]} unexpected"
+        raise SemisegError(f"checkpoint {path}: its {what} weights do not fit this model ({len(missing)} missing, "
+                           f"{len(unexpected)} unexpected, {len(shapes)} of another shape; e.g. {example}): "
+                           "it was trained with another model.backbone, width, head or number of classes")
+    module.load_state_dict(state)
 
 
 def strip_prefixes(sd: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:

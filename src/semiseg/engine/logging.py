@@ -36,13 +36,31 @@ class RunLogger:
         if not enabled:
             return
         self.work_dir.mkdir(parents=True, exist_ok=True)
+        self._cut_after(start_step)
         self.jsonl = open(self.work_dir / "metrics.jsonl", "a")
         try:
             from torch.utils.tensorboard import SummaryWriter
 
-            self.tb = SummaryWriter(str(self.work_dir / "tb"))
+            # purge_step hides the events of steps a killed run logged after its last checkpoint
+            self.tb = SummaryWriter(str(self.work_dir / "tb"), purge_step=start_step + 1)
         except Exception:  # tensorboard is optional
             self.tb = None
+
+    def _cut_after(self, step: int) -> None:
+        """Drop the rows of steps after ``step``: a resumed run logs them again (and a fresh one, all of them),
+        so each step appears once. Written to a temporary file and renamed, like checkpoints."""
+        for path in [self.work_dir / "metrics.jsonl", *self.work_dir.glob("metrics_*.csv")]:
+            if not path.is_file():
+                continue
+            lines = path.read_text().splitlines(keepends=True)
+            if path.suffix == ".jsonl":
+                kept = [line for line in lines if line.strip() and json.loads(line).get("step", 0) <= step]
+            else:
+                kept = lines[:1] + [line for line in lines[1:] if int(float(line.split(",", 2)[1])) <= step]
+                kept = kept if len(kept) > 1 else []  # header alone: start the file anew
+            tmp = path.with_name(f".{path.name}.tmp")
+            tmp.write_text("".join(kept))
+            tmp.replace(path)
 
     def info(self, msg: str) -> None:
         if self.enabled:

@@ -27,7 +27,7 @@ from semiseg.config import as_dict, load_config, save_config, to_yaml
 from semiseg.data.loaders import TrainBatches, build_val_loader
 from semiseg.data.presets import resolve_layout
 from semiseg.engine import dist
-from semiseg.engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state, strip_prefixes
+from semiseg.engine.checkpoint import load_checkpoint, load_weights, rng_state, save_checkpoint, set_rng_state
 from semiseg.engine.evaluator import evaluate, summary
 from semiseg.engine.logging import RunLogger, iou_table
 from semiseg.engine.optim import build_optimizer, poly_lr, set_lr
@@ -74,6 +74,27 @@ def teacher_horizon_note(momentum: float, iters: int) -> str:
     return note
 
 
+RUN_FILES = ("latest.pth", "best.pth")
+
+
+def refuse_to_overwrite(work_dir: Path, force: bool) -> None:
+    """A new run never replaces another run's checkpoints unless asked: ``--force`` starts over (the old
+    checkpoints are removed now, the logs are started anew), ``--resume`` continues."""
+    held = [work_dir / n for n in RUN_FILES if (work_dir / n).is_file()]
+    if not held:
+        return
+    if not force:
+        try:
+            step = f" at step {load_checkpoint(held[0])['step']}"
+        except SemisegError:
+            step = ""
+        raise SemisegError(f"{work_dir} holds a run ({held[0].name}{step}); continue it with --resume, start over "
+                           "with --force, or choose another --work-dir")
+    if os.environ.get("RANK", "0") == "0":  # before the process group exists: rank 0 by its variable
+        for path in held:
+            path.unlink(missing_ok=True)
+
+
 def seed_everything(seed: int, deterministic: bool) -> None:
     random.seed(seed)
     np.random.seed(seed)
@@ -98,11 +119,13 @@ def wrap_ddp(model: nn.Module, device: torch.device) -> nn.Module:
 
 class Trainer:
     def __init__(self, cfg, work_dir: Optional[str] = None, resume: Optional[str] = None,
-                 load_from: Optional[str] = None) -> None:
+                 load_from: Optional[str] = None, force: bool = False) -> None:
         self.cfg = cfg
         if work_dir:
             cfg.work_dir = work_dir
         self.work_dir = Path(cfg.work_dir)
+        if not resume:
+            refuse_to_overwrite(self.work_dir, force)
         t = cfg.train
         self.ctx = dist.init_distributed()
         if t.threads and self.ctx.device.type == "cpu":
@@ -116,7 +139,7 @@ class Trainer:
 
         model = build_model(cfg.model, self.num_classes)
         if load_from:
-            model.load_state_dict(strip_prefixes(load_checkpoint(load_from)["model"]))
+            load_weights(model, load_checkpoint(load_from)["model"], load_from)
         if self.device.type == "cuda" and self.ctx.world > 1:
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)  # SyncBN fails on CPU; useless on 1 GPU
         model = model.to(self.device)
@@ -158,8 +181,9 @@ class Trainer:
 
     def _resume(self, path: Path) -> None:
         ckpt = load_checkpoint(path)
-        self.model.load_state_dict(ckpt["model"])
-        self.method.load_state_dict(ckpt["method"])
+        load_weights(self.model, ckpt["model"], path)
+        if self.method.teacher is not None:
+            load_weights(self.method.teacher.module, ckpt["method"].get("teacher", {}), path, "teacher")
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scaler.load_state_dict(ckpt["scaler"])
         self.step, self.best, self.skipped = ckpt["step"], ckpt["best"], ckpt.get("skipped", 0)
@@ -300,8 +324,9 @@ class Trainer:
         return scalars
 
 
-def train(cfg, work_dir: Optional[str] = None, resume: Optional[str] = None, load_from: Optional[str] = None):
-    trainer = Trainer(cfg, work_dir, resume, load_from)
+def train(cfg, work_dir: Optional[str] = None, resume: Optional[str] = None, load_from: Optional[str] = None,
+          force: bool = False):
+    trainer = Trainer(cfg, work_dir, resume, load_from, force)
     try:
         return trainer.run()
     finally:
@@ -315,5 +340,5 @@ def train_from_cli(args) -> int:
     # torchrun --max-restarts: a restarted worker group continues from the latest checkpoint by itself
     if not resume and os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") != "0" and (work_dir / "latest.pth").is_file():
         resume = "auto"
-    train(cfg, args.work_dir, resume, args.load_from)
+    train(cfg, args.work_dir, resume, args.load_from, args.force)
     return 0

@@ -6,6 +6,7 @@ from typing import Any, Dict, List, Tuple
 
 import torch
 
+from semiseg.config import choice
 from semiseg.data.augment import cutmix_box, mix, strong_photometric
 from semiseg.errors import SemisegError
 from semiseg.methods.base import Method, MethodConfig
@@ -19,7 +20,7 @@ class SemiConfig(MethodConfig):
     # CutMix partner: "batch" = another unlabeled batch (UniMatch V1 draws a second one; its author
     # confirmed mixing with a shuffled batch performs the same, UniMatch #51), "roll" = the batch rolled
     # by one, "flip" = the batch reversed (UniMatch V2)
-    mix: str = "batch"
+    mix: str = choice("batch", "roll", "flip")
     cutmix_p: float = 0.5
     # SemiRES-style refinement after selection, e.g. {name: iom}; needs data.proposals (semiseg proposals)
     refiner: Dict[str, Any] = field(default_factory=dict)
@@ -44,8 +45,6 @@ class SemiMethod(Method):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.select = build_selector(self.cfg.selector)
-        if self.cfg.mix not in ("batch", "roll", "flip"):
-            raise SemisegError(f"method.mix must be one of batch, roll, flip; not {self.cfg.mix!r}")
         self.unlabeled_streams = 2 if self.cfg.mix == "batch" else 1
         self.refine = build_refiner(self.cfg.refiner) if self.cfg.refiner else None
         self.needs_proposals = self.refine is not None or type(self).needs_proposals

@@ -44,15 +44,15 @@ class CSLConfig(SemiConfig):
 
 @contextlib.contextmanager
 def bn_stats_kept(model: nn.Module):
-    """Forwards inside use batch statistics as usual, but leave the BN running statistics as they were."""
+    """Forwards inside use batch statistics as usual, but leave the BN running statistics as they were.
+    The saved statistics are put back as new tensors: autograd holds the updated ones for the backward."""
     bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     saved = [(m.running_mean.clone(), m.running_var.clone(), m.num_batches_tracked.clone()) for m in bns]
     try:
         yield
     finally:
-        with torch.no_grad():
-            for m, (mean, var, n) in zip(bns, saved):
-                m.running_mean.copy_(mean), m.running_var.copy_(var), m.num_batches_tracked.copy_(n)
+        for m, (mean, var, n) in zip(bns, saved):
+            m.running_mean, m.running_var, m.num_batches_tracked = mean, var, n
 
 
 @METHODS.register("csl")

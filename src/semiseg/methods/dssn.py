@@ -31,9 +31,9 @@ from typing import Any, Dict
 
 import torch
 
+from semiseg.config import choice
 from semiseg.data.augment import mix
 from semiseg.data.augment_extra import random_ops
-from semiseg.errors import SemisegError
 from semiseg.losses import consistency, masked_ce
 from semiseg.methods.common import SemiMethod, TeacherConfig
 from semiseg.methods.registry import METHODS
@@ -44,8 +44,8 @@ from semiseg.methods.teacher import EMATeacher
 class DSSNConfig(TeacherConfig):
     selector: Dict[str, Any] = field(default_factory=lambda: {"name": "class_aware", "tau_low": 0.92, "ratio": 0.96})
     warmup_steps: int = 1
-    teacher_mode: str = "first_epoch"  # first_epoch (code: batch statistics in epoch 0) | eval
-    consistency: str = "mse"  # mse (code) | gaussian (paper)
+    teacher_mode: str = choice("first_epoch", "eval")  # first_epoch: batch statistics in epoch 0 (the code)
+    consistency: str = choice("mse", "gaussian")  # mse (code) | gaussian (paper)
     sigma: float = 0.0  # gaussian width; 0 = sqrt(num classes)
     consistency_weight: float = 0.01
     image_pair: bool = True  # ablation switches: the image-level and feature-level Siamese pairs
@@ -60,8 +60,6 @@ class DSSN(SemiMethod):
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        if self.cfg.teacher_mode not in ("first_epoch", "eval"):
-            raise SemisegError(f"method.teacher_mode must be first_epoch or eval, not {self.cfg.teacher_mode!r}")
         self.teacher = EMATeacher(self.student, self.cfg.ema_momentum)
 
     def strong(self, x: torch.Tensor) -> torch.Tensor:

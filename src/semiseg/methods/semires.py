@@ -23,8 +23,8 @@ from typing import Any, Dict
 
 import torch
 
+from semiseg.config import choice
 from semiseg.data.augment import SEMIRES_STRONG, strong_photometric
-from semiseg.errors import SemisegError
 from semiseg.losses import masked_ce
 from semiseg.methods.common import SemiMethod, TeacherConfig
 from semiseg.methods.registry import METHODS
@@ -35,12 +35,12 @@ from semiseg.methods.teacher import EMATeacher
 class SemiRESConfig(TeacherConfig):
     selector: Dict[str, Any] = field(default_factory=lambda: {"name": "none"})
     refiner: Dict[str, Any] = field(default_factory=lambda: {"name": "iom"})
-    mix: str = "roll"  # no partner stream needed: SemiRES uses no CutMix
+    mix: str = choice("roll", "flip", "batch")  # no partner stream needed: SemiRES uses no CutMix
     cutmix_p: float = 0.0
     ema_momentum: float = 0.9996
     burn_in_steps: int = 0
     sup_weight: float = 10.0
-    strong_view: str = "semires"  # semires (ColorJitter 0.25, p 0.5) | unimatch (jitter 0.5, grayscale, blur)
+    strong_view: str = choice("semires", "unimatch")  # ColorJitter 0.25 p 0.5 | jitter 0.5, grayscale, blur
     unsup_weight: float = 1.0
 
 
@@ -52,8 +52,6 @@ class SemiRES(SemiMethod):
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        if self.cfg.strong_view not in ("semires", "unimatch"):
-            raise SemisegError(f"method.strong_view must be semires or unimatch, not {self.cfg.strong_view!r}")
         self.teacher = EMATeacher(self.student, self.cfg.ema_momentum)
 
     def strong(self, x: torch.Tensor) -> torch.Tensor:

@@ -5,7 +5,7 @@ Complementary Dropout, CutMix within the batch (partner = the batch reversed).
 
 The EMA teacher (eval mode, no_grad) labels the weak view; its momentum ramps as
 min(1 - 1/(step + 1), 0.996). Complementary Dropout perturbs c1 and c4 of the two strong views with
-complementary channel masks. The paper's DINOv2 + DPT network is not available offline; the recipe is.
+complementary channel masks, one mask for both levels, exactly half of the pairs left unperturbed. The paper's DINOv2 + DPT network is not available offline; the recipe is.
 """
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from typing import Dict
 
 import torch
 
+from semiseg.config import choice
 from semiseg.data.augment import mix
 from semiseg.losses import masked_ce
 from semiseg.methods.common import SemiMethod, TeacherConfig
@@ -23,7 +24,7 @@ from semiseg.methods.teacher import EMATeacher
 
 @dataclass
 class UniMatchV2Config(TeacherConfig):
-    mix: str = "flip"
+    mix: str = choice("flip", "batch", "roll")
 
 
 @METHODS.register("unimatch_v2")

@@ -6,7 +6,7 @@ from torch import nn
 from semiseg.errors import SemisegError
 from semiseg.models.deeplabv3plus import DeepLabV3Plus
 from semiseg.models.efficientnet import HEAD_KEYS, EfficientNetLite0, shipped_weights_path
-from semiseg.models.resnet import ResNet
+from semiseg.models.resnet import DEPTHS, ResNet
 from semiseg.models.weights import load_into, read_state_dict
 from semiseg.registry import Registry
 
@@ -33,9 +33,16 @@ def _effnet(mcfg, depth: int = 0) -> nn.Module:
     return net
 
 
+def backbone_names() -> list[str]:
+    """Every valid ``model.backbone``: resnet<depth> for the built depths, and the other registered ones."""
+    return [f"resnet{d}" for d in sorted(DEPTHS)] + [n for n in BACKBONES.names() if n != "resnet"]
+
+
 def build_backbone(mcfg) -> nn.Module:
     name = mcfg.backbone
-    if name.startswith("resnet") and name[6:].isdigit():
+    if name not in backbone_names():
+        raise SemisegError(f"unknown model.backbone {name!r}; valid: {', '.join(backbone_names())}")
+    if name.startswith("resnet"):
         return BACKBONES.get("resnet")(mcfg, int(name[6:]))
     return BACKBONES.get(name)(mcfg)
 

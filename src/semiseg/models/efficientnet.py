@@ -7,7 +7,6 @@ stride 16 or 8 the later stride-2 depthwise convs become stride 1 and later bloc
 """
 from __future__ import annotations
 
-import math
 from typing import List
 
 import torch
@@ -27,11 +26,18 @@ class SameConv2d(nn.Conv2d):
         ih, iw = x.shape[-2:]
         kh, kw = self.weight.shape[-2:]
         (sh, sw), (dh, dw) = self.stride, self.dilation
-        ph = max((math.ceil(ih / sh) - 1) * sh + (kh - 1) * dh + 1 - ih, 0)
-        pw = max((math.ceil(iw / sw) - 1) * sw + (kw - 1) * dw + 1 - iw, 0)
-        if ph or pw:
-            x = F.pad(x, [pw // 2, pw - pw // 2, ph // 2, ph - ph // 2])
+        ph, pw = same_pad(ih, sh, (kh - 1) * dh + 1), same_pad(iw, sw, (kw - 1) * dw + 1)
+        x = F.pad(x, [pw // 2, pw - pw // 2, ph // 2, ph - ph // 2])
         return F.conv2d(x, self.weight, None, self.stride, 0, self.dilation, self.groups)
+
+
+def same_pad(size, stride: int, k: int):
+    """TF SAME's total padding (ceil(size/stride) - 1) * stride + k - size, in integer arithmetic only, so
+    an exporter traces it as a function of the input size (it depends on its parity for stride 2) instead
+    of baking in the export size's padding. Never negative when k >= stride; 0 otherwise (1x1 convs)."""
+    if k < stride:
+        return 0
+    return ((size + stride - 1) // stride - 1) * stride + k - size
 
 
 class MBConv(nn.Module):

@@ -79,7 +79,7 @@ def cluster_stats(feat: torch.Tensor, valid: torch.Tensor, assign: torch.Tensor)
     return mean, var
 
 
-@SELECTORS.register("csl")
+@SELECTORS.register("csl", choices={"features": ("raw", "log")})
 def csl(probs: torch.Tensor, ignore: torch.Tensor, alpha: float = 8.0,
         features: str = "raw") -> Tuple[torch.Tensor, torch.Tensor]:
     """CSL selection: hard spectral split per image, soft Gaussian weights around the reliable centre."""

@@ -53,7 +53,7 @@ class SuperpixelProposals:
         return dedupe(masks, self.min_area, self.dedup_iou)
 
 
-@PROPOSALS.register("sam")
+@PROPOSALS.register("sam", choices={"model_type": ("vit_h", "vit_l", "vit_b")})
 class SamProposals:
     """Adapter for ``segment_anything.SamAutomaticMaskGenerator`` (or anything with its ``generate``)."""
 

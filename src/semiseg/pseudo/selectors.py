@@ -32,7 +32,7 @@ def no_selection(probs: torch.Tensor, ignore: torch.Tensor) -> Tuple[torch.Tenso
     return probs.argmax(1), (~ignore).float()
 
 
-@SELECTORS.register("class_aware")
+@SELECTORS.register("class_aware", choices={"per": ("image", "batch")})
 def class_aware(probs: torch.Tensor, ignore: torch.Tensor, tau_low: float = 0.92, ratio: float = 0.96,
                 per: str = "image") -> Tuple[torch.Tensor, torch.Tensor]:
     """DSSN's class-aware pseudo-label generation (CPLG, ``get_adaptive_binary_mask``).

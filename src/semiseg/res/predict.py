@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from omegaconf import OmegaConf
 from PIL import Image
 
-from semiseg.data.io import read_image, save_mask
+from semiseg.data.io import output_names, read_image, save_mask
 from semiseg.models import build_backbone
 from semiseg.res.model import ReferringSegmenter
 from semiseg.res.text import build_text_encoder
@@ -35,10 +35,10 @@ def predict_res(ckpt: dict, files: List[Path], sentence: str, out: Path, opacity
     predictor = ResPredictor(ckpt)
     for sub in ("index", "overlay"):
         (out / sub).mkdir(parents=True, exist_ok=True)
-    for f in files:
+    for f, name in zip(files, output_names(files)):
         img = read_image(f)
         mask = predictor.predict(img, sentence)
-        save_mask(out / "index" / f"{f.stem}.png", mask)  # 1 = the referred object
+        save_mask(out / "index" / name, mask)  # 1 = the referred object
         colour = np.array([255, 64, 0], np.float32)
         blend = np.where(mask[..., None] == 1, img * (1 - opacity) + colour * opacity, img).astype(np.uint8)
-        Image.fromarray(blend).save(out / "overlay" / f"{f.stem}.png")
+        Image.fromarray(blend).save(out / "overlay" / name)

@@ -1,0 +1,90 @@
+"""Every configuration value checked when the config is loaded, before any work: enumerated keys against
+their choices, registered names against their registries, and a component's options (selector, refiner,
+proposals) against its builder's keyword arguments, by name and by type. An error is one line that names
+the key, where it was set (the file or the command line) and what is valid."""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Dict, Iterator, Sequence, Tuple
+
+from semiseg.errors import SemisegError
+
+
+def leaves(tree: Dict[str, Any], prefix: str = "") -> Iterator[Tuple[str, Any]]:
+    for k, v in tree.items():
+        if isinstance(v, dict):
+            yield from leaves(v, f"{prefix}{k}.")
+        yield f"{prefix}{k}", v
+
+
+def _fail(origin: Dict[str, str], key: str, value: Any, valid: str) -> SemisegError:
+    return SemisegError(f"{origin.get(key, 'config')}: bad value for '{key}': {value!r}; valid: {valid}")
+
+
+def check_choice(origin: Dict[str, str], key: str, value: Any, valid: Sequence[Any]) -> None:
+    if value not in valid:
+        raise _fail(origin, key, value, ", ".join(map(str, valid)))
+
+
+def check_fields(obj: Any, schema: Any, origin: Dict[str, str], prefix: str) -> None:
+    """Fields declared with ``choice(...)`` in a schema dataclass (recursively)."""
+    for f in dataclasses.fields(schema):
+        value = obj[f.name] if isinstance(obj, dict) else getattr(obj, f.name)
+        if "choices" in f.metadata:
+            check_choice(origin, prefix + f.name, value, f.metadata["choices"])
+        sub = getattr(schema, f.name)
+        if dataclasses.is_dataclass(sub):
+            check_fields(value, sub, origin, f"{prefix}{f.name}.")
+
+
+def _type_ok(value: Any, default: Any) -> bool:
+    if default is None:
+        return True
+    if isinstance(default, bool):
+        return isinstance(value, bool)
+    if isinstance(default, float):
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if isinstance(default, (list, tuple)):
+        return isinstance(value, (list, tuple))
+    return isinstance(value, type(default)) and not (isinstance(value, bool) and not isinstance(default, bool))
+
+
+def check_component(registry, spec: Dict[str, Any], origin: Dict[str, str], key: str) -> None:
+    """``{name: ..., **options}`` against the registered builder: the name, each option's name and type,
+    and the choices of its enumerated options."""
+    name = spec.get("name")
+    if name not in registry:
+        raise _fail(origin, f"{key}.name", name, ", ".join(registry.names()))
+    options, choices = registry.options(name), registry.choices(name)
+    for opt, value in spec.items():
+        if opt == "name":
+            continue
+        where = f"{key}.{opt}"
+        if opt not in options:
+            raise SemisegError(f"{origin.get(where, 'config')}: unknown option '{where}' of {registry.kind} "
+                               f"{name!r}; valid: {', '.join(options) or 'none'}")
+        if not _type_ok(value, options[opt]):
+            raise _fail(origin, where, value, f"a {type(options[opt]).__name__}")
+        if opt in choices:
+            check_choice(origin, where, value, choices[opt])
+
+
+def check_config(cfg, origin: Dict[str, str]) -> None:
+    from semiseg.config import Config
+    from semiseg.data.presets import PRESETS
+    from semiseg.methods import METHODS
+    from semiseg.models import backbone_names
+    from semiseg.pseudo.proposals import PROPOSALS
+    from semiseg.pseudo.refiners import REFINERS
+    from semiseg.pseudo.selectors import SELECTORS
+
+    check_fields(cfg, Config(), origin, "")
+    check_choice(origin, "data.dataset", cfg.data.dataset, list(PRESETS))
+    check_choice(origin, "model.backbone", cfg.model.backbone, backbone_names())
+    method = cfg.method
+    check_fields(dict(method), METHODS.get(method["name"]).Config(), origin, "method.")
+    if "selector" in method:
+        check_component(SELECTORS, dict(method["selector"]), origin, "method.selector")
+    if method.get("refiner"):
+        check_component(REFINERS, dict(method["refiner"]), origin, "method.refiner")
+    check_component(PROPOSALS, dict(cfg.proposals), origin, "proposals")
