@@ -135,17 +135,20 @@ def test_labeled_and_unlabeled_overlap_is_reported(voc_root):
     assert any("1 image(s) are in both the labeled and the unlabeled list" in p for p in report.problems)
 
 
-def test_training_warns_on_binary_0_255_masks(tmp_path, capfd):
+def test_training_refuses_or_warns_on_binary_0_255_masks(tmp_path, capfd):
+    from semiseg.data.loaders import TrainBatches
+
     root = tmp_path / "f"
     for i in range(4):
         write_pair(root, f"images/im{i}.png", f"masks/im{i}.png", size=(40, 40), classes=2, seed=i,
                    mask_values=(np.eye(40) * 255).astype(np.uint8))
     cfg = load_config(None, TINY + ["data.dataset=folder", f"data.root={root}", "data.class_names=[bg, fg]",
                                     "data.val=", "train.iters=1"])
-    from semiseg.data.loaders import TrainBatches
-
+    with pytest.raises(SemisegError, match="4 of the 4 labeled masks hold only 0 and 255"):  # all: refused
+        TrainBatches(cfg, resolve_layout(cfg.data), 0, 1, 0, torch.device("cpu"))
+    write_pair(root, "images/im0.png", "masks/im0.png", size=(40, 40), classes=2, seed=0)  # some: a warning
     TrainBatches(cfg, resolve_layout(cfg.data), 0, 1, 0, torch.device("cpu"))
-    assert "4 of the 4 labeled masks hold only 0 and 255" in capfd.readouterr().err
+    assert "3 of the 4 labeled masks hold only 0 and 255" in capfd.readouterr().err
 
 
 def test_split_files_refuse_names_their_reader_cannot_read(tmp_path):

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import List, Optional
 
 from semiseg.errors import SemisegError
@@ -51,6 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mode", choices=["whole", "slide"], default="whole")
     p.add_argument("--device", default="cpu")
     p.add_argument("--text", help="the referring expression, for RES checkpoints (semiseg res train)")
+    p.add_argument("--label-ids", action="store_true",
+                   help="Cityscapes: write labelIds (what its benchmark server takes) instead of train ids")
 
     p = verbs.add_parser("export", help="export a checkpoint's model and check it against eager")
     p.add_argument("ckpt")
@@ -152,8 +155,24 @@ def _config(path: Optional[str], overrides: List[str]):
     return load_config(path, overrides)
 
 
+def parse(argv: Optional[List[str]] = None) -> argparse.Namespace:
+    """Overrides ``a.b=c`` are accepted anywhere on the line, before or after options (argparse stops
+    collecting positionals at the first option); ``--resume a.b=c`` is ``--resume`` then an override."""
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    unknown = [a for a in extra if "=" not in a or a.startswith("-")]
+    if unknown or (extra and not hasattr(args, "overrides")):
+        parser.error(f"unrecognized arguments: {' '.join(unknown or extra)}")
+    resume = getattr(args, "resume", None)
+    if resume and resume != "auto" and "=" in resume and not Path(resume).exists():
+        extra, args.resume = [resume, *extra], "auto"
+    if extra:
+        args.overrides = [*(args.overrides or []), *extra]
+    return args
+
+
 def run(argv: Optional[List[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse(argv)
     if args.verb == "train":
         from semiseg.engine.trainer import train_from_cli
 

@@ -228,13 +228,30 @@ def load_config(
         layers.append((parse_overrides(overrides), "command line override"))
     user: Dict[str, Any] = {}
     origin: Dict[str, str] = {}  # dotted key -> the layer that set it last, for error messages
-    for layer, where in layers:
+    rank: Dict[str, int] = {}  # dotted key -> the index of the file or override layer that set it last
+    for i, (layer, where) in enumerate(layers):
         _merge(OmegaConf.structured(schema), layer, schema, where)
         user = _deep_merge(user, layer)
         origin.update({key: where for key, _ in leaves(layer)})
+        if layer is not extra:
+            rank.update({key: i for key, _ in leaves(layer)})
     cfg = resolve_method(_merge(OmegaConf.structured(schema), user, schema, "config"), origin)
     check_config(cfg, origin)
+    _iters_or_epochs(cfg, rank, origin)
     return cfg
+
+
+def _iters_or_epochs(cfg: DictConfig, rank: Dict[str, int], origin: Dict[str, str]) -> None:
+    """``train.epochs`` > 0 sets the schedule in epochs; a ``train.iters`` given after it (an override of a
+    file that sets epochs) wins instead of being silently ignored; both in one place is an error."""
+    iters, epochs = rank.get("train.iters"), rank.get("train.epochs")
+    if not cfg.train.epochs or iters is None:
+        return
+    if iters == epochs:
+        raise SemisegError(f"{origin['train.iters']}: sets both train.iters and train.epochs; keep one "
+                           "(epochs > 0 sets the schedule in passes over the unlabeled set)")
+    if epochs is None or iters > epochs:
+        cfg.train.epochs = 0
 
 
 def resolve_method(cfg: DictConfig, origin: Optional[Dict[str, str]] = None) -> DictConfig:

@@ -16,6 +16,7 @@ from PIL import Image
 
 from semiseg.config import load_config
 from semiseg.data.io import output_names, read_image, save_mask
+from semiseg.data.presets import CITYSCAPES_ID_TO_TRAINID
 from semiseg.data.transforms import normalize, resize_long_side
 from semiseg.engine.checkpoint import load_checkpoint, load_weights
 from semiseg.engine.evaluator import predict_logits
@@ -100,14 +101,21 @@ def expand_inputs(spec: str) -> List[Path]:
 
 
 def predict_files(predictor: Predictor, inputs: List[Path], out: Path, opacity: float = 0.5,
-                  mode: str = "whole") -> List[Path]:
+                  mode: str = "whole", label_ids: bool = False) -> List[Path]:
+    """index/ (class ids; with ``label_ids`` Cityscapes' labelIds), color/ and overlay/ PNGs per input."""
+    if label_ids and predictor.cfg.data.dataset != "cityscapes":
+        raise SemisegError(f"--label-ids maps Cityscapes train ids to its labelIds; this checkpoint was trained on "
+                           f"data.dataset={predictor.cfg.data.dataset}")
+    to_ids = np.zeros(256, np.uint8)
+    for label_id, train_id in CITYSCAPES_ID_TO_TRAINID.items():
+        to_ids[train_id] = label_id
     for sub in ("index", "color", "overlay"):
         (out / sub).mkdir(parents=True, exist_ok=True)
     written = []
     for f, name in zip(inputs, output_names(inputs)):
         img = read_image(f)
         pred = predictor.predict(img, mode)
-        save_mask(out / "index" / name, pred)
+        save_mask(out / "index" / name, to_ids[pred] if label_ids else pred)
         Image.fromarray(predictor.colorize(pred)).save(out / "color" / name)
         Image.fromarray(predictor.overlay(img, pred, opacity)).save(out / "overlay" / name)
         written.append(out / "overlay" / name)
@@ -128,7 +136,7 @@ def predict_from_cli(args) -> int:
         print(f"{len(files)} image(s): referent masks in {args.output}/index, overlays in {args.output}/overlay")
         return 0
     predictor = Predictor.from_checkpoint(args.ckpt, device=args.device)
-    predict_files(predictor, files, Path(args.output), args.opacity, args.mode)
+    predict_files(predictor, files, Path(args.output), args.opacity, args.mode, args.label_ids)
     print(f"{len(files)} image(s): class ids in {args.output}/index, colours in {args.output}/color, "
           f"overlays in {args.output}/overlay")
     return 0

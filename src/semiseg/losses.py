@@ -52,9 +52,16 @@ def masked_ce(logits: torch.Tensor, pl: torch.Tensor, weight: torch.Tensor, igno
 
 
 def standardize(logits: torch.Tensor) -> torch.Tensor:
-    """Per-pixel standardisation over the class channel (mean 0, unbiased std 1), as DSSN's code."""
+    """Per-pixel standardisation over the class channel (mean 0, unbiased std 1), as DSSN's code, in fp32.
+
+    With two classes it would be +-1/sqrt(2), the sign of the logit difference: no gradient anywhere but at
+    ties, where the clamped std makes it explode (bf16 autocast makes ties common). There the logits are
+    centred only (shift-invariant, not scale-invariant): the consistency of binary data stays a smooth loss."""
     logits = logits.float()
-    return (logits - logits.mean(1, keepdim=True)) / logits.std(1, keepdim=True).clamp(min=1e-6)
+    centred = logits - logits.mean(1, keepdim=True)
+    if logits.shape[1] <= 2:
+        return centred
+    return centred / logits.std(1, keepdim=True).clamp(min=1e-6)
 
 
 def consistency(a: torch.Tensor, b: torch.Tensor, kind: str = "mse", sigma: float = 0.0) -> torch.Tensor:

@@ -46,21 +46,23 @@ class CheckReport:
         return "\n".join(lines)
 
 
-def _mask_problem(mask_path: Path, img_size, num_classes: int, ignore: int, hist: np.ndarray) -> Optional[str]:
+def _mask_problem(layout: Layout, mask_path: Path, img_size, num_classes: int, ignore: int,
+                  hist: Optional[np.ndarray]) -> Optional[str]:
     with Image.open(mask_path) as im:
         if im.mode in ("RGB", "RGBA"):
             return f"{mask_path}: RGB mask ({im.mode}); masks must hold class ids in one channel (mode L or P)"
         if im.size != img_size:
             return f"{mask_path}: mask is {im.size[0]}x{im.size[1]} but its image is {img_size[0]}x{img_size[1]}"
-        m = np.asarray(im)
+        m = layout.map_mask(np.asarray(im), str(mask_path))  # what loading sees (Cityscapes labelIds -> trainIds)
     values = np.unique(m)
     if is_binary_255(values, num_classes):
         return (f"{mask_path}: binary mask saved as 0/255; 255 is the ignore label, so the foreground would be "
                 "ignored (save it as 0/1)")
     bad = values[(values >= num_classes) & (values != ignore)]
-    counts = np.bincount(np.where(m == ignore, num_classes, np.minimum(m, num_classes)).ravel(),
-                         minlength=num_classes + 1)
-    hist += counts[: num_classes + 1]
+    if hist is not None:
+        counts = np.bincount(np.where(m == ignore, num_classes, np.minimum(m, num_classes)).ravel(),
+                             minlength=num_classes + 1)
+        hist += counts[: num_classes + 1]
     if len(bad):
         return f"{mask_path}: label values {bad.tolist()[:8]} outside [0, {num_classes}) and {ignore}"
     return None
@@ -77,7 +79,9 @@ def check_layout(layout: Layout, ignore_index: int = 255, max_samples: int = 0) 
         seen = Counter(s.image for s in samples)
         report.problems += [f"{layout.sources.get(kind, kind)}: {img} listed {c} times" for img, c in seen.items() if c > 1]
         for s in samples[: max_samples or None]:
-            report.problems += _check_sample(layout, s, kind != "unlabeled", n, ignore_index, report.pixels)
+            # the histogram is the labeled list's: what supervision sees (unlabeled masks are checked, not counted)
+            hist = report.pixels if kind == "labeled" else None
+            report.problems += _check_sample(layout, s, kind != "unlabeled", n, ignore_index, hist)
     if "labeled" in lists and "unlabeled" in lists:
         both = {s.image for s in lists["labeled"]} & {s.image for s in lists["unlabeled"]}
         if both:
@@ -86,7 +90,8 @@ def check_layout(layout: Layout, ignore_index: int = 255, max_samples: int = 0) 
     return report
 
 
-def _check_sample(layout: Layout, s: Sample, labeled: bool, n: int, ignore: int, hist: np.ndarray) -> List[str]:
+def _check_sample(layout: Layout, s: Sample, labeled: bool, n: int, ignore: int,
+                  hist: Optional[np.ndarray]) -> List[str]:
     img_path = layout.root / s.image
     if not img_path.is_file():
         return [f"{img_path}: image file missing"]
@@ -102,7 +107,7 @@ def _check_sample(layout: Layout, s: Sample, labeled: bool, n: int, ignore: int,
     if not mask_path.is_file():
         return [f"{mask_path}: mask file missing"]
     try:
-        problem = _mask_problem(mask_path, size, n, ignore, hist)
+        problem = _mask_problem(layout, mask_path, size, n, ignore, hist)
     except Exception as e:
         return [f"{mask_path}: unreadable mask ({e.__class__.__name__}: {e})"]
     return [problem] if problem else []

@@ -62,6 +62,13 @@ def _check(args) -> int:
     if config and "=" in config and not Path(config).is_file():  # no config file: the first word is an override
         config, overrides = None, [config] + overrides
     cfg = load_config(config, overrides)
-    report = check_layout(resolve_layout(cfg.data, lenient=True), cfg.data.ignore_index, args.max_samples)
+    layout = resolve_layout(cfg.data, lenient=True)
+    report = check_layout(layout, cfg.data.ignore_index, args.max_samples)
+    split_dir = layout.root / "splits" / cfg.data.split
+    if cfg.data.dataset != "folder" and not cfg.data.labeled and not split_dir.is_dir():
+        found = sorted(p.name for p in (layout.root / "splits").iterdir() if p.is_dir()) \
+            if (layout.root / "splits").is_dir() else []
+        report.problems.insert(0, f"data.split={cfg.data.split}: no folder {split_dir}; the splits there: "
+                                  f"{', '.join(found) or 'none'}")
     print(report.format())
     return 0 if report.ok else 1

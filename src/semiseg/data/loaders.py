@@ -63,8 +63,15 @@ class TrainBatches:
             raise SemisegError(f"method {cfg.method.name} needs unlabeled data, but no unlabeled split was found "
                                f"under {layout.root} (set data.unlabeled or data.split)")
         d, seed = cfg.data, cfg.train.seed
-        check_files(layout, ["labeled"] + (["unlabeled"] if unlabeled_streams else []))
-        warn_binary_masks(layout)
+        if d.hidden_labels and unlabeled_streams:
+            unmasked = [s.image for s in layout.unlabeled if s.mask is None]
+            if unmasked:
+                raise SemisegError(f"data.hidden_labels is on, but {len(unmasked)} of the {len(layout.unlabeled)} "
+                                   f"unlabeled samples in {layout.sources.get('unlabeled', 'the unlabeled split')} "
+                                   f"have no mask, e.g. {unmasked[:3]}: set data.hidden_labels=false (it only logs "
+                                   "selection precision where the unlabeled truth is known, as on the scenes)")
+        check_files(layout, ["labeled"] + (["unlabeled"] if unlabeled_streams else []), d.hidden_labels)
+        check_binary_masks(layout)
         store = None
         if d.proposals and unlabeled_streams:
             from semiseg.pseudo.store import ProposalStore
@@ -146,27 +153,33 @@ class TrainBatches:
         return self
 
 
-def check_files(layout: Layout, kinds) -> None:
+def check_files(layout: Layout, kinds, unlabeled_masks: bool = False) -> None:
     """Every listed image and mask exists, checked at start (a truncated or stale split file fails here,
     with counts, instead of hours into training)."""
     for kind in kinds:
         samples = getattr(layout, kind) or []
-        paths = [p for s in samples for p in ((s.image, s.mask) if kind != "unlabeled" else (s.image,)) if p]
+        masks = kind != "unlabeled" or unlabeled_masks
+        paths = [p for s in samples for p in ((s.image, s.mask) if masks else (s.image,)) if p]
         missing = [p for p in paths if not (layout.root / p).is_file()]
         if missing:
             raise SemisegError(f"{len(missing)} of the {len(paths)} files listed in {layout.sources.get(kind, kind)} "
                                f"do not exist under {layout.root}, e.g. {missing[:3]}")
 
 
-def warn_binary_masks(layout: Layout) -> None:
-    """The trap ``data check`` flags, said at the start of training too: labeled masks saved as 0/255 train
-    on background only. The labeled list is the small one in semi-supervised learning: reading it is cheap."""
+def check_binary_masks(layout: Layout) -> None:
+    """The trap ``data check`` flags, looked for at the start of training too: labeled masks saved as 0/255
+    train on background only (255 is the ignore label). All of them: refused before any step; some (a mask
+    may hold background and ignore alone): a warning. The labeled list is the small one here: cheap to read."""
     n = len(layout.class_names)
     binary = [s.mask for s in layout.labeled if s.mask and is_binary_255(np.unique(read_mask(layout.root / s.mask)), n)]
-    if binary:
-        print(f"warning: {len(binary)} of the {len(layout.labeled)} labeled masks hold only 0 and 255, e.g. "
-              f"{binary[:3]}: 255 is the ignore label, so their foreground is never learned; save them as 0/1 "
-              "(see `semiseg data check`)", file=sys.stderr, flush=True)
+    if not binary:
+        return
+    what = (f"{len(binary)} of the {len(layout.labeled)} labeled masks hold only 0 and 255, e.g. {binary[:3]}: "
+            "255 is the ignore label, so their foreground is never learned; save them as 0/1 (`semiseg data check` "
+            "lists them)")
+    if len(binary) == len(layout.labeled):
+        raise SemisegError(what)
+    print(f"warning: {what}", file=sys.stderr, flush=True)
 
 
 def leave_stopping_to_the_main_process(worker_id: int) -> None:

@@ -88,8 +88,28 @@ class Layout:
         return mask
 
 
+CITYSCAPES_SUFFIXES = ("_leftImg8bit", "_gtFine_labelTrainIds", "_gtFine_labelIds")
+
+
 def _stem_map(folder: Path) -> Dict[str, Path]:
-    return {p.stem: p for p in sorted(folder.iterdir()) if p.suffix.lower() in IMAGE_EXTS} if folder.is_dir() else {}
+    """Images under ``folder`` (sub-folders included: Cityscapes keeps one per city) keyed by their path
+    without extension and without Cityscapes' file suffixes, so ``x_leftImg8bit.png`` pairs with
+    ``x_gtFine_labelIds.png``. Of Cityscapes' masks the train ids are used where they were made, else the
+    label ids (mapped on load); its colour and instance images are not masks."""
+    if not folder.is_dir():
+        return {}
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTS)
+    for kind in ("_gtFine_labelTrainIds", "_gtFine_labelIds"):
+        if any(p.stem.endswith(kind) for p in files):
+            files = [p for p in files if p.stem.endswith(kind)]
+            break
+    out = {}
+    for p in files:
+        stem = p.stem
+        for suffix in CITYSCAPES_SUFFIXES:
+            stem = stem.removesuffix(suffix)
+        out[str(p.relative_to(folder).with_name(stem))] = p
+    return out
 
 
 def folder_samples(images: Path, masks: Optional[Path], root: Path, lenient: bool = False) -> List[Sample]:

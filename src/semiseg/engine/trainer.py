@@ -236,6 +236,8 @@ class Trainer:
                       + f", {self.batches.steps_per_epoch} steps/epoch, start at step {self.step}")
         if self.method.teacher is not None:
             self.log.info(teacher_horizon_note(self.method.teacher.momentum, t.iters))
+        for note in self.method.notes:
+            self.log.info(f"note: {note}")
         handled = (signal.SIGTERM, signal.SIGINT)
         old = {sig: signal.signal(sig, self._on_signal) for sig in handled} if self._main_thread() else {}
         self.model.train()

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any, Dict, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -43,6 +43,7 @@ class Method(ABC):
         self.mean, self.std = norm  # the data normalisation, for photometric augmentation
         self.teacher: Optional[EMATeacher] = None
         self.iters, self.steps_per_epoch = 0, 1  # the schedule, told by the trainer (set_schedule)
+        self.notes: List[str] = []  # what a user should know about this method on this data (the trainer logs it)
 
     def set_schedule(self, iters: int, steps_per_epoch: int) -> None:
         """The run's length in optimizer steps and one epoch's: a teacher whose averaging horizon is given

@@ -45,6 +45,9 @@ class SemiMethod(Method):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.select = build_selector(self.cfg.selector)
+        if self.cfg.selector.get("name") == "csl" and self.num_classes == 2:
+            self.notes.append("csl selector with 2 classes: the dispersion feature is (1 - p_max)^2, a function of "
+                              "the confidence, so the separation reduces to a split on confidence alone")
         self.unlabeled_streams = 2 if self.cfg.mix == "batch" else 1
         self.refine = build_refiner(self.cfg.refiner) if self.cfg.refiner else None
         self.needs_proposals = self.refine is not None or type(self).needs_proposals

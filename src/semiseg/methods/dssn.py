@@ -11,7 +11,9 @@ L_img / L_feat pull each pair together pixel by pixel over all pixels, gradients
 
 Deviations and switches (``../shared/reference/methods.md`` A.1):
 - ``consistency: mse`` (default) is the code's MSE of channel-standardised logits; ``gaussian`` is the
-  paper's Gaussian-similarity form 1 - exp(-||z1 - z2||^2 / 2 sigma^2).
+  paper's Gaussian-similarity form 1 - exp(-||z1 - z2||^2 / 2 sigma^2). With two classes the standardised
+  logits are +-1/sqrt(2), the sign of the logit difference (no gradient but at ties, where it explodes):
+  there the logits are centred only (``losses.standardize``), our form for binary data.
 - The first ``warmup_steps`` steps (the code: 1, VOC; 5 epochs, Cityscapes) drop L_s1/L_s2 and copy the
   student into the teacher after the step; afterwards EMA 0.996 over parameters and buffers.
 - ``image_pair`` / ``feature_pair`` switch off L_img / L_feat (the Siamese consistency of a pair) for

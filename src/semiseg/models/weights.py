@@ -19,7 +19,10 @@ PREFIXES = ("module.", "_orig_mod.", "backbone.", "model.")
 def read_state_dict(path: str | Path) -> Dict[str, torch.Tensor]:
     path = Path(path)
     if not path.is_file():
-        raise SemisegError(f"weights file {path} does not exist")
+        raise SemisegError(f"weights file {path} does not exist (model.pretrained, relative to the working directory "
+                           f"{Path.cwd()}): for resnet<depth>, the field's deep-stem ImageNet ResNet (resnet101.pth, "
+                           "linked from UniMatch's README); model.stem=standard takes a torchvision ResNet file; "
+                           "model.pretrained= trains from scratch")
     try:
         sd = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # pickle with code, truncated zip, not a torch file...

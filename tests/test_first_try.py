@@ -1,0 +1,157 @@
+"""Real data on the first try: binary data, a schedule in epochs, options anywhere on the command line."""
+import numpy as np
+import pytest
+import torch
+
+from semiseg.config import load_config
+from semiseg.errors import SemisegError
+from semiseg.losses import consistency
+
+from conftest import write_list, write_pair
+
+
+def test_dssn_consistency_is_smooth_at_two_classes():
+    torch.manual_seed(0)
+    a = torch.randn(2, 2, 8, 8, requires_grad=True)
+    b = torch.randn(2, 2, 8, 8)
+    b[:, 1] = b[:, 0] + 1e-7  # ties: where the standardised form's clamped std exploded
+    consistency(a, b).backward()
+    g = a.grad.abs()
+    assert torch.isfinite(g).all() and g.max() < 1.0 and (g > 0).float().mean() > 0.9
+    a6 = torch.randn(2, 6, 8, 8)  # more classes: the authors' standardised form, shift and scale invariant
+    assert torch.allclose(consistency(a6, 3 * a6 + 1), torch.zeros(()), atol=1e-6)
+
+
+@pytest.fixture
+def binary_folder(tmp_path):
+    """A practitioner's binary folder: 4 labeled images (0/1 masks), 8 unlabeled without masks."""
+    root = tmp_path / "defects"
+    for i in range(4):
+        write_pair(root, f"images/l{i}.png", f"masks/l{i}.png", size=(40, 40), classes=2, seed=i)
+    for i in range(8):
+        write_pair(root, f"unlabeled/u{i}.png", None, size=(40, 40), seed=10 + i)
+    for i in range(2):
+        write_pair(root, f"val/images/v{i}.png", f"val/masks/v{i}.png", size=(40, 40), classes=2, seed=20 + i)
+    return root
+
+
+def test_hidden_labels_on_data_without_unlabeled_masks_is_refused(binary_folder):
+    from semiseg.data.loaders import TrainBatches
+    from semiseg.data.presets import resolve_layout
+
+    cfg = load_config("configs/scenes/unimatch.yaml", ["data.dataset=folder", f"data.root={binary_folder}",
+                                                       "data.class_names=[good, defect]", "data.num_workers=0"])
+    assert cfg.data.hidden_labels  # inherited from the scenes config
+    with pytest.raises(SemisegError, match="data.hidden_labels is on, but 8 of the 8 unlabeled samples"):
+        TrainBatches(cfg, resolve_layout(cfg.data), 0, 1, 1, torch.device("cpu"))
+
+
+def test_csl_says_its_separation_is_a_confidence_split_at_two_classes(binary_folder, capsys):
+    from semiseg.engine.trainer import Trainer
+
+    cfg = load_config(None, ["method.name=csl", "data.dataset=folder", f"data.root={binary_folder}",
+                             "data.class_names=[good, defect]", "data.num_workers=0", "data.crop_size=32",
+                             "model.width=0.125", "model.head_channels=16", "data.batch_size=2", "train.iters=1",
+                             "train.amp=none", "train.report=false"])
+    Trainer(cfg, work_dir=str(binary_folder / "run")).run()
+    assert "note: csl selector with 2 classes" in capsys.readouterr().out
+
+
+def test_a_command_line_iters_wins_over_a_files_epochs(tmp_path):
+    voc = "configs/voc/unimatch_r101-deeplabv3p_4xb2_voc-732.yaml"
+    assert load_config(voc).train.epochs > 0
+    cfg = load_config(voc, ["train.iters=2"])
+    assert cfg.train.iters == 2 and cfg.train.epochs == 0
+    path = tmp_path / "both.yaml"
+    path.write_text("train:\n  iters: 5\n  epochs: 3\n")
+    with pytest.raises(SemisegError, match=f"{path}: sets both train.iters and train.epochs"):
+        load_config(path)
+
+
+def test_overrides_are_accepted_anywhere_on_the_command_line():
+    from semiseg.cli import parse
+
+    args = parse(["eval", "x.pth", "--mode", "slide", "eval.max_images=8"])
+    assert args.overrides == ["eval.max_images=8"] and args.mode == "slide"
+    args = parse(["train", "c.yaml", "--resume", "train.iters=40"])
+    assert args.resume == "auto" and args.overrides == ["train.iters=40"]
+    args = parse(["train", "c.yaml", "a.b=1", "--force", "c.d=2"])
+    assert args.overrides == ["a.b=1", "c.d=2"] and args.force
+    with pytest.raises(SystemExit):
+        parse(["eval", "x.pth", "--bogus"])
+
+
+def test_data_check_sees_what_loading_sees_on_cityscapes_label_ids(tmp_path):
+    """labelIds in city folders: mapped to trainIds as loading maps them (7 road -> 0, 26 car -> 13); only
+    the labeled list is counted; a misspelled split is a problem, not 'no problems found'."""
+    from semiseg.data.check import check_layout
+    from semiseg.data.presets import resolve_layout
+
+    root = tmp_path / "cityscapes"
+    ids = np.full((32, 64), 7, np.uint8)
+    ids[:, 40:] = 26
+    names = []
+    for i, split in enumerate(["train", "train", "val"]):
+        stem = f"{split}/aachen/aachen_{i:06d}_000019"
+        write_pair(root, f"leftImg8bit/{stem}_leftImg8bit.png", f"gtFine/{stem}_gtFine_labelIds.png", size=(32, 64),
+                   mask_values=ids)
+        names.append(f"leftImg8bit/{stem}_leftImg8bit.png gtFine/{stem}_gtFine_labelIds.png")
+    write_list(root / "splits/1_2/labeled.txt", names[:1])
+    write_list(root / "splits/1_2/unlabeled.txt", names[1:2])
+    write_list(root / "splits/val.txt", names[2:])
+    cfg = load_config(None, ["data.dataset=cityscapes", f"data.root={root}", "data.split=1_2"])
+    report = check_layout(resolve_layout(cfg.data))
+    assert report.ok, report.problems
+    assert report.pixels[0] == 32 * 40 and report.pixels[13] == 32 * 24 and report.pixels.sum() == 32 * 64
+    from semiseg.cli import run
+
+    assert run(["data", "check", "data.dataset=cityscapes", f"data.root={root}", "data.split=1_16"]) == 1
+
+
+def test_a_missing_weights_file_says_which_file_and_the_alternatives():
+    from semiseg.models import build_model
+
+    cfg = load_config("configs/voc/unimatch_r101-deeplabv3p_4xb2_voc-732.yaml", ["model.pretrained=nope/resnet101.pth"])
+    with pytest.raises(SemisegError, match="(?s)nope/resnet101.pth does not exist.*working directory.*deep-stem.*"
+                                           "model.stem=standard.*model.pretrained= trains from scratch"):
+        build_model(cfg.model, 21)
+
+
+def test_data_split_pairs_cityscapes_city_folders_and_predict_writes_label_ids(tmp_path):
+    from PIL import Image
+
+    from semiseg.cli import run
+    from semiseg.data.splits import read_split
+    from semiseg.engine.trainer import train
+    from semiseg.inference import Predictor, predict_files
+
+    root = tmp_path / "cityscapes"
+    ids = np.full((32, 64), 7, np.uint8)
+    ids[:, 40:] = 26
+    for city in ("aachen", "bremen"):
+        for i in range(3):
+            stem = f"{city}/{city}_{i:06d}_000019"
+            write_pair(root, f"leftImg8bit/train/{stem}_leftImg8bit.png", f"gtFine/train/{stem}_gtFine_labelIds.png",
+                       size=(32, 64), mask_values=ids)
+            write_pair(root, f"gtFine/train/{stem}_gtFine_color.png", None, size=(32, 64))  # not a mask
+    assert run(["data", "split", "--root", str(root), "--images", "leftImg8bit/train", "--masks", "gtFine/train",
+                "--ratio", "0.5", "--out", str(root / "splits/1_2")]) == 0
+    pairs = read_split(root / "splits/1_2/labeled.txt", require_mask=True)
+    assert len(pairs) == 3 and all(s.mask.endswith("_gtFine_labelIds.png") and
+                                   s.mask.replace("gtFine", "leftImg8bit", 1).replace("_gtFine_labelIds", "_leftImg8bit")
+                                   == s.image for s in pairs)
+    write_list(root / "splits/val.txt", [f"{s.image} {s.mask}" for s in pairs[:1]])
+    cfg = load_config(None, ["data.dataset=cityscapes", f"data.root={root}", "data.split=1_2", "model.width=0.125",
+                             "model.head_channels=16", "data.crop_size=32", "data.batch_size=2", "data.num_workers=0",
+                             "train.iters=1", "train.amp=none", "train.report=false"])
+    train(cfg, work_dir=str(tmp_path / "run"))
+    predictor = Predictor.from_checkpoint(str(tmp_path / "run" / "latest.pth"))
+    img = root / pairs[0].image
+    predict_files(predictor, [img], tmp_path / "ids", label_ids=True)
+    predict_files(predictor, [img], tmp_path / "train_ids")
+    name = img.stem + ".png"
+    label_ids = np.asarray(Image.open(tmp_path / "ids" / "index" / name))
+    train_ids = np.asarray(Image.open(tmp_path / "train_ids" / "index" / name))
+    from semiseg.data.presets import CITYSCAPES_ID_TO_TRAINID
+
+    assert all(CITYSCAPES_ID_TO_TRAINID[int(a)] == int(b) for a, b in zip(label_ids.ravel(), train_ids.ravel()))
