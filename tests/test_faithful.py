@@ -140,7 +140,7 @@ def test_complementary_dropout_leaves_exactly_half_the_pairs_and_shares_one_mask
 
 
 def test_teacher_horizon_as_a_share_of_the_schedule(tiny_scenes, tiny_store):
-    from semiseg.engine.trainer import teacher_horizon_note
+    from semiseg.methods.teacher import teacher_horizon_note
 
     method, _, _ = make_method("dssn", tiny_scenes, tiny_store, "method.ema_horizon=0.02")
     method.set_schedule(iters=1500, steps_per_epoch=120)
@@ -156,9 +156,9 @@ def test_teacher_horizon_as_a_share_of_the_schedule(tiny_scenes, tiny_store):
 
 
 def test_amp_auto_uses_bf16_on_cpu_only_where_it_is_native(monkeypatch):
-    from semiseg.engine import trainer
+    from semiseg.engine import precision
 
-    monkeypatch.setattr(trainer, "cpu_has_native_bf16", lambda: False)
-    assert trainer.amp_dtype("auto", torch.device("cpu")) is None
-    monkeypatch.setattr(trainer, "cpu_has_native_bf16", lambda: True)
-    assert trainer.amp_dtype("auto", torch.device("cpu")) is torch.bfloat16
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: False)
+    assert precision.amp_dtype("auto", torch.device("cpu")) is None
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: True)
+    assert precision.amp_dtype("auto", torch.device("cpu")) is torch.bfloat16

@@ -137,9 +137,9 @@ def test_data_split_pairs_cityscapes_city_folders_and_predict_writes_label_ids(t
     assert run(["data", "split", "--root", str(root), "--images", "leftImg8bit/train", "--masks", "gtFine/train",
                 "--ratio", "0.5", "--out", str(root / "splits/1_2")]) == 0
     pairs = read_split(root / "splits/1_2/labeled.txt", require_mask=True)
-    assert len(pairs) == 3 and all(s.mask.endswith("_gtFine_labelIds.png") and
-                                   s.mask.replace("gtFine", "leftImg8bit", 1).replace("_gtFine_labelIds", "_leftImg8bit")
-                                   == s.image for s in pairs)
+    as_image = lambda m: m.replace("gtFine", "leftImg8bit", 1).replace("_gtFine_labelIds", "_leftImg8bit")  # noqa: E731
+    assert len(pairs) == 3 and all(s.mask.endswith("_gtFine_labelIds.png") and as_image(s.mask) == s.image
+                                   for s in pairs)
     write_list(root / "splits/val.txt", [f"{s.image} {s.mask}" for s in pairs[:1]])
     cfg = load_config(None, ["data.dataset=cityscapes", f"data.root={root}", "data.split=1_2", "model.width=0.125",
                              "model.head_channels=16", "data.crop_size=32", "data.batch_size=2", "data.num_workers=0",
@@ -155,3 +155,33 @@ def test_data_split_pairs_cityscapes_city_folders_and_predict_writes_label_ids(t
     from semiseg.data.presets import CITYSCAPES_ID_TO_TRAINID
 
     assert all(CITYSCAPES_ID_TO_TRAINID[int(a)] == int(b) for a, b in zip(label_ids.ravel(), train_ids.ravel()))
+
+
+def test_data_check_says_when_unlabeled_images_are_far_larger(tmp_path):
+    from semiseg.data.check import check_layout
+    from semiseg.data.presets import resolve_layout
+
+    root = tmp_path / "f"
+    for i in range(2):
+        write_pair(root, f"images/l{i}.png", f"masks/l{i}.png", size=(40, 60), classes=2, seed=i)
+        write_pair(root, f"unlabeled/u{i}.png", None, size=(300, 400), seed=5 + i)
+    cfg = load_config(None, ["data.dataset=folder", f"data.root={root}", "data.class_names=[bg, fg]"])
+    text = check_layout(resolve_layout(cfg.data)).format()
+    assert "labeled median 60 (min 60, max 60), unlabeled median 400" in text
+    assert "unlabeled images are 6.7x larger" in text and "data.resize" in text
+
+
+def test_data_check_counts_the_labeled_list_alone_on_voc(voc_root):
+    from semiseg.data.check import check_layout
+    from semiseg.data.presets import resolve_layout
+
+    write_list(voc_root / "splits/4/unlabeled.txt",  # unlabeled lines with masks, as UniMatch's lists have
+               [f"JPEGImages/2007_{i:06d}.jpg SegmentationClass/2007_{i:06d}.png" for i in range(4, 10)])
+    cfg = load_config(None, ["data.dataset=voc", f"data.root={voc_root}", "data.split=4"])
+    report = check_layout(resolve_layout(cfg.data))
+    assert report.pixels.sum() == 4 * 40 * 48  # the 4 labeled masks, not the 6 unlabeled or 2 val ones
+
+
+def test_coco_has_a_reference_config():
+    cfg = load_config("configs/coco/unimatch_r101-deeplabv3p_4xb2_coco-1_512.yaml")
+    assert cfg.data.dataset == "coco" and cfg.data.split == "1_512" and cfg.train.epochs == 30

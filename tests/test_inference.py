@@ -7,7 +7,6 @@ import semiseg
 from semiseg.cli import run
 from semiseg.engine.trainer import train
 from semiseg.errors import SemisegError
-from semiseg.export import export_model
 
 from conftest import tiny_cfg
 

@@ -25,10 +25,23 @@ class CheckReport:
     pixels: np.ndarray  # (num_classes + 1,) counts; last entry = ignore
     images: Dict[str, int] = field(default_factory=dict)
     problems: List[str] = field(default_factory=list)
+    sizes: Dict[str, List[int]] = field(default_factory=dict)  # long sides of each list's images
 
     @property
     def ok(self) -> bool:
         return not self.problems
+
+    def size_notes(self) -> List[str]:
+        """Each list's spread of image sizes, and a note where the unlabeled images are far larger than the
+        labeled ones: the same relative rescale then gives their objects another scale, and decoding them
+        costs loader time."""
+        med = {k: int(np.median(v)) for k, v in self.sizes.items() if v}
+        lines = ["image long side: " + ", ".join(f"{k} median {med[k]} (min {min(v)}, max {max(v)})"
+                                                  for k, v in self.sizes.items() if v)] if med else []
+        if "labeled" in med and "unlabeled" in med and med["unlabeled"] > 2 * med["labeled"]:
+            lines.append(f"note: the unlabeled images are {med['unlabeled'] / med['labeled']:.1f}x larger than the "
+                         f"labeled ones; set data.resize (e.g. {med['labeled']}) so objects keep one scale")
+        return lines
 
     def format(self) -> str:
         lines = ["lists: " + ", ".join(f"{k} {v} samples" for k, v in self.images.items())]
@@ -36,6 +49,7 @@ class CheckReport:
         lines.append(f"{'class':<20}{'pixels':>12}{'share':>9}")
         for name, n in zip(self.class_names + ["(ignore)"], self.pixels.tolist()):
             lines.append(f"{name:<20}{n:>12}{100 * n / total:>8.2f}%")
+        lines += self.size_notes()
         if self.problems:
             lines.append(f"{len(self.problems)} problem(s):")
             lines += [f"  - {p}" for p in self.problems[:50]]
@@ -81,7 +95,8 @@ def check_layout(layout: Layout, ignore_index: int = 255, max_samples: int = 0) 
         for s in samples[: max_samples or None]:
             # the histogram is the labeled list's: what supervision sees (unlabeled masks are checked, not counted)
             hist = report.pixels if kind == "labeled" else None
-            report.problems += _check_sample(layout, s, kind != "unlabeled", n, ignore_index, hist)
+            report.problems += _check_sample(layout, s, kind != "unlabeled", n, ignore_index, hist,
+                                             report.sizes.setdefault(kind, []))
     if "labeled" in lists and "unlabeled" in lists:
         both = {s.image for s in lists["labeled"]} & {s.image for s in lists["unlabeled"]}
         if both:
@@ -91,7 +106,7 @@ def check_layout(layout: Layout, ignore_index: int = 255, max_samples: int = 0) 
 
 
 def _check_sample(layout: Layout, s: Sample, labeled: bool, n: int, ignore: int,
-                  hist: Optional[np.ndarray]) -> List[str]:
+                  hist: Optional[np.ndarray], sizes: List[int]) -> List[str]:
     img_path = layout.root / s.image
     if not img_path.is_file():
         return [f"{img_path}: image file missing"]
@@ -99,6 +114,7 @@ def _check_sample(layout: Layout, s: Sample, labeled: bool, n: int, ignore: int,
         with Image.open(img_path) as im:
             im.load()
             size = im.size
+        sizes.append(max(size))
     except Exception as e:  # any decoder failure is a finding, not a crash
         return [f"{img_path}: unreadable image ({e.__class__.__name__}: {e})"]
     if s.mask is None:

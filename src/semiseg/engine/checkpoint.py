@@ -59,15 +59,19 @@ def load_checkpoint(path: str | Path) -> Dict[str, Any]:
     return ckpt
 
 
-def load_weights(module: torch.nn.Module, state: Dict[str, torch.Tensor], path: str | Path, what: str = "model") -> None:
+def load_weights(module: torch.nn.Module, state: Dict[str, torch.Tensor], path: str | Path,
+                 what: str = "model") -> None:
     """``module.load_state_dict`` with one line naming the file when the weights belong to another model."""
     state = strip_prefixes(state)
     own = module.state_dict()
     missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
     shapes = [k for k in own if k in state and own[k].shape != state[k].shape]
     if missing or unexpected or shapes:
-        example = (shapes[:1] and f"{shapes[0]} is {tuple(state[shapes[0]].shape)} there, {tuple(own[shapes[0]].shape)} "
-                   "here") or (missing[:1] and f"{missing[0]} missing") or f"{unexpected[0]} unexpected"
+        if shapes:
+            k = shapes[0]
+            example = f"{k} is {tuple(state[k].shape)} there, {tuple(own[k].shape)} here"
+        else:
+            example = f"{missing[0]} missing" if missing else f"{unexpected[0]} unexpected"
         raise SemisegError(f"checkpoint {path}: its {what} weights do not fit this model ({len(missing)} missing, "
                            f"{len(unexpected)} unexpected, {len(shapes)} of another shape; e.g. {example}): "
                            "it was trained with another model.backbone, width, head or number of classes")
@@ -98,3 +102,24 @@ def set_rng_state(state: Dict[str, Any]) -> None:
     np.random.set_state((name, keys.numpy().astype(np.uint32), *rest))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+RUN_FILES = ("latest.pth", "best.pth")
+
+
+def refuse_to_overwrite(work_dir: Path, force: bool) -> None:
+    """A new run never replaces another run's checkpoints unless asked: ``--force`` starts over (the old
+    checkpoints are removed now, the logs are started anew), ``--resume`` continues."""
+    held = [work_dir / n for n in RUN_FILES if (work_dir / n).is_file()]
+    if not held:
+        return
+    if not force:
+        try:
+            step = f" at step {load_checkpoint(held[0])['step']}"
+        except SemisegError:
+            step = ""
+        raise SemisegError(f"{work_dir} holds a run ({held[0].name}{step}); continue it with --resume, start over "
+                           "with --force, or choose another --work-dir")
+    if os.environ.get("RANK", "0") == "0":  # before the process group exists: rank 0 by its variable
+        for path in held:
+            path.unlink(missing_ok=True)

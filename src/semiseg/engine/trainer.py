@@ -27,72 +27,17 @@ from semiseg.config import as_dict, load_config, save_config, to_yaml
 from semiseg.data.loaders import TrainBatches, build_val_loader
 from semiseg.data.presets import resolve_layout
 from semiseg.engine import dist
-from semiseg.engine.checkpoint import load_checkpoint, load_weights, rng_state, save_checkpoint, set_rng_state
+from semiseg.engine.checkpoint import (load_checkpoint, load_weights, refuse_to_overwrite, rng_state, save_checkpoint,
+                                      set_rng_state)
 from semiseg.engine.evaluator import evaluate, summary
 from semiseg.engine.logging import RunLogger, iou_table
 from semiseg.engine.optim import build_optimizer, poly_lr, set_lr
+from semiseg.engine.precision import amp_dtype
 from semiseg.errors import SemisegError
 from semiseg.losses import build_criterion
 from semiseg.methods import METHODS
+from semiseg.methods.teacher import teacher_horizon_note
 from semiseg.models import build_model
-
-
-def cpu_has_native_bf16() -> bool:
-    """bf16 arithmetic in hardware (AVX512_BF16 or AMX): there bf16 autocast is 1.5-1.8x faster than fp32;
-    elsewhere it is emulated, and 7x slower on an AVX2 EPYC (DSSN on the scenes: 33 s/step vs 4.7)."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
-def amp_dtype(amp: str, device: torch.device) -> Optional[torch.dtype]:
-    if amp == "none":
-        return None
-    if amp == "auto":
-        if device.type == "cpu":
-            return torch.bfloat16 if cpu_has_native_bf16() else None
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return {"bf16": torch.bfloat16, "fp16": torch.float16}[amp]
-
-
-HORIZON_WARN = 0.05  # share of the schedule above which an EMA teacher lags the student noticeably
-
-
-def teacher_horizon_note(momentum: float, iters: int) -> str:
-    """The EMA teacher's horizon 1/(1-m) as a share of the schedule; a warning when it is long. DSSN's 0.996
-    is 250 steps, 0.2% of its VOC run: on a 1500-step run it is 17%, and at step 250 the teacher still
-    holds 37% of its random start."""
-    horizon = 1 / (1 - momentum) if momentum < 1 else float("inf")
-    share = horizon / max(iters, 1)
-    note = f"EMA teacher: momentum {momentum:.6g}, horizon {horizon:.0f} steps = {100 * share:.1f}% of {iters} steps"
-    if share > HORIZON_WARN:
-        note += (f"\nwarning: the teacher's horizon is over {100 * HORIZON_WARN:.0f}% of the schedule: it lags the "
-                 "student for much of the run; set method.ema_horizon (a share of the schedule, e.g. 0.01) or "
-                 "method.ema_momentum")
-    return note
-
-
-RUN_FILES = ("latest.pth", "best.pth")
-
-
-def refuse_to_overwrite(work_dir: Path, force: bool) -> None:
-    """A new run never replaces another run's checkpoints unless asked: ``--force`` starts over (the old
-    checkpoints are removed now, the logs are started anew), ``--resume`` continues."""
-    held = [work_dir / n for n in RUN_FILES if (work_dir / n).is_file()]
-    if not held:
-        return
-    if not force:
-        try:
-            step = f" at step {load_checkpoint(held[0])['step']}"
-        except SemisegError:
-            step = ""
-        raise SemisegError(f"{work_dir} holds a run ({held[0].name}{step}); continue it with --resume, start over "
-                           "with --force, or choose another --work-dir")
-    if os.environ.get("RANK", "0") == "0":  # before the process group exists: rank 0 by its variable
-        for path in held:
-            path.unlink(missing_ok=True)
 
 
 def seed_everything(seed: int, deterministic: bool) -> None:

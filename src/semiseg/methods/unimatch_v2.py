@@ -5,7 +5,8 @@ Complementary Dropout, CutMix within the batch (partner = the batch reversed).
 
 The EMA teacher (eval mode, no_grad) labels the weak view; its momentum ramps as
 min(1 - 1/(step + 1), 0.996). Complementary Dropout perturbs c1 and c4 of the two strong views with
-complementary channel masks, one mask for both levels, exactly half of the pairs left unperturbed. The paper's DINOv2 + DPT network is not available offline; the recipe is.
+complementary channel masks, one mask for both levels, exactly half of the pairs left unperturbed.
+The paper's DINOv2 + DPT network is not available offline; the recipe is.
 """
 from __future__ import annotations
 

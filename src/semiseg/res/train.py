@@ -31,7 +31,7 @@ from semiseg.config import ModelConfig, _check_keys, _deep_merge, parse_override
 from semiseg.data.augment import SEMIRES_STRONG, strong_photometric
 from semiseg.engine.checkpoint import save_checkpoint
 from semiseg.engine.optim import poly_lr, set_lr
-from semiseg.engine.trainer import cpu_has_native_bf16
+from semiseg.engine.precision import cpu_has_native_bf16
 from semiseg.errors import SemisegError
 from semiseg.methods.teacher import EMATeacher
 from semiseg.models import build_backbone
