@@ -79,7 +79,12 @@ def test_method_values_are_type_checked():
         load_config(None, ["method.name=dssn", "method.warmup_steps=soon"])
 
 
-@pytest.mark.parametrize("path", sorted(str(p) for p in __import__("pathlib").Path("configs").rglob("*.yaml")))
+REPO = __import__("pathlib").Path(__file__).resolve().parents[1]
+SHIPPED = sorted(str(p) for p in (REPO / "configs").rglob("*.yaml"))  # wherever pytest runs from
+assert len(SHIPPED) > 20
+
+
+@pytest.mark.parametrize("path", SHIPPED)
 def test_every_shipped_config_and_suite_loads(path):
     """A typo in a shipped reference config fails here, not hours into someone's run."""
     from semiseg.bench.quality import read_suite
@@ -89,7 +94,7 @@ def test_every_shipped_config_and_suite_loads(path):
         suite = read_suite(path)
         loader = load_res_config if suite.get("task") == "res" else load_config
         for r in suite["runs"]:  # suite overrides and the run's own, as the suite applies them
-            loader(r["config"], list(suite.get("overrides", [])) + list(r.get("overrides", [])))
+            loader(REPO / r["config"], list(suite.get("overrides", [])) + list(r.get("overrides", [])))
     elif "/res/" in path:
         load_res_config(path, [])
     else:

@@ -81,3 +81,29 @@ def test_ignored_and_all_ignored():
     ignore[0, 0, 0] = False  # a single valid pixel: its own cluster, variance 0, weight 1
     pl, w = SELECT(probs, ignore)
     assert w[1].sum() == 0 and w[0, 0, 0] == 1 and w[0].sum() == 1
+
+
+def test_tmp_erases_exactly_the_reliable_pixels_inside_the_chosen_blocks(tiny_scenes, tiny_store, monkeypatch):
+    import semiseg.methods.csl as csl
+    from test_methods import make_method
+
+    method, _, batch = make_method("csl", tiny_scenes, tiny_store)
+    u = batch["u"]
+    b, _, h, w = u.shape
+    blocks = torch.zeros(b, h, w, dtype=torch.bool)
+    blocks[:, : h // 2] = True  # the top half is "chosen"
+    monkeypatch.setattr(csl, "block_mask", lambda *a, **k: blocks)
+    monkeypatch.setattr(csl, "strong_photometric", lambda x, *a, **k: x)  # no photometric change: see the mask
+    monkeypatch.setattr(method, "strong", lambda x: x)
+    reliable = torch.zeros(b, h, w)
+    reliable[:, :, : w // 2] = 1.0  # the left half is reliable
+    torch.manual_seed(0)
+    out = method.masked_view(u, reliable)
+    erased = (out == 0).all(1) & (u != 0).any(1)
+    masked_samples = erased.flatten(1).any(1)
+    assert masked_samples.any()  # this seed draws TMP for some samples
+    for i in range(b):
+        if masked_samples[i]:  # TMP's half: exactly the reliable pixels inside the chosen blocks
+            assert torch.equal(erased[i], blocks[i] & (reliable[i] == 1))
+        else:  # the other half: the plain strong view
+            assert torch.equal(out[i], u[i])

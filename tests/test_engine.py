@@ -125,8 +125,34 @@ def test_logged_means_skip_missing_per_class_values(tiny_scenes, tmp_path):
     trainer = Trainer(cfg, work_dir=str(tmp_path))
     steps = iter([{"loss": 1.0, "mask_ratio_c1": float("nan")}, {"loss": 3.0, "mask_ratio_c1": 0.5},
                   {"loss": 1.0, "mask_ratio_c1": float("nan")}, {"loss": 3.0, "mask_ratio_c1": 0.7}])
-    trainer.train_step = lambda: next(steps)
+    trainer.train_step = lambda: {k: torch.tensor(v, dtype=torch.float64) for k, v in next(steps).items()}
     trainer.run()
     row = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()
            if json.loads(line)["kind"] == "train"][-1]
     assert row["loss"] == pytest.approx(2.0) and row[f"mask_ratio/{trainer.names[1]}"] == pytest.approx(0.6)
+
+
+def test_gradient_accumulation_all_reduces_on_the_last_micro_step_only(tiny_scenes, tmp_path):
+    """Under DDP (anything with ``no_sync``) the first accum_steps - 1 micro-steps run inside ``no_sync``."""
+    import contextlib
+
+    trainer = Trainer(tiny_cfg(tiny_scenes, "train.accum_steps=3", "train.iters=2"), work_dir=str(tmp_path))
+    entered = []
+
+    class Wrapped(torch.nn.Module):
+        def __init__(self, module):
+            super().__init__()
+            self.module = module
+
+        def forward(self, *args, **kwargs):
+            return self.module(*args, **kwargs)
+
+        @contextlib.contextmanager
+        def no_sync(self):
+            entered.append(True)
+            yield
+
+    trainer.wrapped = trainer.method.model = Wrapped(trainer.model)
+    logs = trainer.train_step()
+    assert len(entered) == 2  # micro-steps 1 and 2 of 3
+    assert all(torch.is_tensor(v) and v.dim() == 0 for v in logs.values())  # numbers only at log time

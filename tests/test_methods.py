@@ -58,12 +58,26 @@ def test_method_contract(name, extra, tiny_scenes, tiny_store):
                 assert torch.allclose(v, m * before[k] + (1 - m) * student[k], atol=1e-6), k
     else:
         assert teacher is None
-    # state round trip
+    # state round trip: a teacher's state is all a method holds beyond the student
     state = method.state_dict()
+    assert set(state) == ({"teacher"} if type(method).needs_teacher else set())
     other, _, _ = make_method(name, tiny_scenes, tiny_store, *extra)
     other.load_state_dict(state)
     for k, v in state.get("teacher", {}).items():
         assert torch.equal(v, other.teacher.module.state_dict()[k])
+
+
+def test_dssn_warm_up_drops_the_strong_views_and_copies_the_student(tiny_scenes, tiny_store):
+    method, model, batch = make_method("dssn", tiny_scenes, tiny_store, "method.warmup_steps=2")
+    assert method.training_step(batch, step=1)["loss_s1"] == 0  # inside the warm-up
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.1)
+    method.after_step(step=1)  # keep rate 0: the teacher becomes the student
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, method.teacher.module.state_dict()[k]), k
+    out = method.training_step(batch, step=2)
+    assert out["loss_s1"] > 0 and out["loss_s2"] > 0  # after it, both strong views learn
 
 
 @pytest.mark.parametrize("name,maps", [("fixmatch", 2), ("unimatch", 2), ("dssn", 3)])

@@ -9,7 +9,6 @@ and logging; the method owns its forward passes and losses. The teacher is never
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 import random
 import signal
@@ -145,24 +144,30 @@ class Trainer:
     def _autocast(self):
         return torch.autocast(self.device.type, dtype=self.amp) if self.amp else contextlib.nullcontext()
 
-    def train_step(self) -> Optional[Dict[str, float]]:
+    def train_step(self) -> Optional[Dict[str, torch.Tensor]]:
+        """One optimizer step over ``accum_steps`` micro-batches; the logged terms as 0-d float64 tensors (on
+        the device: converted to numbers once per log interval, not a host sync per term and micro-step)."""
         t = self.cfg.train
         set_lr(self.optimizer, poly_lr(t.lr, self.step, t.iters, t.poly_power))
-        logs: Dict[str, float] = {}
-        for _ in range(t.accum_steps):
+        logs: Dict[str, torch.Tensor] = {}
+        no_sync = getattr(self.wrapped, "no_sync", None)  # DDP: all-reduce the gradients on the last micro-step
+        for i in range(t.accum_steps):
             batch = next(self.batches)
             if t.channels_last:
                 batch = {k: v.contiguous(memory_format=torch.channels_last) if torch.is_tensor(v) and v.dim() == 4
                          else v for k, v in batch.items()}
-            with self._autocast():
-                out = self.method.training_step(batch, self.step)
-            loss = out["loss"]
-            if not dist.all_true(bool(torch.isfinite(loss.detach())), self.device):
-                self.optimizer.zero_grad(set_to_none=True)
-                return None
-            self.scaler.scale(loss / t.accum_steps).backward()
+            accumulate = no_sync is not None and i < t.accum_steps - 1
+            with no_sync() if accumulate else contextlib.nullcontext():
+                with self._autocast():
+                    out = self.method.training_step(batch, self.step)
+                loss = out["loss"]
+                if not dist.all_true(bool(torch.isfinite(loss.detach())), self.device):
+                    self.optimizer.zero_grad(set_to_none=True)
+                    return None
+                self.scaler.scale(loss / t.accum_steps).backward()
             for k, v in out.items():  # tensors or plain numbers (e.g. a refiner's miss rate)
-                logs[k] = logs.get(k, 0.0) + float(v.detach() if torch.is_tensor(v) else v) / t.accum_steps
+                v = torch.as_tensor(v.detach() if torch.is_tensor(v) else v, dtype=torch.float64)
+                logs[k] = logs.get(k, 0.0) + v / t.accum_steps
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
@@ -202,10 +207,11 @@ class Trainer:
             self.bad_steps = 0
             self.step += 1
             for k, v in logs.items():  # averaged over the log interval, so no step goes unlogged; NaN (a
-                if math.isfinite(v):  # per-class diagnostic without pixels this step) counts as no value
-                    sums[k], counts[k] = sums.get(k, 0.0) + v, counts.get(k, 0) + 1
+                finite = torch.isfinite(v)  # per-class diagnostic without pixels this step) counts as no value
+                sums[k] = sums.get(k, 0.0) + torch.where(finite, v, 0.0)
+                counts[k] = counts.get(k, 0) + finite
             if self.step % t.log_interval == 0 or self.step == t.iters:
-                means = {self._name(k): v / counts[k] for k, v in sums.items()}
+                means = {self._name(k): float(v / counts[k]) for k, v in sums.items() if counts[k]}
                 self.log.progress(self.step, {**means, "lr": self.optimizer.param_groups[0]["lr"],
                                               "s_per_step": (time.time() - t0) / max(1, self.step - start),
                                               **({"data_skipped": self.batches.skipped} if self.batches.skipped else {}),

@@ -142,8 +142,11 @@ def refine_binary(p_fg: torch.Tensor, props: torch.Tensor, kind: str = "iom") ->
     IOM/CPI replace the teacher's mask (p_fg > 0.5) by the matched proposal(s), weight 1 everywhere;
     without a match, PWA keeps the teacher's mask with weights 1.3 - N(p_fg; 0.5, 0.1).
     Returns (mask (H, W) long, weight (H, W), refined?)."""
+    matchers = {"iom": match_iom, "cpi": match_cpi}
+    if kind not in matchers:  # a typo must not select another matcher silently
+        raise SemisegError(f"refiner {kind!r}: valid: {', '.join(matchers)}")
     fg = (p_fg > 0.5).reshape(1, -1).float()
-    match = match_iom if kind == "iom" else match_cpi
+    match = matchers[kind]
     found = match(props.reshape(props.shape[0], fg.shape[1]).float(), fg)[0] if props.shape[0] else None
     if found is None:
         return (p_fg > 0.5).long(), pwa_weight(p_fg), False
