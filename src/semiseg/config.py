@@ -55,8 +55,8 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    arch: str = choice("deeplabv3plus")
-    backbone: str = "resnet18"  # resnet18/34/50/101 | efficientnet_lite0
+    arch: str = choice("deeplabv3plus", "dpt")  # dpt: UniMatch V2's head, with a dinov2_* backbone
+    backbone: str = "resnet18"  # resnet18/34/50/101 | efficientnet_lite0 | dinov2_small/base/large (dpt)
     width: float = 1.0  # channel multiplier for ResNets (0.5 = half width for CPU)
     stem: str = choice("deep", "standard")  # deep (3x conv3x3, the field's checkpoints) | standard (7x7)
     output_stride: int = choice(16, 8, 32)
@@ -66,6 +66,7 @@ class ModelConfig:
     pretrained: str = ""  # "" | imagenet (EfficientNet-Lite0's shipped weights) | path to a file
     fp_dropout: float = 0.5
     aspp_dropout: float = 0.0  # the authors' ASPP has none; 0.5 = torchvision's Dropout after the projection
+    freeze_backbone: bool = False  # UniMatch V2's lock_backbone: train the head only (less memory and time)
 
 
 @dataclass

@@ -9,7 +9,8 @@ from semiseg.errors import SemisegError
 
 def build_optimizer(train_cfg, model: nn.Module) -> torch.optim.Optimizer:
     head = {id(p) for p in model.head_parameters()}
-    backbone = [p for p in model.parameters() if id(p) not in head]
+    # a frozen encoder (model.freeze_backbone) has no trainable parameters and no optimizer state
+    backbone = [p for p in model.parameters() if id(p) not in head and p.requires_grad]
     groups = [{"params": backbone, "lr": train_cfg.lr, "lr_scale": 1.0},
               {"params": model.head_parameters(), "lr": train_cfg.lr * train_cfg.lr_multi,
                "lr_scale": train_cfg.lr_multi}]

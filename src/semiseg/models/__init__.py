@@ -5,6 +5,8 @@ from torch import nn
 
 from semiseg.errors import SemisegError
 from semiseg.models.deeplabv3plus import DeepLabV3Plus
+from semiseg.models.dinov2 import SIZES
+from semiseg.models.dpt import DPTSegmenter
 from semiseg.models.efficientnet import HEAD_KEYS, EfficientNetLite0, shipped_weights_path
 from semiseg.models.resnet import DEPTHS, ResNet
 from semiseg.models.weights import load_into, read_state_dict
@@ -34,8 +36,10 @@ def _effnet(mcfg, depth: int = 0) -> nn.Module:
 
 
 def backbone_names() -> list[str]:
-    """Every valid ``model.backbone``: resnet<depth> for the built depths, and the other registered ones."""
-    return [f"resnet{d}" for d in sorted(DEPTHS)] + [n for n in BACKBONES.names() if n != "resnet"]
+    """Every valid ``model.backbone``: resnet<depth> for the built depths, the other registered ones, and
+    the DINOv2 sizes (with ``model.arch=dpt``)."""
+    return ([f"resnet{d}" for d in sorted(DEPTHS)] + [n for n in BACKBONES.names() if n != "resnet"]
+            + [f"dinov2_{s}" for s in SIZES])
 
 
 def build_backbone(mcfg) -> nn.Module:
@@ -48,7 +52,17 @@ def build_backbone(mcfg) -> nn.Module:
 
 
 def build_model(mcfg, num_classes: int) -> nn.Module:
-    if mcfg.arch != "deeplabv3plus":
-        raise SemisegError(f"unknown model.arch {mcfg.arch!r}; valid: deeplabv3plus")
-    return DeepLabV3Plus(build_backbone(mcfg), num_classes, mcfg.dilations, mcfg.head_channels,
-                         mcfg.low_level_channels, mcfg.fp_dropout, mcfg.aspp_dropout)
+    vit = mcfg.backbone.startswith("dinov2_")
+    if vit != (mcfg.arch == "dpt"):
+        raise SemisegError(f"model.arch={mcfg.arch} with model.backbone={mcfg.backbone}: the DPT head takes a DINOv2 "
+                           "encoder (dinov2_small/base/large), DeepLabV3+ a CNN one")
+    if vit:
+        model = DPTSegmenter(mcfg.backbone.removeprefix("dinov2_"), num_classes, mcfg.fp_dropout)
+        if mcfg.pretrained:
+            model.backbone.load_released(read_state_dict(mcfg.pretrained), mcfg.pretrained)
+    else:
+        model = DeepLabV3Plus(build_backbone(mcfg), num_classes, mcfg.dilations, mcfg.head_channels,
+                              mcfg.low_level_channels, mcfg.fp_dropout, mcfg.aspp_dropout)
+    if mcfg.freeze_backbone:
+        model.backbone.requires_grad_(False)
+    return model

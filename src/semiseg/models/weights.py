@@ -21,8 +21,8 @@ def read_state_dict(path: str | Path) -> Dict[str, torch.Tensor]:
     if not path.is_file():
         raise SemisegError(f"weights file {path} does not exist (model.pretrained, relative to the working directory "
                            f"{Path.cwd()}): for resnet<depth>, the field's deep-stem ImageNet ResNet (resnet101.pth, "
-                           "linked from UniMatch's README); model.stem=standard takes a torchvision ResNet file; "
-                           "model.pretrained= trains from scratch")
+                           "linked from UniMatch's README); model.stem=standard takes a torchvision ResNet file; for "
+                           "dinov2_*, Meta's dinov2_vit{s,b,l}14_pretrain.pth; model.pretrained= trains from scratch")
     try:
         sd = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # pickle with code, truncated zip, not a torch file...
