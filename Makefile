@@ -11,7 +11,7 @@ SCENES := data/scenes/meta.json
 setup: $(STAMP) fashion-mnist
 
 # torch==2.13.0 first: any torch-dependent package installed before it pulls a multi-GB CUDA build.
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e '.[dev,export]'
