@@ -249,8 +249,9 @@ def _iters_or_epochs(cfg: DictConfig, rank: Dict[str, int], origin: Dict[str, st
     if not cfg.train.epochs or iters is None:
         return
     if iters == epochs:
-        raise SemisegError(f"{origin['train.iters']}: sets both train.iters and train.epochs; keep one "
-                           "(epochs > 0 sets the schedule in passes over the unlabeled set)")
+        raise SemisegError(f"{origin['train.iters']}: sets both train.iters and train.epochs (a _base_ file counts as "
+                           "part of it); keep one: epochs > 0 counts passes over the unlabeled set, "
+                           "train.epochs: 0 lets train.iters count steps")
     if epochs is None or iters > epochs:
         cfg.train.epochs = 0
 

@@ -171,7 +171,14 @@ def check_binary_masks(layout: Layout) -> None:
     train on background only (255 is the ignore label). All of them: refused before any step; some (a mask
     may hold background and ignore alone): a warning. The labeled list is the small one here: cheap to read."""
     n = len(layout.class_names)
-    binary = [s.mask for s in layout.labeled if s.mask and is_binary_255(np.unique(read_mask(layout.root / s.mask)), n)]
+
+    def binary_255(mask: str) -> bool:
+        try:
+            return is_binary_255(np.unique(read_mask(layout.root / mask)), n)
+        except SemisegError:  # an unreadable mask is data.on_error's to handle, when it is loaded
+            return False
+
+    binary = [s.mask for s in layout.labeled if s.mask and binary_255(s.mask)]
     if not binary:
         return
     what = (f"{len(binary)} of the {len(layout.labeled)} labeled masks hold only 0 and 255, e.g. {binary[:3]}: "
