@@ -1,5 +1,6 @@
 """One shared contract for every registered method: a new method is covered by registering it."""
 import copy
+import importlib.util
 import json
 
 import pytest
@@ -30,6 +31,8 @@ CASES = [(name, ()) for name in METHODS.names()] + [
     ("csl", ("method.selector={name: class_aware}",)),  # any selector in any method
     ("unimatch", ("method.selector={name: csl}", "method.mix=roll")),
 ]
+if importlib.util.find_spec("dinov2"):  # any method on UniMatch V2's network (a tiny DINOv2 + DPT)
+    CASES += [(name, ("model.arch=dpt", "model.backbone=dinov2_tiny")) for name in METHODS.names()]
 
 
 @pytest.mark.parametrize("name,extra", CASES)
