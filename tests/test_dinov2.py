@@ -2,13 +2,14 @@
 contract, strict loading of released checkpoints, and every method on a tiny DINOv2-shaped encoder."""
 import pytest
 import torch
+import torch.nn.functional as F
 
 pytest.importorskip("dinov2")
 
 from semiseg.config import load_config  # noqa: E402
 from semiseg.errors import SemisegError  # noqa: E402
 from semiseg.models import build_model  # noqa: E402
-from semiseg.models.dinov2 import PATCH, SIZES, DINOv2Encoder, build_vit  # noqa: E402
+from semiseg.models.dinov2 import PATCH, SIZES, DINOv2Encoder, build_vit, to_patch_multiple  # noqa: E402
 
 from conftest import tiny_cfg  # noqa: E402
 
@@ -21,14 +22,16 @@ def test_encoder_levels_equal_the_packages_model(size):
     encoder = DINOv2Encoder(size).eval()
     reference = build_vit(size).eval()
     reference.load_state_dict(encoder.vit.state_dict())
-    for h, w in [(28, 28), (42, 70), (56, 28)]:
+    for h, w in [(28, 28), (42, 70), (50, 33)]:  # the last is no multiple of 14: resized to 56 x 28 first
         x = torch.randn(2, 3, h, w)
         with torch.no_grad():
-            ours = encoder(x)
-            theirs = reference.get_intermediate_layers(x, list(SIZES[size].layers), reshape=True)
+            ours = encoder(to_patch_multiple(x))
+            theirs = reference.get_intermediate_layers(F.interpolate(x, size=(round(h / 14) * 14, round(w / 14) * 14),
+                                                                     mode="bilinear", align_corners=True),
+                                                       list(SIZES[size].layers), reshape=True)
         assert len(ours) == 4
         for a, b in zip(ours, theirs):
-            assert a.shape == (2, encoder.embed_dim, h // PATCH, w // PATCH)
+            assert a.shape == (2, encoder.embed_dim, round(h / PATCH), round(w / PATCH))
             assert torch.allclose(a, b, atol=1e-5)
 
 

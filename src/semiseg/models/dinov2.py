@@ -14,6 +14,7 @@ from functools import partial
 from typing import List, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from semiseg.errors import SemisegError
@@ -54,6 +55,15 @@ def build_vit(size: str) -> nn.Module:
 
     return vits.DinoVisionTransformer(embed_dim=s.embed_dim, depth=s.depth, num_heads=s.heads, mlp_ratio=4,
                                       block_fn=partial(NestedTensorBlock, attn_class=MemEffAttention), **common)
+
+
+def to_patch_multiple(x: torch.Tensor) -> torch.Tensor:
+    """Resize (bilinear) to the nearest multiple of the patch on each side, as V2 crops and evaluates."""
+    h, w = x.shape[-2:]
+    ph, pw = max(1, round(h / PATCH)) * PATCH, max(1, round(w / PATCH)) * PATCH
+    if (ph, pw) == (h, w):
+        return x
+    return F.interpolate(x, size=(ph, pw), mode="bilinear", align_corners=True)
 
 
 class DINOv2Encoder(nn.Module):

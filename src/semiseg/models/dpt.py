@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from semiseg.models.deeplabv3plus import complementary_dropout
-from semiseg.models.dinov2 import PATCH, SIZES, DINOv2Encoder
+from semiseg.models.dinov2 import SIZES, DINOv2Encoder, to_patch_multiple
 
 
 class ResidualConvUnit(nn.Module):
@@ -94,10 +94,7 @@ class DPTSegmenter(nn.Module):
     def forward(self, x: torch.Tensor, fp_branches: int = 0,
                 comp_drop: bool = False) -> Union[torch.Tensor, Tuple[torch.Tensor, List[torch.Tensor]]]:
         h, w = x.shape[-2:]
-        ph, pw = max(1, round(h / PATCH)), max(1, round(w / PATCH))
-        if (ph * PATCH, pw * PATCH) != (h, w):
-            x = F.interpolate(x, size=(ph * PATCH, pw * PATCH), mode="bilinear", align_corners=True)
-        feats = self.backbone(x)
+        feats = self.backbone(to_patch_multiple(x))
         if comp_drop:
             feats = complementary_dropout(*feats)
         if fp_branches:
