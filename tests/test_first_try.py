@@ -185,3 +185,27 @@ def test_data_check_counts_the_labeled_list_alone_on_voc(voc_root):
 def test_coco_has_a_reference_config():
     cfg = load_config("configs/coco/unimatch_r101-deeplabv3p_4xb2_coco-1_512.yaml")
     assert cfg.data.dataset == "coco" and cfg.data.split == "1_512" and cfg.train.epochs == 30
+
+
+def test_every_cli_option_says_what_it_does_and_its_default():
+    import argparse
+
+    from semiseg.cli import build_parser
+
+    def parsers(p, path):
+        yield path, p
+        for action in p._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    yield from parsers(sub, f"{path} {name}")
+
+    seen, verbs = 0, dict(parsers(build_parser(), "semiseg"))
+    for path, p in verbs.items():
+        for action in p._actions:
+            if isinstance(action, (argparse._HelpAction, argparse._SubParsersAction)):
+                continue
+            seen += 1
+            assert action.help, f"{path}: {action.option_strings or action.dest} has no help"
+    assert seen > 60
+    text = verbs["semiseg data scenes"].format_help()
+    assert "training scenes (the splits are drawn from them) (default: 1024)" in " ".join(text.split())

