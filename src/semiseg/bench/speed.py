@@ -65,7 +65,7 @@ def measure(cfg, steps: int = 20, warmup: int = 5) -> Dict[str, float]:
 
         model = trainer.model.eval()
         x = cached[0]["x"]
-        with torch.no_grad(), trainer._autocast():
+        with torch.no_grad(), trainer.autocast():
             infer = _median_time(lambda: model(x), steps, warmup, sync)
         trainer.log.close()
     step_c, step_l, load = (statistics.median(v) for v in (compute, with_loader, loader))

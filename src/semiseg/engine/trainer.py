@@ -141,7 +141,8 @@ class Trainer:
         dist.barrier()
 
     # ---------------------------------------------------------------- loop
-    def _autocast(self):
+    def autocast(self):
+        """The run's autocast context (train.amp resolved for the device); no-op in fp32."""
         return torch.autocast(self.device.type, dtype=self.amp) if self.amp else contextlib.nullcontext()
 
     def train_step(self) -> Optional[Dict[str, torch.Tensor]]:
@@ -158,7 +159,7 @@ class Trainer:
                          else v for k, v in batch.items()}
             accumulate = no_sync is not None and i < t.accum_steps - 1
             with no_sync() if accumulate else contextlib.nullcontext():
-                with self._autocast():
+                with self.autocast():
                     out = self.method.training_step(batch, self.step)
                 loss = out["loss"]
                 if not dist.all_true(bool(torch.isfinite(loss.detach())), self.device):
