@@ -23,7 +23,7 @@ from semiseg.engine.evaluator import confusion, metrics_from_confusion
 from semiseg.errors import SemisegError
 from semiseg.inference import Predictor
 from semiseg.pseudo.refiners import build_refiner
-from semiseg.pseudo.selectors import build_selector
+from semiseg.pseudo.selectors import build_selector, selected
 
 SELECTORS = {"threshold 0.95": {"name": "threshold", "tau": 0.95}, "CPLG (class_aware)": {"name": "class_aware"},
              "csl": {"name": "csl"}, "none": {"name": "none"}}
@@ -81,7 +81,7 @@ def evaluate_pseudo(predictor: Predictor, samples, layout, store=None, max_image
             right = (pl == gt[None]) & ~ignore
             for name, select in selectors.items():
                 _, w = select(probs, ignore)
-                chosen = (w >= 1 - 1e-6) & ~ignore
+                chosen = selected(w) & ~ignore
                 for row, m in enumerate((~ignore, chosen, chosen & right)):
                     per_class[name][row] += torch.bincount(pl[m], minlength=n_cls).numpy()
                 if name == "csl":

@@ -109,7 +109,4 @@ class DSSN(SemiMethod):
                 "loss_feat": loss_feat.detach(), **self.stats(pl_t, w_t, ign_u, batch), **self.refine_stats()}
 
     def after_step(self, step: int) -> None:
-        if step < self.cfg.warmup_steps:  # keep rate 0: the teacher is a copy of the student
-            self.teacher.copy_from(self.student)
-        else:
-            self.teacher.update(self.student, step)
+        self.teacher.follow(self.student, step, copy_until=self.cfg.warmup_steps)

@@ -88,7 +88,4 @@ class SemiRES(SemiMethod):
                 **stats, **self.refine_stats()}
 
     def after_step(self, step: int) -> None:
-        if step < self.cfg.burn_in_steps:  # the teacher starts from the burned-in student
-            self.teacher.copy_from(self.student)
-        else:
-            self.teacher.update(self.student, step)
+        self.teacher.follow(self.student, step, copy_until=self.cfg.burn_in_steps)  # starts from the burned-in student

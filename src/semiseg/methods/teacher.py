@@ -46,6 +46,14 @@ class EMATeacher(nn.Module):
     def copy_from(self, student: nn.Module) -> None:
         self.module.load_state_dict(student.state_dict())
 
+    def follow(self, student: nn.Module, step: int, copy_until: int = 0) -> None:
+        """After optimizer step ``step``: a copy of the student (keep rate 0) while ``step < copy_until`` (DSSN's
+        warm-up, SemiRES's burn-in), the EMA update afterwards."""
+        if step < copy_until:
+            self.copy_from(student)
+        else:
+            self.update(student, step)
+
 
 HORIZON_WARN = 0.05  # share of the schedule above which an EMA teacher lags the student noticeably
 

@@ -65,6 +65,12 @@ def build_selector(spec: Mapping[str, Any]) -> Selector:
     return functools.partial(fn, **spec)
 
 
+def selected(weight: torch.Tensor) -> torch.Tensor:
+    """The pixels a selector kept outright (weight 1, up to rounding); soft weights below count as unselected
+    in every statistic, report and benchmark."""
+    return weight >= 1 - 1e-6
+
+
 def selection_stats(pl: torch.Tensor, weight: torch.Tensor, ignore: torch.Tensor, num_classes: int,
                     hidden: torch.Tensor | None = None) -> Dict[str, torch.Tensor]:
     """``mask_ratio`` overall and per predicted class; with hidden ground truth also the precision of the
@@ -76,7 +82,7 @@ def selection_stats(pl: torch.Tensor, weight: torch.Tensor, ignore: torch.Tensor
     A per-class value without pixels to measure (no pixel of that class in the batch) is NaN, not 0, so
     that averages over steps are not dragged down by batches that lack a rare class."""
     valid = ~ignore
-    sel = (weight >= 1 - 1e-6) & valid
+    sel = selected(weight) & valid
     out = {"mask_ratio": sel.sum() / valid.sum().clamp(min=1)}
     counts = torch.bincount(pl[valid], minlength=num_classes).float()
     kept = torch.bincount(pl[sel], minlength=num_classes).float()

@@ -91,13 +91,14 @@ def run_sections(work: Path, rows: List[dict], max_images: int) -> List[str]:
 def prediction_sections(ckpt: Path, max_images: int) -> List[str]:
     from semiseg.data.dataset import SegDataset
     from semiseg.data.presets import resolve_layout
+    from semiseg.engine.checkpoint import load_checkpoint
     from semiseg.engine.evaluator import confusion
     from semiseg.inference import Predictor
-    from semiseg.pseudo.selectors import build_selector
+    from semiseg.pseudo.selectors import build_selector, selected
 
     student = Predictor.from_checkpoint(str(ckpt))
     cfg = student.cfg
-    has_teacher = "teacher" in torch.load(ckpt, map_location="cpu", weights_only=True).get("method", {})
+    has_teacher = "teacher" in load_checkpoint(ckpt).get("method", {})
     labeler = Predictor.from_checkpoint(str(ckpt), teacher=True) if has_teacher else student
     selector = build_selector(cfg.method.get("selector") or {"name": "none"})
     layout = resolve_layout(cfg.data)
@@ -117,7 +118,7 @@ def prediction_sections(ckpt: Path, max_images: int) -> List[str]:
                 probs = torch.nn.functional.interpolate(labeler.model(item["image"][None]).float(), size=gt.shape,
                                                         mode="bilinear", align_corners=True).softmax(1)
                 pl, w = selector(probs, torch.zeros(1, *gt.shape, dtype=torch.bool))
-                pseudo = student.colorize(pl[0].byte().numpy()) * (w[0].numpy()[..., None] >= 1 - 1e-6)
+                pseudo = student.colorize(pl[0].byte().numpy()) * selected(w[0]).numpy()[..., None]
                 gt_col = student.colorize(np.where(gt.numpy() == 255, 0, gt.numpy()).astype(np.uint8))
                 grid.append([img, gt_col, student.colorize(pred.argmax(1)[0].byte().numpy()), pseudo.astype(np.uint8)])
     cells = "".join("<tr>" + "".join(f'<td><img src="{_png(a)}" alt="{name}"></td>'

@@ -33,6 +33,7 @@ from semiseg.engine.checkpoint import save_checkpoint
 from semiseg.engine.optim import poly_lr, set_lr
 from semiseg.engine.precision import cpu_has_native_bf16
 from semiseg.errors import SemisegError
+from semiseg.methods.base import IMAGENET
 from semiseg.methods.teacher import EMATeacher
 from semiseg.models import build_backbone
 from semiseg.pseudo.refiners import refine_binary
@@ -41,7 +42,7 @@ from semiseg.res.metrics import ResMetrics
 from semiseg.res.model import ReferringSegmenter
 from semiseg.res.text import build_text_encoder
 
-MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+MEAN, STD = IMAGENET
 
 
 @dataclass
@@ -207,10 +208,7 @@ class ResTrainer:
             self.opt.zero_grad(set_to_none=True)
             loss.backward()
             self.opt.step()
-            if step < c.burn_in:
-                self.teacher.copy_from(self.model)
-            else:
-                self.teacher.update(self.model, step)
+            self.teacher.follow(self.model, step, copy_until=c.burn_in)
             if (step + 1) % c.eval_interval == 0 or step + 1 == c.iters:
                 s_per_step = (time.perf_counter() - started) / (step + 1)  # wall clock, earlier evaluations included
                 net = self.model if c.method == "supervised" else self.teacher
