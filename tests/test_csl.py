@@ -92,7 +92,8 @@ def test_tmp_erases_exactly_the_reliable_pixels_inside_the_chosen_blocks(tiny_sc
     b, _, h, w = u.shape
     blocks = torch.zeros(b, h, w, dtype=torch.bool)
     blocks[:, : h // 2] = True  # the top half is "chosen"
-    monkeypatch.setattr(csl, "block_mask", lambda *a, **k: blocks)
+    drawn = {}
+    monkeypatch.setattr(csl, "block_mask", lambda *a, **k: drawn.update(k) or blocks)
     monkeypatch.setattr(csl, "strong_photometric", lambda x, *a, **k: x)  # no photometric change: see the mask
     monkeypatch.setattr(method, "strong", lambda x: x)
     reliable = torch.zeros(b, h, w)
@@ -102,6 +103,7 @@ def test_tmp_erases_exactly_the_reliable_pixels_inside_the_chosen_blocks(tiny_sc
     erased = (out == 0).all(1) & (u != 0).any(1)
     masked_samples = erased.flatten(1).any(1)
     assert masked_samples.any()  # this seed draws TMP for some samples
+    assert drawn["grid"] == 10  # the default: the code's 10 x 10 grid, whatever the crop
     for i in range(b):
         if masked_samples[i]:  # TMP's half: exactly the reliable pixels inside the chosen blocks
             assert torch.equal(erased[i], blocks[i] & (reliable[i] == 1))

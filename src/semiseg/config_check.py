@@ -46,7 +46,7 @@ def _type_ok(value: Any, default: Any) -> bool:
         return isinstance(value, (int, float)) and not isinstance(value, bool)
     if isinstance(default, (list, tuple)):
         return isinstance(value, (list, tuple))
-    return isinstance(value, type(default)) and not (isinstance(value, bool) and not isinstance(default, bool))
+    return isinstance(value, type(default)) and not isinstance(value, bool)
 
 
 def check_component(registry, spec: Dict[str, Any], origin: Dict[str, str], key: str) -> None:

@@ -225,7 +225,6 @@ def build_val_loader(cfg, layout: Layout, rank: int = 0, world: int = 1) -> Data
         raise SemisegError(f"no validation split found under {layout.root} (set data.val or add splits/val.txt)")
     samples = layout.val[: cfg.eval.max_images] if cfg.eval.max_images else layout.val
     ds = SegDataset(samples[rank::world], layout, cfg.data, "val")
-    verify_val(ds, layout.sources.get("val", "the validation split"), cfg.data.on_error)
     return DataLoader(ds, batch_size=cfg.eval.batch_size, shuffle=False, num_workers=min(cfg.data.num_workers, 2),
                       collate_fn=collate_val, worker_init_fn=leave_stopping_to_the_main_process)
 

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from semiseg.errors import SemisegError
+from semiseg.models.weights import mismatch
 
 
 def save_checkpoint(path: str | Path, state: Dict[str, Any]) -> None:
@@ -34,9 +35,9 @@ def save_checkpoint(path: str | Path, state: Dict[str, Any]) -> None:
     remove_torn_temporaries(path.parent, path.name)
 
 
-def remove_torn_temporaries(folder: Path, name: str = "*.pth") -> None:
+def remove_torn_temporaries(folder: Path, name: str) -> None:
     """Delete the half-written temporaries (``.NAME.tmpPID``) that killed writers left behind. Only one
-    process writes a run's checkpoints, so once it holds the lock of a finished write, any other is stale."""
+    process writes a run's checkpoints: right after its own write finished, any other temporary is stale."""
     for stale in Path(folder).glob(f".{name}.tmp*"):
         if stale.name != f".{name}.tmp{os.getpid()}":
             stale.unlink(missing_ok=True)
@@ -63,13 +64,11 @@ def load_weights(module: torch.nn.Module, state: Dict[str, torch.Tensor], path: 
                  what: str = "model") -> None:
     """``module.load_state_dict`` with one line naming the file when the weights belong to another model."""
     state = strip_prefixes(state)
-    own = module.state_dict()
-    missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
-    shapes = [k for k in own if k in state and own[k].shape != state[k].shape]
+    missing, unexpected, shapes = mismatch(module, state)
     if missing or unexpected or shapes:
         if shapes:
             k = shapes[0]
-            example = f"{k} is {tuple(state[k].shape)} there, {tuple(own[k].shape)} here"
+            example = f"{k} is {tuple(state[k].shape)} there, {tuple(module.state_dict()[k].shape)} here"
         else:
             example = f"{missing[0]} missing" if missing else f"{unexpected[0]} unexpected"
         raise SemisegError(f"checkpoint {path}: its {what} weights do not fit this model ({len(missing)} missing, "

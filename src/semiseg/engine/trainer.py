@@ -23,7 +23,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from semiseg import __version__
 from semiseg.config import as_dict, load_config, save_config, to_yaml
-from semiseg.data.loaders import TrainBatches, build_val_loader
+from semiseg.data.loaders import TrainBatches, build_val_loader, verify_val
 from semiseg.data.presets import resolve_layout
 from semiseg.engine import dist
 from semiseg.engine.checkpoint import (load_checkpoint, load_weights, refuse_to_overwrite, rng_state, save_checkpoint,
@@ -104,6 +104,7 @@ class Trainer:
         self.batches = TrainBatches(cfg, self.layout, self.ctx.rank, self.ctx.world, self.method.unlabeled_streams,
                                     self.device)
         self.val_loader = build_val_loader(cfg, self.layout, self.ctx.rank, self.ctx.world)
+        verify_val(self.val_loader.dataset, self.layout.sources.get("val", "the validation split"), cfg.data.on_error)
         epoch = self.batches.steps_per_epoch // t.accum_steps
         if t.epochs:
             t.iters = t.epochs * epoch

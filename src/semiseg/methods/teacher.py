@@ -26,8 +26,7 @@ class EMATeacher(nn.Module):
 
     @property
     def horizon(self) -> float:
-        """Steps the average reaches back (its weights decay by 1/e over them): 1 / (1 - m)."""
-        return 1 / (1 - self.momentum) if self.momentum < 1 else float("inf")
+        return horizon(self.momentum)
 
     def rate(self, step: int) -> float:
         return min(1 - 1 / (step + 1), self.momentum) if self.ramp else self.momentum
@@ -55,6 +54,11 @@ class EMATeacher(nn.Module):
             self.update(student, step)
 
 
+def horizon(momentum: float) -> float:
+    """Steps an EMA with this momentum reaches back (older weights decay by 1/e over them): 1 / (1 - m)."""
+    return 1 / (1 - momentum) if momentum < 1 else float("inf")
+
+
 HORIZON_WARN = 0.05  # share of the schedule above which an EMA teacher lags the student noticeably
 
 
@@ -62,9 +66,9 @@ def teacher_horizon_note(momentum: float, iters: int) -> str:
     """The EMA teacher's horizon 1/(1-m) as a share of the schedule; a warning when it is long. DSSN's 0.996
     is 250 steps, 0.2% of its VOC run: on a 1500-step run it is 17%, and at step 250 the teacher still
     holds 37% of its random start."""
-    horizon = 1 / (1 - momentum) if momentum < 1 else float("inf")
-    share = horizon / max(iters, 1)
-    note = f"EMA teacher: momentum {momentum:.6g}, horizon {horizon:.0f} steps = {100 * share:.1f}% of {iters} steps"
+    steps = horizon(momentum)
+    share = steps / max(iters, 1)
+    note = f"EMA teacher: momentum {momentum:.6g}, horizon {steps:.0f} steps = {100 * share:.1f}% of {iters} steps"
     if share > HORIZON_WARN:
         note += (f"\nwarning: the teacher's horizon is over {100 * HORIZON_WARN:.0f}% of the schedule: it lags the "
                  "student for much of the run; set method.ema_horizon (a share of the schedule, e.g. 0.01) or "

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from semiseg.errors import SemisegError
+from semiseg.models.weights import mismatch
 
 
 @dataclass(frozen=True)
@@ -82,9 +83,7 @@ class DINOv2Encoder(nn.Module):
 
     def load_released(self, state: dict, path: str) -> None:
         """A released checkpoint, strictly: every key of the model and nothing else."""
-        own = self.vit.state_dict()
-        missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
-        shapes = [k for k in own if k in state and own[k].shape != state[k].shape]
+        missing, unexpected, shapes = mismatch(self.vit, state)
         if missing or unexpected or shapes:
             raise SemisegError(f"weights file {path} is not a DINOv2 {self.size} checkpoint: {len(missing)} missing "
                                f"keys (e.g. {missing[:3]}), {len(unexpected)} unexpected (e.g. {unexpected[:3]}), "

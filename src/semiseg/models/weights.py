@@ -43,12 +43,18 @@ def _short(keys: Iterable[str], n: int = 6) -> str:
     return ", ".join(keys[:n]) + (f" (+{len(keys) - n} more)" if len(keys) > n else "")
 
 
+def mismatch(module: nn.Module, sd: Dict[str, torch.Tensor]):
+    """(missing, unexpected, of another shape): the keys, sorted, that keep ``sd`` from loading strictly."""
+    own = module.state_dict()
+    shapes = sorted(k for k in set(own) & set(sd) if own[k].shape != sd[k].shape)
+    return sorted(set(own) - set(sd)), sorted(set(sd) - set(own)), shapes
+
+
 def load_into(module: nn.Module, sd: Dict[str, torch.Tensor], path: str | Path, drop: tuple = ()) -> None:
     """Strict load after dropping classifier keys (``drop`` prefixes); errors list what does not match."""
     sd = {k: v for k, v in sd.items() if not k.startswith(drop)}
     own = module.state_dict()
-    missing, unexpected = set(own) - set(sd), set(sd) - set(own)
-    shape = [k for k in set(own) & set(sd) if own[k].shape != sd[k].shape]
+    missing, unexpected, shape = mismatch(module, sd)
     if missing or unexpected or shape:
         parts = []
         if missing:
