@@ -1,5 +1,5 @@
 """semiseg: semi-supervised semantic segmentation (DSSN, CSL, SemiRES and the baselines) on one engine."""
-__version__ = "0.1.0"
+from semiseg.version import __version__  # noqa: F401
 
 
 def load(ckpt: str, device: str = "cpu"):

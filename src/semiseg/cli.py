@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from pathlib import Path
 from typing import List, Optional
@@ -191,55 +192,7 @@ def parse(argv: Optional[List[str]] = None) -> argparse.Namespace:
 
 def run(argv: Optional[List[str]] = None) -> int:
     args = parse(argv)
-    if args.verb == "train":
-        from semiseg.engine.trainer import train_from_cli
-
-        return train_from_cli(args)
-    if args.verb == "eval":
-        from semiseg.engine.evaluator import eval_from_cli
-
-        return eval_from_cli(args)
-    if args.verb == "predict":
-        from semiseg.inference import predict_from_cli
-
-        return predict_from_cli(args)
-    if args.verb == "export":
-        from semiseg.export import export_from_cli
-
-        return export_from_cli(args)
-    if args.verb == "res":
-        from semiseg.res.train import res_from_cli
-
-        if args.config and "=" in args.config:
-            args.config, args.overrides = None, [args.config] + args.overrides
-        return res_from_cli(args)
-    if args.verb == "report":
-        from semiseg.report.build import report_from_cli
-
-        return report_from_cli(args)
-    if args.verb == "proposals":
-        from semiseg.pseudo.commands import proposals_from_cli
-
-        return proposals_from_cli(args)
-    if args.verb == "bench" and args.bench_verb == "pseudo":
-        from semiseg.bench.pseudo import pseudo_from_cli
-
-        return pseudo_from_cli(args)
-    if args.verb == "bench" and args.bench_verb == "selector":
-        from semiseg.bench.selector import selector_from_cli
-
-        return selector_from_cli(args)
-    if args.verb == "bench" and args.bench_verb == "quality":
-        from semiseg.bench.quality import quality_from_cli
-
-        return quality_from_cli(args)
-    if args.verb == "bench":
-        from semiseg.bench.speed import speed_from_cli
-
-        return speed_from_cli(args)
-    from semiseg.data.commands import data_from_cli
-
-    return data_from_cli(args)
+    return importlib.import_module(f"semiseg.commands.{args.verb}").run(args)  # late: --help stays fast
 
 
 def main(argv: Optional[List[str]] = None) -> None:

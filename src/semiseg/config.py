@@ -258,7 +258,9 @@ def _iters_or_epochs(cfg: DictConfig, rank: Dict[str, int], origin: Dict[str, st
 
 def resolve_method(cfg: DictConfig, origin: Optional[Dict[str, str]] = None) -> DictConfig:
     """Validate ``cfg.method`` against the chosen method's Config and fill its defaults."""
-    from semiseg.methods import METHODS  # late: methods import models, which import this module's users
+    # upward on purpose (tests/test_layers.py lists it): each method declares its own typed Config, the one
+    # schema of its section; late, because methods import models and the rooms that import this module
+    from semiseg.methods import METHODS
 
     origin = origin or {}
     method = OmegaConf.to_container(cfg.method)

@@ -70,6 +70,10 @@ def check_component(registry, spec: Dict[str, Any], origin: Dict[str, str], key:
 
 
 def check_config(cfg, origin: Dict[str, str]) -> None:
+    """Every name in the config against the registries that own it. The registries live in the rooms above
+    (data.presets, models, pseudo, methods), so these imports run upward on purpose and late, at load: a
+    config is where every room's names meet, and a misspelled name must fail when the file is read, naming
+    it, not at the first step. Nothing else in config/ reaches up (tests/test_layers.py lists these)."""
     from semiseg.config import Config
     from semiseg.data.presets import PRESETS
     from semiseg.methods import METHODS

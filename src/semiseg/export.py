@@ -59,14 +59,3 @@ def export_model(predictor: Predictor, fmt: str, out: Path, size: Tuple[int, int
             raise SemisegError(f"the {fmt} export differs from the model by {diffs[hw]:.2e} on a {hw[0]}x{hw[1]} "
                                f"input (tolerance {TOLERANCE:g}); no file written")
     return diffs
-
-
-def export_from_cli(args) -> int:
-    predictor = Predictor.from_checkpoint(args.ckpt)
-    d = predictor.cfg.data
-    size = tuple(args.input_size) if args.input_size else (d.resize or d.crop_size,) * 2
-    out = Path(args.output) if args.output else Path(args.ckpt).with_suffix(".onnx" if args.format == "onnx" else ".pt")
-    diffs = export_model(predictor, args.format, out, size)
-    checked = ", ".join(f"{h}x{w} {v:.1e}" for (h, w), v in diffs.items())
-    print(f"exported {args.format} to {out}, any input size; largest difference from eager at {checked}")
-    return 0

@@ -9,7 +9,6 @@ and logging; the method owns its forward passes and losses. The teacher is never
 from __future__ import annotations
 
 import contextlib
-import os
 import random
 import signal
 import time
@@ -21,8 +20,7 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from semiseg import __version__
-from semiseg.config import as_dict, load_config, save_config, to_yaml
+from semiseg.config import as_dict, save_config, to_yaml
 from semiseg.data.loaders import TrainBatches, build_val_loader, verify_val
 from semiseg.data.presets import resolve_layout
 from semiseg.engine import dist
@@ -37,6 +35,7 @@ from semiseg.losses import build_criterion
 from semiseg.methods import METHODS
 from semiseg.methods.teacher import teacher_horizon_note
 from semiseg.models import build_model
+from semiseg.version import __version__
 
 
 def seed_everything(seed: int, deterministic: bool) -> None:
@@ -114,7 +113,7 @@ class Trainer:
         if resume:
             self._resume(self.work_dir / "latest.pth" if resume == "auto" else Path(resume))
         self.log = RunLogger(self.work_dir, self.ctx.is_main, t.iters, self.step)
-        self._stop = False
+        self.stopped = False
 
     # ---------------------------------------------------------------- state
     def state(self) -> Dict[str, Any]:
@@ -195,7 +194,7 @@ class Trainer:
         self.model.train()
         final: Dict[str, float] = {}
         t0, start, sums, counts = time.time(), self.step, {}, {}
-        while self.step < t.iters and not self._stop:
+        while self.step < t.iters and not self.stopped:
             logs = self.train_step()
             if logs is None:
                 self.bad_steps += 1
@@ -223,23 +222,13 @@ class Trainer:
                 final = self.validate()
             if self.step % t.ckpt_interval == 0 or self.step == t.iters:
                 self.save("latest.pth")
-        if self._stop:
+        if self.stopped:
             self.save("latest.pth")
             self.log.info(f"stopped by signal at step {self.step}; checkpoint written, resume with --resume")
         for sig, handler in old.items():
             signal.signal(sig, handler)
         self.log.close()
-        if t.report and self.ctx.is_main and not self._stop:
-            self.write_report()
         return final
-
-    def write_report(self) -> None:
-        from semiseg.report.build import build_report
-
-        try:  # a report is a convenience: it must never fail a finished run
-            print(f"report: {build_report(self.work_dir)}", flush=True)
-        except Exception as e:  # noqa: BLE001
-            print(f"warning: could not write the report: {e}", flush=True)
 
     def _name(self, key: str) -> str:
         """``mask_ratio_c3`` -> ``mask_ratio/<class 3's name>`` (likewise ``sel_precision_c3``) for the logs."""
@@ -255,7 +244,7 @@ class Trainer:
         return threading.current_thread() is threading.main_thread()
 
     def _on_signal(self, signum, frame) -> None:
-        self._stop = True  # SIGTERM/SIGINT: finish the current step, write a checkpoint, exit cleanly
+        self.stopped = True  # SIGTERM/SIGINT: finish the current step, write a checkpoint, exit cleanly
 
     def validate(self) -> Dict[str, float]:
         e, d = self.cfg.eval, self.cfg.data
@@ -280,20 +269,11 @@ class Trainer:
 
 
 def train(cfg, work_dir: Optional[str] = None, resume: Optional[str] = None, load_from: Optional[str] = None,
-          force: bool = False):
+          force: bool = False) -> Dict[str, float]:
+    """One run from Python (no report: ``semiseg train`` writes it); the last evaluation's scalars."""
     trainer = Trainer(cfg, work_dir, resume, load_from, force)
     try:
         return trainer.run()
     finally:
         dist.cleanup()
 
-
-def train_from_cli(args) -> int:
-    cfg = load_config(args.config, args.overrides)
-    resume = args.resume
-    work_dir = Path(args.work_dir or cfg.work_dir)
-    # torchrun --max-restarts: a restarted worker group continues from the latest checkpoint by itself
-    if not resume and os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") != "0" and (work_dir / "latest.pth").is_file():
-        resume = "auto"
-    train(cfg, args.work_dir, resume, args.load_from, args.force)
-    return 0

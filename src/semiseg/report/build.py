@@ -163,9 +163,3 @@ def build_report(work_dir: str | Path, out: str | Path | None = None, max_images
     path = Path(out) if out else work / "report.html"
     path.write_text(page)
     return path
-
-
-def report_from_cli(args) -> int:
-    path = build_report(args.work_dir, args.out, args.max_images)
-    print(f"report written to {path}")
-    return 0

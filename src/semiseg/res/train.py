@@ -224,10 +224,4 @@ class ResTrainer:
         return final
 
 
-def res_from_cli(args) -> int:
-    final = ResTrainer(load_res_config(args.config, args.overrides)).run()
-    print(json.dumps(final))
-    return 0
-
-
 __all__: List[str] = ["ResConfig", "ResTrainer", "load_res_config"]

@@ -1,4 +1,4 @@
-"""``semiseg data scenes|split|check``: thin glue from arguments to the data functions."""
+"""``semiseg data scenes|referring|split|check``: arguments to the data functions and their printed summary."""
 from __future__ import annotations
 
 import time
@@ -8,7 +8,7 @@ from semiseg.data.splits import read_split, write_split, draw_split
 from semiseg.errors import SemisegError
 
 
-def data_from_cli(args) -> int:
+def run(args) -> int:
     if args.data_verb == "scenes":
         from semiseg.data.scenes import ScenesConfig, generate
 

@@ -12,7 +12,7 @@ from semiseg.pseudo.proposals import build_proposals
 from semiseg.pseudo.store import ProposalStore
 
 
-def proposals_from_cli(args) -> int:
+def run(args) -> int:
     cfg = load_config(args.config, args.overrides)
     layout = resolve_layout(cfg.data)
     if layout.unlabeled is None:

@@ -1,0 +1,29 @@
+"""``semiseg predict CKPT --input GLOB --output DIR``: class-id, colour and overlay PNGs per image; with
+``--text``, a referring segmenter's referent masks."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from semiseg.engine.checkpoint import load_checkpoint
+from semiseg.errors import SemisegError
+from semiseg.inference import Predictor, expand_inputs, predict_files
+
+
+def run(args) -> int:
+    files = expand_inputs(args.input)
+    ckpt = load_checkpoint(args.ckpt)
+    if ckpt.get("task") == "res" or args.text:
+        if ckpt.get("task") != "res" or not args.text:
+            raise SemisegError(f"--text goes with checkpoints of `semiseg res train`; {args.ckpt} is "
+                               f"{'one' if ckpt.get('task') == 'res' else 'a segmentation checkpoint'}"
+                               f"{', so give --text' if ckpt.get('task') == 'res' else ''}")
+        from semiseg.res.predict import predict_res
+
+        predict_res(ckpt, files, args.text, Path(args.output), args.opacity)
+        print(f"{len(files)} image(s): referent masks in {args.output}/index, overlays in {args.output}/overlay")
+        return 0
+    predictor = Predictor.from_checkpoint(args.ckpt, device=args.device)
+    predict_files(predictor, files, Path(args.output), args.opacity, args.mode, args.label_ids)
+    print(f"{len(files)} image(s): class ids in {args.output}/index, colours in {args.output}/color, "
+          f"overlays in {args.output}/overlay")
+    return 0
