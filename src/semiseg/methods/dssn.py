@@ -72,10 +72,8 @@ class DSSN(SemiMethod):
         c = self.cfg
         x, y, u_w, ign_u = batch["x"], batch["y"], batch["u"], batch["u_ignore"]
         u_mix, ign_mix = self.partner(batch)
-        with torch.no_grad():
-            self.teacher.train(c.teacher_mode == "first_epoch" and step < self.steps_per_epoch)
-            t_w = self.teacher(u_w).float().softmax(1)
-            t_mix = self.teacher(u_mix).float().softmax(1)
+        batch_stats = c.teacher_mode == "first_epoch" and step < self.steps_per_epoch
+        t_w, t_mix = self.teacher.probs(u_w, batch_stats), self.teacher.probs(u_mix, batch_stats)
 
         box1, box2 = self.box(u_w), self.box(u_w)
         u_s1 = mix(self.strong(u_w), self.strong(u_mix), box1)

@@ -66,16 +66,13 @@ class SemiRES(SemiMethod):
             loss_x = self.criterion(self.model(x), y)
             return {"loss": loss_x, "loss_x": loss_x.detach()}
         u_w, ign_u = batch["u"], batch["u_ignore"]
-        with torch.no_grad():
-            self.teacher.eval()
-            probs_w = self.teacher(u_w).float().softmax(1)
+        probs_w = self.teacher.probs(u_w)
         pl, weight = self.pseudo(probs_w, ign_u, batch.get("u_props"))
         stats = self.stats(pl, weight, ign_u, batch)  # before any CutMix: the hidden labels belong to u
         u_s = self.strong(u_w)
         if c.cutmix_p > 0:
             u_mix, ign_mix = self.partner(batch)
-            with torch.no_grad():
-                probs_mix = self.teacher(u_mix).float().softmax(1)
+            probs_mix = self.teacher.probs(u_mix)
             box = self.box(u_w)
             u_s = torch.where(box.unsqueeze(1), self.strong(u_mix), u_s)
             ((pl, weight, ign_u),) = self.view_labels([box], probs_w, ign_u, probs_mix, ign_mix, batch, (pl, weight))

@@ -24,6 +24,14 @@ class EMATeacher(nn.Module):
     def forward(self, *args, **kwargs):
         return self.module(*args, **kwargs)
 
+    @torch.no_grad()
+    def probs(self, x: torch.Tensor, batch_stats: bool = False) -> torch.Tensor:
+        """The teacher's class probabilities (float32) for pseudo-labels: no_grad, eval mode, or train mode
+        (BatchNorm on the batch's statistics, updating the running ones) where a method asks for it, as
+        DSSN's code does through its first epoch."""
+        self.train(batch_stats)
+        return self.module(x).float().softmax(1)
+
     @property
     def horizon(self) -> float:
         return horizon(self.momentum)

@@ -40,10 +40,8 @@ class UniMatchV2(SemiMethod):
     def training_step(self, batch: Dict[str, torch.Tensor], step: int) -> Dict[str, torch.Tensor]:
         x, y, u_w, ign_u = batch["x"], batch["y"], batch["u"], batch["u_ignore"]
         u_mix, ign_mix = self.partner(batch)
-        with torch.no_grad():
-            self.teacher.eval()
-            probs_w = self.teacher(u_w).float().softmax(1)
-            probs_mix = probs_w.flip(0) if self.cfg.mix == "flip" else self.teacher(u_mix).float().softmax(1)
+        probs_w = self.teacher.probs(u_w)
+        probs_mix = probs_w.flip(0) if self.cfg.mix == "flip" else self.teacher.probs(u_mix)
 
         box1, box2 = self.box(u_w), self.box(u_w)
         u_s1 = mix(self.strong(u_w), self.strong(u_mix), box1)
