@@ -141,8 +141,11 @@ def test_bench_speed_reports_every_number(tiny_scenes, tmp_path):
         assert r["step_s"] > 0 and r["loader_headroom"] > 0 and r["inference_images_per_s"] > 0
         assert r["peak_memory_mib"] > 100
     assert res[1]["train_images_per_s"] > 0 and "| unimatch |" in speed_table(res)
-    parts = measure_overhead(tiny_cfg(tiny_scenes, "method.name=unimatch"), steps=2, warmup=1)
-    assert set(parts) == {"strong_aug", "cutmix", "selection", "ema"} and all(v > 0 for v in parts.values())
+    parts = measure_overhead(tiny_cfg(tiny_scenes, "method.name=unimatch", "method.mix=roll"), steps=2, warmup=1)
+    assert set(parts) == {"step_without_network"}  # UniMatch has no teacher to average
+    assert parts["step_without_network"] > 0  # (on the tiny test model it is most of the step: no ratio here)
+    parts = measure_overhead(tiny_cfg(tiny_scenes, "method.name=dssn"), steps=2, warmup=1)
+    assert set(parts) == {"ema", "step_without_network"} and all(v > 0 for v in parts.values())
 
 
 def fake_res_run(root, name, seed, oiou, iters=10, finished=True):

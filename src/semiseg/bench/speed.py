@@ -82,41 +82,49 @@ def measure(cfg, steps: int = 20, warmup: int = 5) -> Dict[str, float]:
     }
 
 
+class _StandIn(torch.nn.Module):
+    """A network of negligible cost behind the model contract (a 1x1 convolution; FP branches by dropout,
+    complementary dropout ignored), so that a method's real step costs only what is not the network."""
+
+    def __init__(self, num_classes: int) -> None:
+        super().__init__()
+        self.head = torch.nn.Conv2d(3, num_classes, 1)
+
+    def forward(self, x, fp_branches: int = 0, comp_drop: bool = False):
+        out = self.head(x)
+        if fp_branches:
+            return out, [torch.nn.functional.dropout2d(out, 0.5, training=True) for _ in range(fp_branches)]
+        return out
+
+
 def measure_overhead(cfg, steps: int = 20, warmup: int = 3) -> Dict[str, float]:
-    """Median time of the batched semi-supervised extras of one UniMatch step, on the config's shapes:
-    two strong views of the unlabeled and of the partner batch, two CutMix boxes with their mixing,
-    three selections, one EMA update of the whole model."""
-    from semiseg.data.augment import cutmix_box, mix, strong_photometric
-    from semiseg.methods.teacher import EMATeacher
-    from semiseg.models import build_model
-    from semiseg.pseudo.selectors import build_selector
+    """What one step of the config's method costs besides its network, measured on the method's own
+    ``training_step`` through the trainer's ``train_step`` (strong views, CutMix, selection, refinement,
+    losses, bookkeeping) with the network replaced by a 1x1-convolution stand-in; and, for a method with
+    an EMA teacher, one update of the real teacher."""
+    from semiseg.engine.trainer import Trainer
+    from semiseg.losses import build_criterion
+    from semiseg.methods import METHODS
 
-    d = cfg.data
-    size, b = d.resize or d.crop_size, d.batch_size
-    b_size = (b, 3, size, size)
-    u, u_mix = torch.randn(b_size), torch.randn(b_size)
-    cfg.model.pretrained = ""
-    model = build_model(cfg.model, 6)
-    teacher = EMATeacher(model, 0.996)
-    probs = torch.randn(b, 6, size, size).softmax(1)
-    ignore = torch.zeros(b, size, size, dtype=torch.bool)
-    select = build_selector(cfg.method.get("selector") or {"name": "threshold"})
-
-    def aug():
-        for _ in range(2):
-            strong_photometric(u, d.mean, d.std), strong_photometric(u_mix, d.mean, d.std)
-
-    def cutmix():
-        for _ in range(2):
-            box = cutmix_box(b, size, size, "cpu")
-            mix(u, u_mix, box), mix(probs, probs, box), mix(ignore, ignore, box)
-
-    def selection():
-        for _ in range(3):
-            select(probs, ignore)
-
-    parts = {"strong_aug": aug, "cutmix": cutmix, "selection": selection, "ema": lambda: teacher.update(model, 10)}
-    return {k: statistics.median(_median_time(fn, steps, warmup, lambda: None)) for k, fn in parts.items()}
+    cfg.train.iters = 10**9
+    with tempfile.TemporaryDirectory() as tmp:
+        trainer = Trainer(cfg, work_dir=tmp)
+        cached = [next(trainer.batches) for _ in range(4)]
+        parts = {}
+        real = trainer.method
+        if real.teacher is not None:
+            parts["ema"] = statistics.median(_median_time(lambda: real.teacher.update(trainer.model, 10), steps,
+                                                          warmup, lambda: None))
+        nil = _StandIn(trainer.num_classes)
+        trainer.method = METHODS.get(cfg.method.name)(cfg.method, nil, build_criterion(cfg.train, cfg.data.ignore_index),
+                                                      trainer.num_classes, student=nil, norm=(real.mean, real.std))
+        trainer.method.set_schedule(cfg.train.iters, 10**6)  # past any warm-up: every loss term is computed
+        trainer.step = 10**6
+        trainer.optimizer = torch.optim.SGD([{"params": list(nil.parameters()), "lr_scale": 0.0}], lr=0.0)
+        trainer.batches = itertools.cycle(cached)
+        parts["step_without_network"] = statistics.median(_median_time(trainer.train_step, steps, warmup, lambda: None))
+        trainer.log.close()
+    return parts
 
 
 def speed_table(results: List[Dict[str, float]]) -> str:
@@ -143,7 +151,7 @@ def speed_from_cli(args) -> int:
         parts = measure_overhead(cfg, args.steps)
         step = measure(load_config(args.overhead, overrides), args.steps, args.warmup)["step_s"]
         total = sum(parts.values())
-        body += (f"\n\nBatched extras of one {cfg.method.name} step ({args.overhead}), medians: "
+        body += (f"\n\nOne {cfg.method.name} step ({args.overhead}) besides its network, medians: "
                  + ", ".join(f"{k} {1000 * v:.1f} ms" for k, v in parts.items())
                  + f"; together {1000 * total:.1f} ms = {100 * total / step:.1f}% of the {1000 * step:.0f} ms step.")
     print(body)
