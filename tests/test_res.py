@@ -204,3 +204,65 @@ def test_a_non_positive_learning_rate_is_refused(tiny_scenes):
 
     with pytest.raises(SemisegError, match="lr must be positive"):
         load_res_config(None, [f"root={tiny_scenes}", "lr=0"])
+
+
+def refcoco_fixture(root, n_images=6):
+    """RefCOCO's files as LAVT and SemiRES read them: train2014/ images, a COCO instances JSON with polygons,
+    and a refs(unc).p pickle; two train refs per image (one with two sentences), one val ref on each of the
+    last two images."""
+    (root / "train2014").mkdir(parents=True)
+    (root / "refcoco").mkdir()
+    images, anns, refs = [], [], []
+    for i in range(n_images):
+        img = np.zeros((40, 40, 3), np.uint8)
+        img[5:20, 5:20] = 200  # a bright square (ann 2i) and a grey one (ann 2i+1)
+        img[22:36, 22:36] = 90
+        name = f"COCO_train2014_{i:012d}.jpg"
+        Image.fromarray(img).save(root / "train2014" / name)
+        images.append({"id": 100 + i, "file_name": name, "height": 40, "width": 40})
+        anns += [{"id": 2 * i, "image_id": 100 + i, "category_id": 1, "segmentation": [[5, 5, 20, 5, 20, 20, 5, 20]]},
+                 {"id": 2 * i + 1, "image_id": 100 + i, "category_id": 1,
+                  "segmentation": [[22, 22, 36, 22, 36, 36, 22, 36]]}]
+        split = "val" if i >= n_images - 2 else "train"
+        refs += [{"ref_id": 10 * i, "ann_id": 2 * i, "image_id": 100 + i, "split": split,
+                  "sentences": [{"sent": "the bright square"}, {"sent": "upper left box"}]},
+                 {"ref_id": 10 * i + 1, "ann_id": 2 * i + 1, "image_id": 100 + i, "split": split,
+                  "sentences": [{"sent": "the grey square"}]}]
+    (root / "refcoco" / "instances.json").write_text(json.dumps({"images": images, "annotations": anns}))
+    (root / "refcoco" / "refs(unc).p").write_bytes(pickle.dumps(refs, protocol=2))
+    return root
+
+
+def test_refcoco_split_labels_whole_images_and_trains_from_the_command_line(tmp_path, capsys):
+    from semiseg.cli import run
+
+    root = refcoco_fixture(tmp_path / "coco")
+    assert run(["data", "split", "--root", str(root), "--refs", "refcoco/refs(unc).p", "--ratio", "0.25",
+                "--out", str(root / "splits" / "25pct")]) == 0
+    labeled = [int(x) for x in (root / "splits" / "25pct" / "labeled.txt").read_text().split()]
+    unlabeled = [int(x) for x in (root / "splits" / "25pct" / "unlabeled.txt").read_text().split()]
+    assert len(labeled) == 2 and labeled[0] // 10 == labeled[1] // 10  # one of 4 train images, both its refs
+    assert sorted(labeled + unlabeled) == [10 * i + k for i in range(4) for k in (0, 1)]  # val refs stay out
+    again = tmp_path / "again"
+    run(["data", "split", "--root", str(root), "--refs", "refcoco/refs(unc).p", "--ratio", "0.25", "--out", str(again)])
+    assert (again / "labeled.txt").read_text() == (root / "splits" / "25pct" / "labeled.txt").read_text()  # seeded
+
+    assert run(["res", "train", "dataset=refcoco", f"root={root}", "ratio=25pct", "refs=refcoco/refs(unc).p",
+                "instances=refcoco/instances.json", "images=train2014", "method=supervised", "model.backbone=resnet18",
+                "model.width=0.25", "model.pretrained=", "size=32", "batch_size=2", "iters=2", "eval_interval=2",
+                f"work_dir={tmp_path / 'run'}"]) == 0
+    final = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert 0 <= final["eval_oIoU"] <= 100 and "eval_P@0.5" in final
+
+
+def test_refcoco_without_a_split_names_the_missing_file(tmp_path):
+    from semiseg.res.datasets import res_splits
+
+    root = refcoco_fixture(tmp_path)
+    with pytest.raises(SemisegError, match=r"splits/1pct/labeled.txt does not exist.*--refs"):
+        res_splits("refcoco", root, "1pct", "refcoco/refs(unc).p", "refcoco/instances.json", "train2014")
+    with pytest.raises(SemisegError, match="needs instances="):
+        res_splits("refcoco", root, "1pct", "refcoco/refs(unc).p")
+    (root / "refcoco" / "instances.json").write_text(json.dumps({"images": [], "annotations": []}))
+    with pytest.raises(SemisegError, match="does not hold"):
+        refcoco_samples(root / "refcoco" / "refs(unc).p", root / "refcoco" / "instances.json", root, "train")

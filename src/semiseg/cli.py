@@ -118,8 +118,10 @@ def build_parser() -> argparse.ArgumentParser:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--list", help="a split file to draw from")
     src.add_argument("--images", help="image folder (relative to root), paired with --masks by file stem")
+    src.add_argument("--refs", help="a RefCOCO/RefCOCO+/G-Ref refs pickle (relative to root): label a share of "
+                     "the training images with every referent on them, as SemiRES; writes ref ids")
     p.add_argument("--masks", help="mask folder (relative to root)")
-    p.add_argument("--count", type=int, default=0, help="labeled samples to draw (or --ratio)")
+    p.add_argument("--count", type=int, default=0, help="labeled samples (with --refs: images) to draw (or --ratio)")
     p.add_argument("--ratio", type=float, default=0.0, help="share of the samples to label, e.g. 0.0625 (or --count)")
     p.add_argument("--seed", type=int, default=0, help="seed of the draw")
     p.add_argument("--out", required=True, help="folder for labeled.txt and unlabeled.txt")

@@ -34,6 +34,8 @@ def run(args) -> int:
 
 def _split(args) -> int:
     root = Path(args.root)
+    if args.refs:
+        return _split_refs(args, root)
     if args.list:
         samples = read_split(Path(args.list) if Path(args.list).is_file() else root / args.list, require_mask=False)
     else:
@@ -50,6 +52,20 @@ def _split(args) -> int:
     write_split(out / "labeled.txt", labeled)
     write_split(out / "unlabeled.txt", unlabeled)
     print(f"{len(labeled)} labeled, {len(unlabeled)} unlabeled -> {out}/labeled.txt, unlabeled.txt")
+    return 0
+
+
+def _split_refs(args, root: Path) -> int:
+    from semiseg.res.datasets import draw_ref_split
+
+    refs = Path(args.refs) if Path(args.refs).is_absolute() else root / args.refs
+    labeled, unlabeled, images = draw_ref_split(refs, args.seed, args.count, args.ratio)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "labeled.txt").write_text("".join(f"{i}\n" for i in labeled))
+    (out / "unlabeled.txt").write_text("".join(f"{i}\n" for i in unlabeled))
+    print(f"{images} labeled images: {len(labeled)} labeled refs, {len(unlabeled)} unlabeled -> {out}/labeled.txt, "
+          "unlabeled.txt (ref ids)")
     return 0
 
 

@@ -10,9 +10,10 @@ from __future__ import annotations
 import io
 import json
 import pickle
+import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List
+from typing import List, Optional, Set, Tuple
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -58,8 +59,8 @@ def polygon_mask(segmentation, h: int, w: int) -> np.ndarray:
 
 
 def refcoco_samples(refs_path: str | Path, instances_path: str | Path, image_root: str | Path,
-                    split: str) -> List[RefSample]:
-    """Every sentence of every ref of ``split`` as one sample."""
+                    split: str, ref_ids: Optional[Set[int]] = None) -> List[RefSample]:
+    """Every sentence of every ref of ``split`` (and, given ``ref_ids``, only of those refs) as one sample."""
     refs = read_refs_pickle(refs_path)
     try:
         coco = json.loads(Path(instances_path).read_text())
@@ -69,8 +70,12 @@ def refcoco_samples(refs_path: str | Path, instances_path: str | Path, image_roo
     anns = {a["id"]: a for a in coco["annotations"]}
     out = []
     for ref in refs:
-        if ref["split"] != split:
+        if ref["split"] != split or (ref_ids is not None and ref["ref_id"] not in ref_ids):
             continue
+        if ref["image_id"] not in images or ref["ann_id"] not in anns:
+            raise SemisegError(f"refs file {refs_path}: ref {ref['ref_id']} points to image {ref['image_id']} / "
+                               f"annotation {ref['ann_id']}, which {instances_path} does not hold (a refs file of "
+                               "another data set?)")
         im, ann = images[ref["image_id"]], anns[ref["ann_id"]]
         fn = lambda a=ann, i=im: polygon_mask(a["segmentation"], i["height"], i["width"])  # noqa: E731
         out += [RefSample(Path(image_root) / im["file_name"], s["sent"], ref["ref_id"], fn) for s in ref["sentences"]]
@@ -96,3 +101,55 @@ def referring_scene_samples(root: str | Path, ids_file: str) -> List[RefSample]:
 
 def load_sample(s: RefSample):
     return read_image(s.image), s.mask_fn()
+
+
+def read_ids(path: Path) -> Set[int]:
+    if not path.is_file():
+        raise SemisegError(f"split file {path} does not exist: draw one with `semiseg data split --refs ...`")
+    try:
+        return {int(x) for x in path.read_text().split()}
+    except ValueError:
+        raise SemisegError(f"split file {path} must hold one ref id per line") from None
+
+
+def draw_ref_split(refs_path: str | Path, seed: int = 0, count: int = 0, ratio: float = 0.0,
+                   split: str = "train") -> Tuple[List[int], List[int], int]:
+    """SemiRES's protocol: a share of the training *images* is labeled, and with an image every referent on
+    it; the other training refs are unlabeled. Returns (labeled ref ids, unlabeled ref ids, labeled images)."""
+    refs = [r for r in read_refs_pickle(refs_path) if r["split"] == split]
+    images = sorted({r["image_id"] for r in refs})
+    if bool(count) == bool(ratio):
+        raise SemisegError("give exactly one of --count (labeled images) or --ratio (share of the images)")
+    k = count or max(1, int(round(len(images) * ratio)))
+    if not 0 < k <= len(images):
+        raise SemisegError(f"cannot label {k} of the {len(images)} images of split {split!r} in {refs_path}")
+    chosen = set(random.Random(seed).sample(images, k))
+    labeled = sorted(r["ref_id"] for r in refs if r["image_id"] in chosen)
+    unlabeled = sorted(r["ref_id"] for r in refs if r["image_id"] not in chosen)
+    return labeled, unlabeled, k
+
+
+def res_splits(dataset: str, root: str | Path, ratio: str, refs: str = "", instances: str = "", images: str = "",
+               val_split: str = "val") -> Tuple[List[RefSample], List[RefSample], List[RefSample]]:
+    """(labeled, unlabeled, val) samples of a RES data set. ``scenes``: the referring scenes
+    (``semiseg data referring``), split ids under ``referring/splits/<ratio>/``. ``refcoco`` (RefCOCO, RefCOCO+
+    and G-Ref share the format): ``refs`` and ``instances`` files and the ``images`` folder, relative to
+    ``root``; split ids under ``splits/<ratio>/`` (``semiseg data split --refs``); val is the refs file's
+    ``val_split`` (val, testA, testB, test)."""
+    root = Path(root)
+    if dataset == "scenes":
+        ref = root / "referring"
+        if not (ref / "refs.jsonl").is_file():
+            raise SemisegError(f"{ref}/refs.jsonl is missing: run `semiseg data referring --root {root}`")
+        return tuple(referring_scene_samples(root, f) for f in (f"splits/{ratio}/labeled.txt",
+                                                                 f"splits/{ratio}/unlabeled.txt", "splits/val.txt"))
+    if dataset != "refcoco":
+        raise SemisegError(f"unknown RES dataset {dataset!r}; valid: scenes, refcoco")
+    for key, value in (("refs", refs), ("instances", instances), ("images", images)):
+        if not value:
+            raise SemisegError(f"dataset refcoco needs {key}= (a path relative to root {root})")
+    files = (root / refs, root / instances, root / images)
+    split_dir = root / "splits" / ratio
+    labeled = refcoco_samples(*files, "train", read_ids(split_dir / "labeled.txt"))
+    unlabeled = refcoco_samples(*files, "train", read_ids(split_dir / "unlabeled.txt"))
+    return labeled, unlabeled, refcoco_samples(*files, val_split)

@@ -37,7 +37,7 @@ from semiseg.methods.base import IMAGENET
 from semiseg.methods.teacher import EMATeacher
 from semiseg.models import build_backbone
 from semiseg.pseudo.refiners import refine_binary
-from semiseg.res.datasets import load_sample, referring_scene_samples
+from semiseg.res.datasets import load_sample, res_splits
 from semiseg.res.metrics import ResMetrics
 from semiseg.res.model import ReferringSegmenter
 from semiseg.res.text import build_text_encoder
@@ -48,8 +48,13 @@ MEAN, STD = IMAGENET
 @dataclass
 class ResConfig:
     work_dir: str = "runs/res/default"
-    root: str = "data/scenes"  # a scenes benchmark with `semiseg data referring` run on it
-    ratio: str = "10pct"  # 1pct | 5pct | 10pct labeled images
+    dataset: str = "scenes"  # scenes (`semiseg data referring` on a scenes benchmark) | refcoco (+, G-Ref)
+    root: str = "data/scenes"
+    ratio: str = "10pct"  # the split folder: 1pct | 5pct | 10pct labeled images
+    refs: str = ""  # refcoco: the refs pickle, e.g. refcoco/refs(unc).p (relative to root)
+    instances: str = ""  # refcoco: COCO's instances JSON, e.g. refcoco/instances.json
+    images: str = ""  # refcoco: the COCO train2014 image folder, e.g. train2014
+    val_split: str = "val"  # refcoco: the refs split evaluated (val, testA, testB; G-Ref: val, test)
     proposals: str = ""  # a proposal store covering the training images (for method semires)
     method: str = "semires"  # supervised | teacher_student | semires
     refiner: str = "iom"  # iom | cpi
@@ -106,12 +111,8 @@ class ResTrainer:
             torch.set_num_threads(c.threads)
         torch.manual_seed(c.seed)
         self.rng = random.Random(c.seed)
-        ref = Path(c.root) / "referring"
-        if not (ref / "refs.jsonl").is_file():
-            raise SemisegError(f"{ref}/refs.jsonl is missing: run `semiseg data referring --root {c.root}`")
-        self.labeled = referring_scene_samples(c.root, f"splits/{c.ratio}/labeled.txt")
-        self.unlabeled = referring_scene_samples(c.root, f"splits/{c.ratio}/unlabeled.txt")
-        self.val = referring_scene_samples(c.root, "splits/val.txt")
+        self.labeled, self.unlabeled, self.val = res_splits(c.dataset, c.root, c.ratio, c.refs, c.instances,
+                                                            c.images, c.val_split)
         self.store = None
         if c.method == "semires":
             from semiseg.pseudo.store import ProposalStore
