@@ -9,6 +9,7 @@ import torch
 from semiseg.config import load_config
 from semiseg.data.loaders import TrainBatches
 from semiseg.data.presets import resolve_layout
+from semiseg.errors import SemisegError
 from semiseg.losses import build_criterion
 from semiseg.methods import METHODS
 from semiseg.models import build_model
@@ -68,6 +69,9 @@ def test_method_contract(name, extra, tiny_scenes, tiny_store):
     other.load_state_dict(state)
     for k, v in state.get("teacher", {}).items():
         assert torch.equal(v, other.teacher.module.state_dict()[k])
+    if other.teacher is not None:  # the resume path: a teacher of another model names the file
+        with pytest.raises(SemisegError, match=r"run/latest.pth: its teacher weights do not fit"):
+            other.load_state_dict({"teacher": {k: v for k, v in list(state["teacher"].items())[1:]}}, "run/latest.pth")
 
 
 def test_dssn_warm_up_drops_the_strong_views_and_copies_the_student(tiny_scenes, tiny_store):

@@ -18,10 +18,11 @@ from semiseg.config import load_config
 from semiseg.data.io import output_names, read_image, save_mask
 from semiseg.data.presets import CITYSCAPES_ID_TO_TRAINID
 from semiseg.data.transforms import normalize, resize_long_side
-from semiseg.engine.checkpoint import load_checkpoint, load_weights
+from semiseg.engine.checkpoint import load_checkpoint
 from semiseg.engine.evaluator import predict_logits
 from semiseg.errors import SemisegError
 from semiseg.models import build_model
+from semiseg.models.weights import load_weights
 
 
 def as_rgb(image) -> np.ndarray:

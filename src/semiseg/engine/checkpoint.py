@@ -14,7 +14,6 @@ import numpy as np
 import torch
 
 from semiseg.errors import SemisegError
-from semiseg.models.weights import mismatch
 
 
 def save_checkpoint(path: str | Path, state: Dict[str, Any]) -> None:
@@ -58,30 +57,6 @@ def load_checkpoint(path: str | Path) -> Dict[str, Any]:
     if not isinstance(ckpt, dict) or "model" not in ckpt:
         raise SemisegError(f"checkpoint {path} is not a semiseg checkpoint (no 'model' entry)")
     return ckpt
-
-
-def load_weights(module: torch.nn.Module, state: Dict[str, torch.Tensor], path: str | Path,
-                 what: str = "model") -> None:
-    """``module.load_state_dict`` with one line naming the file when the weights belong to another model."""
-    state = strip_prefixes(state)
-    missing, unexpected, shapes = mismatch(module, state)
-    if missing or unexpected or shapes:
-        if shapes:
-            k = shapes[0]
-            example = f"{k} is {tuple(state[k].shape)} there, {tuple(module.state_dict()[k].shape)} here"
-        else:
-            example = f"{missing[0]} missing" if missing else f"{unexpected[0]} unexpected"
-        raise SemisegError(f"checkpoint {path}: its {what} weights do not fit this model ({len(missing)} missing, "
-                           f"{len(unexpected)} unexpected, {len(shapes)} of another shape; e.g. {example}): "
-                           "it was trained with another model.backbone, width, head or number of classes")
-    module.load_state_dict(state)
-
-
-def strip_prefixes(sd: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
-    for prefix in ("module.", "_orig_mod."):
-        if sd and all(k.startswith(prefix) for k in sd):
-            sd = {k[len(prefix):]: v for k, v in sd.items()}
-    return sd
 
 
 def rng_state() -> Dict[str, Any]:

@@ -24,7 +24,7 @@ from semiseg.config import as_dict, save_config, to_yaml
 from semiseg.data.loaders import TrainBatches, build_val_loader, verify_val
 from semiseg.data.presets import resolve_layout
 from semiseg.engine import dist
-from semiseg.engine.checkpoint import (load_checkpoint, load_weights, refuse_to_overwrite, rng_state, save_checkpoint,
+from semiseg.engine.checkpoint import (load_checkpoint, refuse_to_overwrite, rng_state, save_checkpoint,
                                       set_rng_state)
 from semiseg.engine.evaluator import evaluate, summary
 from semiseg.engine.logging import RunLogger, iou_table
@@ -35,6 +35,7 @@ from semiseg.losses import build_criterion
 from semiseg.methods import METHODS
 from semiseg.methods.teacher import teacher_horizon_note
 from semiseg.models import build_model
+from semiseg.models.weights import load_weights
 from semiseg.version import __version__
 
 
@@ -126,8 +127,7 @@ class Trainer:
     def _resume(self, path: Path) -> None:
         ckpt = load_checkpoint(path)
         load_weights(self.model, ckpt["model"], path)
-        if self.method.teacher is not None:
-            load_weights(self.method.teacher.module, ckpt["method"].get("teacher", {}), path, "teacher")
+        self.method.load_state_dict(ckpt["method"], path)
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scaler.load_state_dict(ckpt["scaler"])
         self.step, self.best, self.skipped = ckpt["step"], ckpt["best"], ckpt.get("skipped", 0)

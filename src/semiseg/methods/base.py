@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from semiseg.methods.teacher import EMATeacher
+from semiseg.models.weights import load_weights
 
 IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 
@@ -63,6 +64,7 @@ class Method(ABC):
     def state_dict(self) -> Dict[str, Any]:
         return {"teacher": self.teacher.module.state_dict()} if self.teacher is not None else {}
 
-    def load_state_dict(self, state: Dict[str, Any]) -> None:
+    def load_state_dict(self, state: Dict[str, Any], source: str = "the method state") -> None:
+        """Restore what :meth:`state_dict` saved (the resume path); a teacher that does not fit names ``source``."""
         if self.teacher is not None:
-            self.teacher.module.load_state_dict(state["teacher"])
+            load_weights(self.teacher.module, state.get("teacher", {}), source, "teacher")

@@ -66,3 +66,27 @@ def load_into(module: nn.Module, sd: Dict[str, torch.Tensor], path: str | Path, 
         raise SemisegError(f"weights file {path} does not fit the {module.__class__.__name__} backbone; "
                            + "; ".join(parts) + " (check model.backbone, model.stem and model.width)")
     module.load_state_dict(sd, strict=True)
+
+
+def load_weights(module: nn.Module, state: Dict[str, torch.Tensor], path: str | Path,
+                 what: str = "model") -> None:
+    """``module.load_state_dict`` with one line naming the file when the weights belong to another model."""
+    state = strip_prefixes(state)
+    missing, unexpected, shapes = mismatch(module, state)
+    if missing or unexpected or shapes:
+        if shapes:
+            k = shapes[0]
+            example = f"{k} is {tuple(state[k].shape)} there, {tuple(module.state_dict()[k].shape)} here"
+        else:
+            example = f"{missing[0]} missing" if missing else f"{unexpected[0]} unexpected"
+        raise SemisegError(f"checkpoint {path}: its {what} weights do not fit this model ({len(missing)} missing, "
+                           f"{len(unexpected)} unexpected, {len(shapes)} of another shape; e.g. {example}): "
+                           "it was trained with another model.backbone, width, head or number of classes")
+    module.load_state_dict(state)
+
+
+def strip_prefixes(sd: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    for prefix in ("module.", "_orig_mod."):
+        if sd and all(k.startswith(prefix) for k in sd):
+            sd = {k[len(prefix):]: v for k, v in sd.items()}
+    return sd
