@@ -53,3 +53,5 @@ def test_suite_report_has_the_table_and_a_bar_chart(tmp_path):
     assert run(["report", str(tmp_path)]) == 0
     page = (tmp_path / "report.html").read_text()
     assert "<table>" in page and "unimatch" in page and 'aria-label="final mIoU' in page
+    curves = page[page.index('id="curves"'):]
+    assert curves.count("<polyline") == 2 and "supervised" in curves and "unimatch" in curves

@@ -144,7 +144,26 @@ def suite_sections(work: Path) -> List[str]:
     means = {name: float(np.mean([e[metric] for e in evals])) for name, evals in suite_results(suite, work).items()
              if evals}
     return [f'<h2 id="quality">Suite {html.escape(suite["name"])}</h2>', md_table(table(suite, work)),
-            bar_chart(means, f"final {metric} (mean over seeds)")]
+            bar_chart(means, f"final {metric} (mean over seeds)"),
+            '<h2 id="curves">Validation curves</h2>', line_chart(suite_curves(suite, work, metric),
+                                                                 f"{metric} during training (mean over seeds)")]
+
+
+def suite_curves(suite: dict, work: Path, metric: str = "mIoU") -> Dict[str, list]:
+    """Each run's evaluations by step, averaged over the seeds evaluated at that step (finished or not)."""
+    key = f"eval_{metric}" if suite.get("task") == "res" else metric
+    curves = {}
+    for r in suite["runs"]:
+        by_step: Dict[int, list] = {}
+        for s in suite.get("seeds", [0]):
+            log = work / r["name"] / f"seed{s}" / "metrics.jsonl"
+            for line in log.read_text().splitlines() if log.is_file() else []:
+                row = json.loads(line) if line.strip() else {}
+                if key in row and row.get("kind", "eval") == "eval":
+                    by_step.setdefault(row["step"], []).append(row[key])
+        if by_step:
+            curves[r["name"]] = [(step, float(np.mean(v))) for step, v in sorted(by_step.items())]
+    return curves
 
 
 def build_report(work_dir: str | Path, out: str | Path | None = None, max_images: int = 8) -> Path:
