@@ -1,4 +1,6 @@
 """Split files, presets, the dataset's geometry and its bad-input errors."""
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -120,3 +122,20 @@ def test_bad_samples_stop_with_the_file_and_the_problem(tmp_path, trap, expected
     layout = resolve_layout(cfg.data)
     with pytest.raises(SemisegError, match=expected):
         SegDataset(layout.labeled, layout, cfg.data, "train_l")[(0, 0)]
+
+
+def test_blobs_is_a_seeded_binary_folder_data_set(tmp_path):
+    from semiseg.cli import run
+
+    for out in ("a", "b"):
+        assert run(["data", "blobs", "--out", str(tmp_path / out), "--labeled", "3", "--unlabeled", "5", "--val", "2",
+                    "--size", "32"]) == 0
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert (a / "unlabeled" / "0004.png").read_bytes() == (b / "unlabeled" / "0004.png").read_bytes()
+    masks = np.stack([np.asarray(Image.open(p)) for p in sorted((a / "masks").glob("*.png"))])
+    assert set(np.unique(masks)) == {0, 1} and 0.01 < masks.mean() < 0.5  # binary, a small foreground
+    cfg = load_config(None, ["data.dataset=folder", f"data.root={a}", "data.class_names=[background, blob]",
+                             "data.unlabeled=splits/hidden/unlabeled.txt"])
+    layout = resolve_layout(cfg.data)
+    assert (len(layout.labeled), len(layout.unlabeled), len(layout.val)) == (3, 5, 2)
+    assert all(s.mask is not None and Path(s.image).stem == Path(s.mask).stem for s in layout.unlabeled)

@@ -109,6 +109,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="coarse: top/trouser/dress/footwear/bag groups (default); fine: the 10 item classes "
                         "(digits: always fine)")
 
+    p = _verb(dverbs, "blobs", "a small binary folder data set (few labels, small foreground) in seconds")
+    p.add_argument("--out", default="data/blobs", help="output folder")
+    p.add_argument("--labeled", type=int, default=4, help="labeled images (images/ + masks/)")
+    p.add_argument("--unlabeled", type=int, default=256, help="unlabeled images (unlabeled/)")
+    p.add_argument("--val", type=int, default=64, help="validation images (val/images + val/masks)")
+    p.add_argument("--size", type=int, default=48, help="image side in pixels")
+    p.add_argument("--seed", type=int, default=0, help="seed of every random choice")
+
     p = _verb(dverbs, "referring", "referring expressions for the scenes benchmark (RES track)")
     p.add_argument("--root", default="data/scenes", help="a scenes benchmark written by `semiseg data scenes`")
     p.add_argument("--seed", type=int, default=0, help="seed of the expression choices")

@@ -1,4 +1,4 @@
-"""``semiseg data scenes|referring|split|check``: arguments to the data functions and their printed summary."""
+"""``semiseg data scenes|blobs|referring|split|check``: arguments to the data functions and their printed summary."""
 from __future__ import annotations
 
 import time
@@ -19,6 +19,12 @@ def run(args) -> int:
         t = time.time()
         counts = generate(args.out, cfg)
         print(f"wrote {counts['train']} train and {counts['val']} val scenes to {args.out} in {time.time() - t:.1f}s")
+        return 0
+    if args.data_verb == "blobs":
+        from semiseg.data.blobs import generate_blobs
+
+        generate_blobs(args.out, args.labeled, args.unlabeled, args.val, args.size, args.seed)
+        print(f"wrote {args.labeled} labeled, {args.unlabeled} unlabeled and {args.val} validation images to {args.out}")
         return 0
     if args.data_verb == "referring":
         from semiseg.res.referring import generate_referring
