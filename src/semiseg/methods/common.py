@@ -7,7 +7,7 @@ from typing import Any, Dict, List, Tuple
 import torch
 
 from semiseg.config import choice
-from semiseg.data.augment import cutmix_box, mix, strong_photometric
+from semiseg.data.augment import SEMIRES_STRONG, cutmix_box, mix, strong_photometric
 from semiseg.errors import SemisegError
 from semiseg.methods.base import Method, MethodConfig
 from semiseg.pseudo.refiners import build_refiner
@@ -24,6 +24,10 @@ class SemiConfig(MethodConfig):
     cutmix_p: float = 0.5
     # SemiRES-style refinement after selection, e.g. {name: iom}; needs data.proposals (semiseg proposals)
     refiner: Dict[str, Any] = field(default_factory=dict)
+    # the strong view's photometric part: unimatch (the UniMatch family's: jitter 0.5 p 0.8, grayscale p 0.2,
+    # blur sigma up to 2 p 0.5) | semires (SemiRES's: jitter 0.25 p 0.5, nothing else), for small images and
+    # objects told apart by intensity, where a sigma-2 blur or a halved contrast erases the object
+    strong_view: str = choice("unimatch", "semires")
 
 
 @dataclass
@@ -79,7 +83,8 @@ class SemiMethod(Method):
         return probs
 
     def strong(self, x: torch.Tensor) -> torch.Tensor:
-        return strong_photometric(x, self.mean, self.std)
+        kind = SEMIRES_STRONG if self.cfg.strong_view == "semires" else {}
+        return strong_photometric(x, self.mean, self.std, **kind)
 
     def box(self, u: torch.Tensor) -> torch.Tensor:
         b, _, h, w = u.shape

@@ -24,7 +24,6 @@ from typing import Any, Dict
 import torch
 
 from semiseg.config import choice
-from semiseg.data.augment import SEMIRES_STRONG, strong_photometric
 from semiseg.losses import masked_ce
 from semiseg.methods.common import SemiMethod, TeacherConfig
 from semiseg.methods.registry import METHODS
@@ -53,11 +52,6 @@ class SemiRES(SemiMethod):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.teacher = EMATeacher(self.student, self.cfg.ema_momentum)
-
-    def strong(self, x: torch.Tensor) -> torch.Tensor:
-        if self.cfg.strong_view == "unimatch":
-            return super().strong(x)
-        return strong_photometric(x, self.mean, self.std, **SEMIRES_STRONG)
 
     def training_step(self, batch: Dict[str, torch.Tensor], step: int) -> Dict[str, torch.Tensor]:
         c = self.cfg
