@@ -18,7 +18,7 @@ from conftest import TINY
 
 
 def make_method(name, root, store, *extra):
-    cfg = load_config(None, TINY + [f"data.root={root}", f"method.name={name}", f"data.proposals={store}", *extra])
+    cfg = load_config(None, TINY + [f"data.root={root}", f"method.name={name}", f"data.proposal_store={store}", *extra])
     torch.manual_seed(0)
     layout = resolve_layout(cfg.data)
     model = build_model(cfg.model, len(layout.class_names))
@@ -114,7 +114,7 @@ def test_refined_method_trains_through_the_trainer(tiny_scenes, tiny_store, tmp_
     from semiseg.engine.trainer import train
 
     cfg = load_config(None, TINY + [f"data.root={tiny_scenes}", "method.name=unimatch", "method.refiner={name: iom}",
-                                    f"data.proposals={tiny_store}", "train.iters=2", "train.eval_interval=2"])
+                                    f"data.proposal_store={tiny_store}", "train.iters=2", "train.eval_interval=2"])
     train(cfg, work_dir=str(tmp_path))
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert all(0.0 <= r["miss_rate"] <= 1.0 for r in rows if r["kind"] == "train")

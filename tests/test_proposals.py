@@ -93,8 +93,8 @@ def test_proposals_get_the_same_geometry_as_the_image(tiny_scenes, tmp_path):
         for p in props:  # each proposal is one class region of the transformed hidden mask
             values = hidden[p].unique()
             assert len(values) <= 1, values
-    cfg.data.proposals = str(tmp_path)
+    cfg.data.proposal_store = str(tmp_path)
     batch = next(TrainBatches(load_config(None, [f"data.root={tiny_scenes}", "data.crop_size=32", "data.num_workers=0",
-                                                 f"data.proposals={tmp_path}", "method.name=fixmatch"]),
+                                                 f"data.proposal_store={tmp_path}", "method.name=fixmatch"]),
                               layout, 0, 1, 1, torch.device("cpu")))
     assert isinstance(batch["u_props"], list) and batch["u_props"][0].dtype == torch.bool

@@ -160,7 +160,7 @@ def test_res_recipes_train_and_evaluate(tiny_scenes, tmp_path, method):
     with open(store.lines, "a") as fh:
         for img in sorted((tiny_scenes / "images").glob("train_*.png")):
             store.add(f"images/{img.name}", SuperpixelProposals(min_area=4)(read_image(img)), fh)
-    cfg = load_res_config(None, [f"root={tiny_scenes}", f"method={method}", f"proposals={tmp_path / 'props'}",
+    cfg = load_res_config(None, [f"root={tiny_scenes}", f"method={method}", f"proposal_store={tmp_path / 'props'}",
                                  "model.backbone=resnet18", "model.width=0.25", "model.pretrained=", "size=32",
                                  "batch_size=4", "iters=4", "burn_in=2", "eval_interval=4",
                                  f"work_dir={tmp_path / 'w'}"])

@@ -48,7 +48,7 @@ class DataConfig:
     std: List[float] = field(default_factory=lambda: [0.229, 0.224, 0.225])
     batch_size: int = 8  # per process, labeled; unlabeled batches have the same size
     num_workers: int = 2
-    proposals: str = ""  # a proposal store (semiseg proposals) for the unlabeled split, for refiners
+    proposal_store: str = ""  # a folder written by `semiseg proposals` (the masks of the unlabeled split), for refiners
     hidden_labels: bool = False  # load the unlabeled split's masks for diagnostics only (never a loss)
     on_error: str = choice("stop", "skip")  # what a corrupt sample does: stop the run, or be skipped and counted
 

@@ -73,10 +73,10 @@ class TrainBatches:
         check_files(layout, ["labeled"] + (["unlabeled"] if unlabeled_streams else []), d.hidden_labels)
         check_binary_masks(layout)
         store = None
-        if d.proposals and unlabeled_streams:
+        if d.proposal_store and unlabeled_streams:
             from semiseg.pseudo.store import ProposalStore
 
-            store = ProposalStore(d.proposals)
+            store = ProposalStore(d.proposal_store)
             store.verify([s.image for s in layout.unlabeled], layout.sources.get("unlabeled", "the unlabeled split"))
         self.batch, self.device = d.batch_size, device
         length = len(layout.unlabeled) if unlabeled_streams else len(layout.labeled)

@@ -96,9 +96,9 @@ class Trainer:
         criterion = build_criterion(t, cfg.data.ignore_index)
         self.method = method_cls(cfg.method, self.wrapped, criterion, self.num_classes, student=model,
                                  norm=(tuple(cfg.data.mean), tuple(cfg.data.std)))
-        if getattr(self.method, "needs_proposals", False) and not cfg.data.proposals:
+        if getattr(self.method, "needs_proposals", False) and not cfg.data.proposal_store:
             raise SemisegError(f"method {cfg.method.name} refines pseudo-labels with mask proposals: make a store with "
-                               "`semiseg proposals CONFIG --out DIR` and set data.proposals=DIR")
+                               "`semiseg proposals CONFIG --out DIR` and set data.proposal_store=DIR")
         self.optimizer = build_optimizer(t, model)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp == torch.float16)
         self.batches = TrainBatches(cfg, self.layout, self.ctx.rank, self.ctx.world, self.method.unlabeled_streams,

@@ -22,7 +22,7 @@ class SemiConfig(MethodConfig):
     # by one, "flip" = the batch reversed (UniMatch V2)
     mix: str = choice("batch", "roll", "flip")
     cutmix_p: float = 0.5
-    # SemiRES-style refinement after selection, e.g. {name: iom}; needs data.proposals (semiseg proposals)
+    # SemiRES-style refinement after selection, e.g. {name: iom}; needs data.proposal_store (semiseg proposals)
     refiner: Dict[str, Any] = field(default_factory=dict)
     # the strong view's photometric part: unimatch (the UniMatch family's: jitter 0.5 p 0.8, grayscale p 0.2,
     # blur sigma up to 2 p 0.5) | semires (SemiRES's: jitter 0.25 p 0.5, nothing else), for small images and
@@ -97,7 +97,7 @@ class SemiMethod(Method):
         if self.refine is None:
             return pl, weight
         if props is None:
-            raise SemisegError("method.refiner is set but the batch has no proposals: set data.proposals to a "
+            raise SemisegError("method.refiner is set but the batch has no proposals: set data.proposal_store to a "
                                "store made by `semiseg proposals`")
         pl_r, w_r = self.refine(probs, props, ignore)
         return pl_r, torch.where(w_r == 1, w_r, w_r * weight)

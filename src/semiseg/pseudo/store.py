@@ -91,7 +91,7 @@ class ProposalStore:
             raise SemisegError(
                 f"proposal store {self.root} covers {len(images) - len(missing)} of the {len(images)} images in "
                 f"{split_name} ({len(missing)} missing, e.g. {missing[:3]}); resume `semiseg proposals` to finish it "
-                "or point data.proposals at the store made for this split"
+                "or point data.proposal_store at the store made for this split"
             )
 
     def get(self, image: str) -> np.ndarray:

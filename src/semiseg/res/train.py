@@ -55,7 +55,7 @@ class ResConfig:
     instances: str = ""  # refcoco: COCO's instances JSON, e.g. refcoco/instances.json
     images: str = ""  # refcoco: the COCO train2014 image folder, e.g. train2014
     val_split: str = "val"  # refcoco: the refs split evaluated (val, testA, testB; G-Ref: val, test)
-    proposals: str = ""  # a proposal store covering the training images (for method semires)
+    proposal_store: str = ""  # a folder written by `semiseg proposals` over the training images (method semires)
     method: str = "semires"  # supervised | teacher_student | semires
     refiner: str = "iom"  # iom | cpi
     text: str = "builtin"  # builtin | minilm
@@ -117,10 +117,10 @@ class ResTrainer:
         if c.method == "semires":
             from semiseg.pseudo.store import ProposalStore
 
-            if not c.proposals:
+            if not c.proposal_store:
                 raise SemisegError("method semires needs proposals: `semiseg proposals` over the training images, "
-                                   "then proposals=DIR")
-            self.store = ProposalStore(c.proposals)
+                                   "then proposal_store=DIR")
+            self.store = ProposalStore(c.proposal_store)
             self.store.verify(sorted({str(s.image.relative_to(Path(c.root))) for s in self.unlabeled}), "the unlabeled refs")
         self.sentences = sorted({s.sentence for s in self.labeled + self.unlabeled})  # rebuilds the vocabulary
         sentences = self.sentences
