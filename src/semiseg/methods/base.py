@@ -23,15 +23,14 @@ class Method(ABC):
     """A semi-supervised recipe. The trainer owns the loop, optimizer, AMP and DDP; a method owns its
     forward passes, pseudo-labels, losses and (optionally) a teacher.
 
-    Class flags read by the trainer and the tests instead of method names:
-    ``unlabeled_streams`` (0: labeled only; 1: one unlabeled batch; 2: plus a CutMix partner batch; an
-    instance may change it from its config),
-    ``needs_teacher``, ``needs_proposals``.
+    Flags the trainer reads instead of method names, set on the class and changed by an instance where
+    its config decides them: ``unlabeled_streams`` (0: labeled only; 1: one unlabeled batch; 2: plus a
+    CutMix partner batch; ``mix`` decides), ``needs_proposals`` (a refiner in the config turns it on).
+    A method with an EMA teacher sets ``self.teacher``; the trainer evaluates, saves and restores it.
     """
 
     Config = MethodConfig
     unlabeled_streams = 0
-    needs_teacher = False
     needs_proposals = False
 
     def __init__(self, cfg: Any, model: nn.Module, criterion: nn.Module, num_classes: int,

@@ -58,7 +58,6 @@ class DSSNConfig(TeacherConfig):
 @METHODS.register("dssn")
 class DSSN(SemiMethod):
     Config = DSSNConfig
-    needs_teacher = True
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)

@@ -46,7 +46,6 @@ class SemiRESConfig(TeacherConfig):
 @METHODS.register("semires")
 class SemiRES(SemiMethod):
     Config = SemiRESConfig
-    needs_teacher = True
     needs_proposals = True
 
     def __init__(self, *args, **kwargs) -> None:

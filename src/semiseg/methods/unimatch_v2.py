@@ -31,7 +31,6 @@ class UniMatchV2Config(TeacherConfig):
 @METHODS.register("unimatch_v2")
 class UniMatchV2(SemiMethod):
     Config = UniMatchV2Config
-    needs_teacher = True
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
