@@ -55,3 +55,15 @@ def test_suite_report_has_the_table_and_a_bar_chart(tmp_path):
     assert "<table>" in page and "unimatch" in page and 'aria-label="final mIoU' in page
     curves = page[page.index('id="curves"'):]
     assert curves.count("<polyline") == 2 and "supervised" in curves and "unimatch" in curves
+
+
+def test_semiseg_train_writes_the_report_and_the_engine_does_not(tiny_scenes, tmp_path):
+    from conftest import TINY
+
+    (tmp_path / "c.yaml").write_text(f"data:\n  root: {tiny_scenes}\n  split: all\n")
+    common = [str(tmp_path / "c.yaml"), *TINY, "train.iters=1", "train.eval_interval=1"]
+    train(tiny_cfg(tiny_scenes, "train.iters=1", "train.eval_interval=1", "train.report=true"),
+          work_dir=str(tmp_path / "python"))
+    assert not (tmp_path / "python" / "report.html").exists()  # the trainer builds no report (layering)
+    assert run(["train", "--work-dir", str(tmp_path / "cli"), *common]) == 0
+    assert 'id="curves"' in (tmp_path / "cli" / "report.html").read_text()
