@@ -131,7 +131,7 @@ def test_bench_pseudo_end_to_end(tiny_scenes, tiny_store, tmp_path, capsys):
 
 
 def test_bench_speed_reports_every_number(tiny_scenes, tmp_path):
-    from semiseg.bench.speed import measure, measure_overhead, speed_table
+    from semiseg.bench.speed import measure, measure_overhead, profile_step, speed_table
 
     from conftest import tiny_cfg
 
@@ -144,6 +144,10 @@ def test_bench_speed_reports_every_number(tiny_scenes, tmp_path):
     parts = measure_overhead(tiny_cfg(tiny_scenes, "method.name=unimatch", "method.mix=roll"), steps=2, warmup=1)
     assert set(parts) == {"step_without_network"}  # UniMatch has no teacher to average
     assert parts["step_without_network"] > 0  # (on the tiny test model it is most of the step: no ratio here)
+    table = profile_step(tiny_cfg(tiny_scenes, "method.name=unimatch", "method.mix=roll"), top=5, steps=1)
+    rows = table.splitlines()[2:]
+    assert len(rows) == 5 and any("conv" in r for r in rows)  # the network's convolutions lead a step
+    assert sum(float(r.split("|")[4].strip(" %")) for r in rows) <= 100.0
     parts = measure_overhead(tiny_cfg(tiny_scenes, "method.name=dssn"), steps=2, warmup=1)
     assert set(parts) == {"ema", "step_without_network"} and all(v > 0 for v in parts.values())
 

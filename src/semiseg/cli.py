@@ -149,7 +149,9 @@ def build_parser() -> argparse.ArgumentParser:
     bverbs = bench.add_subparsers(dest="bench_verb", required=True)
     p = _verb(bverbs, "speed", "step time, throughput, memory and data-loader headroom")
     p.add_argument("config", nargs="+", help="one or more config files, then a.b=c overrides for all")
-    p.add_argument("--overhead", help="also time the batched extras (aug, CutMix, selection, EMA) of this config")
+    p.add_argument("--overhead", help="also time what this config's method step costs besides its network")
+    p.add_argument("--profile", type=int, default=0, metavar="N",
+                   help="also list the N operators (with their input shapes) that take most of a step of each config")
     p.add_argument("--doc", help="Markdown file to write the table into")
     p.add_argument("--section", default="speed", help="section name in --doc")
     p.add_argument("--steps", type=int, default=20, help="timed steps (the median is reported)")

@@ -127,6 +127,32 @@ def measure_overhead(cfg, steps: int = 20, warmup: int = 3) -> Dict[str, float]:
     return parts
 
 
+def profile_step(cfg, top: int = 15, steps: int = 3) -> str:
+    """Where a training step's time goes: the ``top`` operators by self CPU time (per input shapes, forward
+    and backward apart), averaged over ``steps`` steps after one untimed one, as a Markdown table."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from semiseg.engine.trainer import Trainer
+
+    cfg.train.iters = 10**9
+    with tempfile.TemporaryDirectory() as tmp:
+        trainer = Trainer(cfg, work_dir=tmp)
+        trainer.batches = itertools.cycle([next(trainer.batches) for _ in range(2)])
+        trainer.train_step()
+        with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+            for _ in range(steps):
+                trainer.train_step()
+        trainer.log.close()
+    events = sorted(prof.key_averages(group_by_input_shape=True), key=lambda e: -e.self_cpu_time_total)
+    total = sum(e.self_cpu_time_total for e in events)
+    lines = [f"| operator ({cfg.method.name}) | input shapes | ms per step | share |", "| --- | --- | --- | --- |"]
+    for e in events[:top]:
+        shapes = ", ".join(str(tuple(s)) for s in e.input_shapes if s)[:90]
+        lines.append(f"| {e.key} | {shapes} | {e.self_cpu_time_total / 1000 / steps:.1f} | "
+                     f"{100 * e.self_cpu_time_total / total:.1f}% |")
+    return "\n".join(lines)
+
+
 def speed_table(results: List[Dict[str, float]]) -> str:
     base = results[0]["step_s"]
     lines = ["| method | step (s) | vs first | step with loader (s) | train img/s | loader headroom | infer img/s | "
@@ -154,11 +180,14 @@ def speed_from_cli(args) -> int:
         body += (f"\n\nOne {cfg.method.name} step ({args.overhead}) besides its network, medians: "
                  + ", ".join(f"{k} {1000 * v:.1f} ms" for k, v in parts.items())
                  + f"; together {1000 * total:.1f} ms = {100 * total / step:.1f}% of the {1000 * step:.0f} ms step.")
+    for path in configs if args.profile else []:
+        body += "\n\n" + profile_step(load_config(path, overrides), args.profile)
     print(body)
     if args.doc:
         from semiseg.bench.quality import write_section
 
-        cmd = "semiseg bench speed " + " ".join(args.config) + (f" --overhead {args.overhead}" if args.overhead else "")
+        cmd = "semiseg bench speed " + " ".join(args.config) + (f" --overhead {args.overhead}" if args.overhead else "") \
+            + (f" --profile {args.profile}" if args.profile else "")
         write_section(Path(args.doc), args.section, f"Produced by `{cmd} --doc {args.doc}` on {date.today()}, "
                       f"{os.cpu_count()} CPU(s), torch {torch.__version__}, {torch.get_num_threads()} threads; "
                       f"medians of {args.steps} steps after {args.warmup} warm-up.\n\n{body}")
