@@ -10,15 +10,15 @@ from __future__ import annotations
 import io
 import json
 import pickle
-import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Optional, Set, Tuple
+from typing import List, Optional, Sequence, Set, Tuple
 
 import numpy as np
 from PIL import Image, ImageDraw
 
 from semiseg.data.io import read_image
+from semiseg.data.splits import draw_split
 from semiseg.errors import SemisegError
 
 
@@ -61,6 +61,13 @@ def polygon_mask(segmentation, h: int, w: int) -> np.ndarray:
 def refcoco_samples(refs_path: str | Path, instances_path: str | Path, image_root: str | Path,
                     split: str, ref_ids: Optional[Set[int]] = None) -> List[RefSample]:
     """Every sentence of every ref of ``split`` (and, given ``ref_ids``, only of those refs) as one sample."""
+    return refcoco_subsets(refs_path, instances_path, image_root, [(split, ref_ids)])[0]
+
+
+def refcoco_subsets(refs_path: str | Path, instances_path: str | Path, image_root: str | Path,
+                    wanted: Sequence[Tuple[str, Optional[Set[int]]]]) -> List[List[RefSample]]:
+    """``refcoco_samples`` for several (split, ref ids) at once, reading the refs pickle and the instances
+    JSON (tens of MB for RefCOCO) once."""
     refs = read_refs_pickle(refs_path)
     try:
         coco = json.loads(Path(instances_path).read_text())
@@ -68,20 +75,24 @@ def refcoco_samples(refs_path: str | Path, instances_path: str | Path, image_roo
         raise SemisegError(f"instances file {instances_path} cannot be read: {e}") from None
     images = {im["id"]: im for im in coco["images"]}
     anns = {a["id"]: a for a in coco["annotations"]}
-    out = []
-    for ref in refs:
-        if ref["split"] != split or (ref_ids is not None and ref["ref_id"] not in ref_ids):
-            continue
-        if ref["image_id"] not in images or ref["ann_id"] not in anns:
-            raise SemisegError(f"refs file {refs_path}: ref {ref['ref_id']} points to image {ref['image_id']} / "
-                               f"annotation {ref['ann_id']}, which {instances_path} does not hold (a refs file of "
-                               "another data set?)")
-        im, ann = images[ref["image_id"]], anns[ref["ann_id"]]
-        fn = lambda a=ann, i=im: polygon_mask(a["segmentation"], i["height"], i["width"])  # noqa: E731
-        out += [RefSample(Path(image_root) / im["file_name"], s["sent"], ref["ref_id"], fn) for s in ref["sentences"]]
-    if not out:
-        raise SemisegError(f"refs file {refs_path} has no refs in split {split!r}")
-    return out
+    subsets = []
+    for split, ref_ids in wanted:
+        out = []
+        for ref in refs:
+            if ref["split"] != split or (ref_ids is not None and ref["ref_id"] not in ref_ids):
+                continue
+            if ref["image_id"] not in images or ref["ann_id"] not in anns:
+                raise SemisegError(f"refs file {refs_path}: ref {ref['ref_id']} points to image {ref['image_id']} / "
+                                   f"annotation {ref['ann_id']}, which {instances_path} does not hold (a refs file "
+                                   "of another data set?)")
+            im, ann = images[ref["image_id"]], anns[ref["ann_id"]]
+            fn = lambda a=ann, i=im: polygon_mask(a["segmentation"], i["height"], i["width"])  # noqa: E731
+            out += [RefSample(Path(image_root) / im["file_name"], s["sent"], ref["ref_id"], fn)
+                    for s in ref["sentences"]]
+        if not out:
+            raise SemisegError(f"refs file {refs_path} has no refs in split {split!r}")
+        subsets.append(out)
+    return subsets
 
 
 def referring_scene_samples(root: str | Path, ids_file: str) -> List[RefSample]:
@@ -117,16 +128,11 @@ def draw_ref_split(refs_path: str | Path, seed: int = 0, count: int = 0, ratio: 
     """SemiRES's protocol: a share of the training *images* is labeled, and with an image every referent on
     it; the other training refs are unlabeled. Returns (labeled ref ids, unlabeled ref ids, labeled images)."""
     refs = [r for r in read_refs_pickle(refs_path) if r["split"] == split]
-    images = sorted({r["image_id"] for r in refs})
-    if bool(count) == bool(ratio):
-        raise SemisegError("give exactly one of --count (labeled images) or --ratio (share of the images)")
-    k = count or max(1, int(round(len(images) * ratio)))
-    if not 0 < k <= len(images):
-        raise SemisegError(f"cannot label {k} of the {len(images)} images of split {split!r} in {refs_path}")
-    chosen = set(random.Random(seed).sample(images, k))
+    chosen, _ = draw_split(sorted({r["image_id"] for r in refs}), seed, count, ratio)  # the draw, over images
+    chosen = set(chosen)
     labeled = sorted(r["ref_id"] for r in refs if r["image_id"] in chosen)
     unlabeled = sorted(r["ref_id"] for r in refs if r["image_id"] not in chosen)
-    return labeled, unlabeled, k
+    return labeled, unlabeled, len(chosen)
 
 
 def res_splits(dataset: str, root: str | Path, ratio: str, refs: str = "", instances: str = "", images: str = "",
@@ -148,8 +154,7 @@ def res_splits(dataset: str, root: str | Path, ratio: str, refs: str = "", insta
     for key, value in (("refs", refs), ("instances", instances), ("images", images)):
         if not value:
             raise SemisegError(f"dataset refcoco needs {key}= (a path relative to root {root})")
-    files = (root / refs, root / instances, root / images)
     split_dir = root / "splits" / ratio
-    labeled = refcoco_samples(*files, "train", read_ids(split_dir / "labeled.txt"))
-    unlabeled = refcoco_samples(*files, "train", read_ids(split_dir / "unlabeled.txt"))
-    return labeled, unlabeled, refcoco_samples(*files, val_split)
+    wanted = [("train", read_ids(split_dir / "labeled.txt")), ("train", read_ids(split_dir / "unlabeled.txt")),
+              (val_split, None)]
+    return tuple(refcoco_subsets(root / refs, root / instances, root / images, wanted))
