@@ -9,6 +9,7 @@ Reports medians over repeated steps after warm-up (this machine's timings are no
 """
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
@@ -44,12 +45,23 @@ def peak_memory_mib(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
-def measure(cfg, steps: int = 20, warmup: int = 5) -> Dict[str, float]:
+@contextlib.contextmanager
+def bench_trainer(cfg):
+    """A trainer for timing the config's real step: a throwaway work_dir, a schedule long enough to keep
+    the poly LR away from zero, its log closed afterwards."""
     from semiseg.engine.trainer import Trainer
 
-    cfg.train.iters = 10**9  # keep the poly LR away from zero while timing
+    cfg.train.iters = 10**9
     with tempfile.TemporaryDirectory() as tmp:
         trainer = Trainer(cfg, work_dir=tmp)
+        try:
+            yield trainer
+        finally:
+            trainer.log.close()
+
+
+def measure(cfg, steps: int = 20, warmup: int = 5) -> Dict[str, float]:
+    with bench_trainer(cfg) as trainer:
         dev = trainer.device
         sync = (lambda: torch.cuda.synchronize(dev)) if dev.type == "cuda" else (lambda: None)
         real = trainer.batches
@@ -67,7 +79,6 @@ def measure(cfg, steps: int = 20, warmup: int = 5) -> Dict[str, float]:
         x = cached[0]["x"]
         with torch.no_grad(), trainer.autocast():
             infer = _median_time(lambda: model(x), steps, warmup, sync)
-        trainer.log.close()
     step_c, step_l, load = (statistics.median(v) for v in (compute, with_loader, loader))
     batches_per_step = cfg.train.accum_steps
     return {
@@ -102,13 +113,10 @@ def measure_overhead(cfg, steps: int = 20, warmup: int = 3) -> Dict[str, float]:
     ``training_step`` through the trainer's ``train_step`` (strong views, CutMix, selection, refinement,
     losses, bookkeeping) with the network replaced by a 1x1-convolution stand-in; and, for a method with
     an EMA teacher, one update of the real teacher."""
-    from semiseg.engine.trainer import Trainer
     from semiseg.losses import build_criterion
     from semiseg.methods import METHODS
 
-    cfg.train.iters = 10**9
-    with tempfile.TemporaryDirectory() as tmp:
-        trainer = Trainer(cfg, work_dir=tmp)
+    with bench_trainer(cfg) as trainer:
         cached = [next(trainer.batches) for _ in range(4)]
         parts = {}
         real = trainer.method
@@ -123,7 +131,6 @@ def measure_overhead(cfg, steps: int = 20, warmup: int = 3) -> Dict[str, float]:
         trainer.optimizer = torch.optim.SGD([{"params": list(nil.parameters()), "lr_scale": 0.0}], lr=0.0)
         trainer.batches = itertools.cycle(cached)
         parts["step_without_network"] = statistics.median(_median_time(trainer.train_step, steps, warmup, lambda: None))
-        trainer.log.close()
     return parts
 
 
@@ -132,17 +139,12 @@ def profile_step(cfg, top: int = 15, steps: int = 3) -> str:
     and backward apart), averaged over ``steps`` steps after one untimed one, as a Markdown table."""
     from torch.profiler import ProfilerActivity, profile
 
-    from semiseg.engine.trainer import Trainer
-
-    cfg.train.iters = 10**9
-    with tempfile.TemporaryDirectory() as tmp:
-        trainer = Trainer(cfg, work_dir=tmp)
+    with bench_trainer(cfg) as trainer:
         trainer.batches = itertools.cycle([next(trainer.batches) for _ in range(2)])
         trainer.train_step()
         with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
             for _ in range(steps):
                 trainer.train_step()
-        trainer.log.close()
     events = sorted(prof.key_averages(group_by_input_shape=True), key=lambda e: -e.self_cpu_time_total)
     total = sum(e.self_cpu_time_total for e in events)
     lines = [f"| operator ({cfg.method.name}) | input shapes | ms per step | share |", "| --- | --- | --- | --- |"]
