@@ -64,6 +64,16 @@ def read_suite(path: str | Path) -> dict:
     return suite
 
 
+def read_rows(work_dir: Path, task: str = "seg") -> List[dict]:
+    """A run's metrics.jsonl rows ([] if it has none yet); RES rows (all evaluations) read as
+    ``{"kind": "eval", "mIoU": ..., "oIoU": ...}``, their ``eval_`` prefix dropped."""
+    metrics = work_dir / "metrics.jsonl"
+    rows = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()] if metrics.is_file() else []
+    if task == "res":
+        rows = [{"kind": "eval", **{k.removeprefix("eval_"): v for k, v in r.items()}} for r in rows]
+    return rows
+
+
 def final_eval(work_dir: Path, task: str = "seg", step: Optional[int] = None) -> Optional[dict]:
     """The last eval row of a finished run (step == its configured iters), else None; with ``step``, the
     finished run's eval row at that step (None if it has none). RES rows have their ``eval_`` prefix dropped,
@@ -73,9 +83,7 @@ def final_eval(work_dir: Path, task: str = "seg", step: Optional[int] = None) ->
         return None
     conf = yaml.safe_load(cfg.read_text())
     iters = conf["iters"] if task == "res" else conf["train"]["iters"]
-    rows = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
-    if task == "res":
-        rows = [{"kind": "eval", **{k.removeprefix("eval_"): v for k, v in r.items()}} for r in rows]
+    rows = read_rows(work_dir, task)
     evals = [r for r in rows if r["kind"] == "eval" and r["step"] == iters]
     if step is not None and evals:
         evals = [r for r in rows if r["kind"] == "eval" and r["step"] == step]

@@ -151,16 +151,15 @@ def suite_sections(work: Path) -> List[str]:
 
 def suite_curves(suite: dict, work: Path, metric: str = "mIoU") -> Dict[str, list]:
     """Each run's evaluations by step, averaged over the seeds evaluated at that step (finished or not)."""
-    key = f"eval_{metric}" if suite.get("task") == "res" else metric
+    from semiseg.bench.quality import read_rows
+
     curves = {}
     for r in suite["runs"]:
         by_step: Dict[int, list] = {}
         for s in suite.get("seeds", [0]):
-            log = work / r["name"] / f"seed{s}" / "metrics.jsonl"
-            for line in log.read_text().splitlines() if log.is_file() else []:
-                row = json.loads(line) if line.strip() else {}
-                if key in row and row.get("kind", "eval") == "eval":
-                    by_step.setdefault(row["step"], []).append(row[key])
+            for row in read_rows(work / r["name"] / f"seed{s}", suite.get("task", "seg")):
+                if row["kind"] == "eval" and metric in row:
+                    by_step.setdefault(row["step"], []).append(row[metric])
         if by_step:
             curves[r["name"]] = [(step, float(np.mean(v))) for step, v in sorted(by_step.items())]
     return curves
