@@ -152,30 +152,38 @@ def test_bench_speed_reports_every_number(tiny_scenes, tmp_path):
     assert set(parts) == {"ema", "step_without_network"} and all(v > 0 for v in parts.values())
 
 
-def fake_res_run(root, name, seed, oiou, iters=10, finished=True):
+def fake_res_run(root, name, seed, oiou, iters=10, finished=True, teacher=False):
+    """A referring run's files as the engine writes them; a teacher-student run's teacher holds ``oiou`` and
+    its student 5 points less."""
     wd = root / name / f"seed{seed}"
     wd.mkdir(parents=True)
-    (wd / "config.yaml").write_text(f"iters: {iters}\n")
-    row = {"step": iters if finished else iters // 2, "loss_sup": 0.1, "eval_oIoU": oiou, "eval_mIoU": oiou - 1,
-           "eval_P@0.5": 50.0, "eval_P@0.7": 30.0, "eval_P@0.9": 5.0, "s_per_step": 0.4}
-    (wd / "metrics.jsonl").write_text(json.dumps(row) + "\n")
+    (wd / "config.yaml").write_text(f"task: res\ntrain:\n  iters: {iters}\n")
+    scores = {"oIoU": oiou, "mIoU": oiou - 1, "P@0.5": 50.0, "P@0.7": 30.0, "P@0.9": 5.0}
+    ev = {"kind": "eval", "step": iters if finished else iters // 2}
+    if teacher:
+        ev.update({**{k: v - 5 for k, v in scores.items()}, **{f"teacher_{k}": v for k, v in scores.items()}})
+    else:
+        ev.update(scores)
+    rows = [{"kind": "train", "step": iters, "loss_x": 0.1, "s_per_step": 0.4}, ev]
+    (wd / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
 
 
 def test_res_suite_table_gains_per_baseline(tmp_path):
-    suite = {"name": "r", "task": "res", "seeds": [0], "runs": [
+    suite = {"name": "r", "seeds": [0], "runs": [
         {"name": "sup-1pct"}, {"name": "semires-1pct", "baseline": "sup-1pct"},
         {"name": "sup-10pct"}, {"name": "semires-10pct", "baseline": "sup-10pct"}, {"name": "pending"}]}
     fake_res_run(tmp_path, "sup-1pct", 0, 20.0)
-    fake_res_run(tmp_path, "semires-1pct", 0, 32.5)
+    fake_res_run(tmp_path, "semires-1pct", 0, 32.5, teacher=True)
     fake_res_run(tmp_path, "sup-10pct", 0, 40.0)
-    fake_res_run(tmp_path, "semires-10pct", 0, 39.0)
+    fake_res_run(tmp_path, "semires-10pct", 0, 39.0, teacher=True)
     fake_res_run(tmp_path, "pending", 0, 99.0, finished=False)
-    assert final_eval(tmp_path / "pending" / "seed0", "res") is None
+    assert final_eval(tmp_path / "pending" / "seed0") is None
     text = table(suite, tmp_path)
-    assert "| semires-1pct | 1 | 32.50 | 31.50 | 50.00 | 30.00 | 5.00 | +12.50 | 0.40 |" in text
+    assert "| semires-1pct | 1 | 32.50 | 31.50 | 50.00 | 30.00 | 5.00 | +12.50 | 0.40 |" in text  # the teacher's
     assert "| semires-10pct | 1 | 40.00" not in text and "| -1.00 |" in text
     assert "| sup-1pct | 1 | 20.00 | 19.00 | 50.00 | 30.00 | 5.00 | - |" in text
     assert "| pending | 0 | - |" in text
+    assert "Run time of the finished runs (s/step x steps, summed): 0m16s" in text  # 4 runs x 10 steps x 0.4 s
 
 
 def test_suite_runs_in_parallel_and_resumes(tiny_scenes, tmp_path, capsys):

@@ -88,14 +88,10 @@ assert len(SHIPPED) > 20
 def test_every_shipped_config_and_suite_loads(path):
     """A typo in a shipped reference config fails here, not hours into someone's run."""
     from semiseg.bench.quality import read_suite
-    from semiseg.res.train import load_res_config
 
     if "/suites/" in path:
         suite = read_suite(path)
-        loader = load_res_config if suite.get("task") == "res" else load_config
         for r in suite["runs"]:  # suite overrides and the run's own, as the suite applies them
-            loader(REPO / r["config"], list(suite.get("overrides", [])) + list(r.get("overrides", [])))
-    elif "/res/" in path:
-        load_res_config(path, [])
+            load_config(REPO / r["config"], list(suite.get("overrides", [])) + list(r.get("overrides", [])))
     else:
         load_config(path, [])

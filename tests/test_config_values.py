@@ -37,7 +37,7 @@ def cases():
     out += [((), "data.dataset", "no_such_preset", ("valid:", "voc")),
             ((), "model.backbone", "resnet19", ("resnet18",))]
     for name in METHODS.names():
-        base = (f"method.name={name}",)
+        base = (f"method.name={name}",) + (() if "semantic" in METHODS.get(name).tasks else ("task=res",))
         for k, v, c in schema_leaves(METHODS.get(name).Config(), "method."):
             out.append((base, k, wrong(v), ()))
             if c:

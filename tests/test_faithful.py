@@ -64,14 +64,19 @@ def test_tmp_mask_is_a_ten_by_ten_grid_on_any_crop():
 
 
 def test_semires_losses_are_a_plain_mean_of_class_weighted_pixel_ce():
-    from semiseg.res.train import semires_ce
+    from semiseg.losses import build_criterion
 
     torch.manual_seed(0)
     logits, target = torch.randn(2, 2, 5, 5), torch.randint(0, 2, (2, 5, 5))
     w = torch.tensor([0.9, 1.1])
     expected = (F.cross_entropy(logits, target, reduction="none") * w[target]).mean()
-    assert torch.allclose(semires_ce(logits, target, w), expected)
-    assert not torch.allclose(semires_ce(logits, target, w), F.cross_entropy(logits, target, weight=w))
+    ce = build_criterion(load_config(None, ["train.class_weights=[0.9,1.1]"]).train, 255, 2)
+    assert torch.allclose(ce(logits, target), expected)
+    assert not torch.allclose(ce(logits, target), F.cross_entropy(logits, target, weight=w))
+    target[0, 0] = 255  # an ignored pixel counts in neither sum
+    keep = target != 255
+    expected = (F.cross_entropy(logits, target, reduction="none", ignore_index=255) * w[target.clamp(max=1)])[keep].mean()
+    assert torch.allclose(ce(logits, target), expected)
 
 
 def test_semires_strong_view_is_its_mild_colour_jitter_and_burn_in_is_plain_ce(tiny_scenes, tiny_store, monkeypatch):

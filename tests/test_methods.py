@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from semiseg.config import load_config
-from semiseg.data.loaders import TrainBatches
+from semiseg.data.loaders import semantic_batches
 from semiseg.data.presets import resolve_layout
 from semiseg.errors import SemisegError
 from semiseg.losses import build_criterion
@@ -22,19 +22,20 @@ def make_method(name, root, store, *extra):
     torch.manual_seed(0)
     layout = resolve_layout(cfg.data)
     model = build_model(cfg.model, len(layout.class_names))
-    method = METHODS.get(name)(cfg.method, model, build_criterion(cfg.train, 255), len(layout.class_names))
-    batches = TrainBatches(cfg, layout, 0, 1, method.unlabeled_streams, torch.device("cpu"))
+    method = METHODS.get(name)(cfg.method, model, build_criterion(cfg.train, 255, len(layout.class_names)), len(layout.class_names))
+    batches = semantic_batches(cfg, layout, 0, 1, method.unlabeled_streams, torch.device("cpu"))
     return method, model, next(batches)
 
 
 TEACHERS = {"dssn", "unimatch_v2", "semires"}  # the methods whose authors keep an EMA teacher
-CASES = [(name, ()) for name in METHODS.names()] + [
+SEMANTIC = [name for name in METHODS.names() if "semantic" in METHODS.get(name).tasks]  # RES ones: test_res.py
+CASES = [(name, ()) for name in SEMANTIC] + [
     ("unimatch", ("method.refiner={name: cpi}",)),  # a refiner after any selector
     ("csl", ("method.selector={name: class_aware}",)),  # any selector in any method
     ("unimatch", ("method.selector={name: csl}", "method.mix=roll")),
 ]
 if importlib.util.find_spec("dinov2"):  # any method on UniMatch V2's network (a tiny DINOv2 + DPT)
-    CASES += [(name, ("model.arch=dpt", "model.backbone=dinov2_tiny")) for name in METHODS.names()]
+    CASES += [(name, ("model.arch=dpt", "model.backbone=dinov2_tiny")) for name in SEMANTIC]
 
 
 @pytest.mark.parametrize("name,extra", CASES)

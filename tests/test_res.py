@@ -1,15 +1,19 @@
 """Referring expressions, RES metrics and the RefCOCO-format loader."""
 import json
+import os
 import pickle
 import re
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
+from semiseg.config import load_config
 from semiseg.errors import SemisegError
-from semiseg.res.datasets import load_sample, read_refs_pickle, refcoco_samples, referring_scene_samples
+from semiseg.res.sources import load_sample, read_refs_pickle, refcoco_samples, referring_scene_samples
 from semiseg.res.metrics import res_metrics
 from semiseg.res.referring import ORDINALS, generate_referring
 
@@ -147,63 +151,160 @@ def test_minilm_encoder_loads_offline_when_installed():
     assert words_.shape[0] == 2 and words_.shape[2] == 384 and mask.dtype == torch.bool
 
 
-@pytest.mark.parametrize("method", ["supervised", "teacher_student", "semires"])
-def test_res_recipes_train_and_evaluate(tiny_scenes, tmp_path, method):
+@pytest.fixture(scope="module")
+def res_scenes(tiny_scenes, tmp_path_factory):
+    """The tiny scenes with their referring expressions and superpixel proposals of every training image."""
     from semiseg.data.io import read_image
     from semiseg.pseudo.proposals import SuperpixelProposals
     from semiseg.pseudo.store import ProposalStore
-    from semiseg.res.train import ResTrainer, load_res_config
 
     generate_referring(tiny_scenes, seed=0)
-    (tmp_path / "props").mkdir()
-    store = ProposalStore(tmp_path / "props")
+    props = tmp_path_factory.mktemp("res_props")
+    store = ProposalStore(props)
     with open(store.lines, "a") as fh:
         for img in sorted((tiny_scenes / "images").glob("train_*.png")):
             store.add(f"images/{img.name}", SuperpixelProposals(min_area=4)(read_image(img)), fh)
-    cfg = load_res_config(None, [f"root={tiny_scenes}", f"method={method}", f"proposal_store={tmp_path / 'props'}",
-                                 "model.backbone=resnet18", "model.width=0.25", "model.pretrained=", "size=32",
-                                 "batch_size=4", "iters=4", "burn_in=2", "eval_interval=4",
-                                 f"work_dir={tmp_path / 'w'}"])
-    final = ResTrainer(cfg).run()
-    assert set(final) >= {"eval_oIoU", "eval_mIoU", "eval_P@0.5"} and 0 <= final["eval_oIoU"] <= 100
-    row = json.loads((tmp_path / "w/metrics.jsonl").read_text().splitlines()[-1])
-    assert ("loss_u" in row) == (method != "supervised")
-    if method == "teacher_student":
-        assert row["miss_rate"] == 1.0  # no proposals: every sample falls back to PWA
-    if method == "semires":  # predict --text from the checkpoint alone
-        from semiseg.cli import run
+    return tiny_scenes, props
 
-        assert run(["predict", str(tmp_path / "w/latest.pth"), "--input", str(tiny_scenes / "images/val_00000.png"),
+
+RES_TINY = ["task=res", "model.backbone=resnet18", "model.width=0.25", "model.pretrained=", "data.crop_size=32",
+            "data.batch_size=4", "data.num_workers=0", "train.amp=none", "train.log_interval=1", "train.optimizer=adamw",
+            "train.lr=0.001", "train.lr_multi=1", "train.class_weights=[0.9,1.1]", "eval.batch_size=16"]
+RECIPES = {"supervised": ["method.name=supervised"],
+           "teacher_student": ["method.name=semires_res", "method.matcher=none", "method.burn_in_steps=1"],
+           "semires": ["method.name=semires_res", "method.matcher=iom", "method.burn_in_steps=1"]}
+
+
+def res_cfg(res_scenes, *overrides):
+    root, props = res_scenes
+    return load_config(None, [*RES_TINY, f"data.root={root}", "data.split=10pct", f"data.proposal_store={props}",
+                              *overrides])
+
+
+@pytest.mark.parametrize("recipe", list(RECIPES))
+def test_res_recipes_train_and_evaluate_on_the_engine(res_scenes, tmp_path, recipe):
+    from semiseg.engine.trainer import train
+
+    final = train(res_cfg(res_scenes, *RECIPES[recipe], "train.iters=4", "train.eval_interval=4"),
+                  work_dir=str(tmp_path / "w"))
+    assert set(final) >= {"oIoU", "mIoU", "P@0.5"} and 0 <= final["oIoU"] <= 100
+    assert ("teacher_oIoU" in final) == (recipe != "supervised")
+    rows = [json.loads(line) for line in (tmp_path / "w/metrics.jsonl").read_text().splitlines()]
+    train_rows = [r for r in rows if r["kind"] == "train"]
+    assert ("loss_u" in train_rows[-1]) == (recipe != "supervised") and "loss_u" not in train_rows[0]  # burn-in
+    if recipe == "teacher_student":
+        assert train_rows[-1]["miss_rate"] == 1.0  # no proposals: every sample falls back to PWA
+    if recipe == "semires":
+        assert train_rows[-1]["miss_rate"] < 1.0  # some teacher masks matched a proposal
+        from semiseg.cli import run  # predict --text from the checkpoint alone
+
+        root = res_scenes[0]
+        assert run(["predict", str(tmp_path / "w/latest.pth"), "--input", str(root / "images/val_00000.png"),
                     "--output", str(tmp_path / "pred"), "--text", "the leftmost top"]) == 0
         m = np.asarray(Image.open(tmp_path / "pred/index/val_00000.png"))
         assert m.shape == (32, 32) and set(np.unique(m)) <= {0, 1}
-        with pytest.raises(SemisegError, match="give --text"):
-            run(["predict", str(tmp_path / "w/latest.pth"), "--input", str(tiny_scenes / "images/val_00000.png"),
+        with pytest.raises(SemisegError, match="give the expression with --text"):
+            run(["predict", str(tmp_path / "w/latest.pth"), "--input", str(root / "images/val_00000.png"),
                  "--output", str(tmp_path / "pred")])
+        with pytest.raises(SemisegError, match="referring segmentation model"):
+            run(["export", str(tmp_path / "w/latest.pth")])
 
 
-def test_text_encoder_gets_its_own_learning_rate(tiny_scenes, tmp_path):
+def test_a_semantic_only_method_is_refused_for_res_at_load(res_scenes):
+    with pytest.raises(SemisegError, match="method 'unimatch' does not train task 'res'; for it: semires_res, supervised"):
+        res_cfg(res_scenes, "method.name=unimatch")
+
+
+def test_res_resumes_exactly_mid_epoch(res_scenes, tmp_path):
+    """Four steps in one go against two, a checkpoint, and a new trainer resuming: the same student, teacher and
+    optimizer. An epoch of the unlabeled refs is many steps, so the checkpoint falls inside it, after the
+    burn-in, with refinement and the EMA teacher at work."""
+    from semiseg.engine.trainer import Trainer
+
+    args = [*RECIPES["semires"], "train.iters=4", "train.eval_interval=1000", "train.ckpt_interval=2",
+            "train.deterministic=true", "train.seed=3"]
+    full = Trainer(res_cfg(res_scenes, *args), work_dir=str(tmp_path / "a"))
+    full.run()
+    assert full.batches.steps_per_epoch > 4
+    part = Trainer(res_cfg(res_scenes, *args), work_dir=str(tmp_path / "b"))
+    for _ in range(2):
+        assert part.train_step() is not None
+        part.step += 1
+    part.save("latest.pth")
+    resumed = Trainer(res_cfg(res_scenes, *args), work_dir=str(tmp_path / "b"), resume="auto")
+    resumed.run()
+    assert resumed.step == 4
+    for mine, theirs in ((full.model, resumed.model), (full.method.teacher.module, resumed.method.teacher.module)):
+        for k, v in mine.state_dict().items():
+            assert torch.equal(v, theirs.state_dict()[k]), k
+    a, b = full.optimizer.state_dict()["state"], resumed.optimizer.state_dict()["state"]
+    assert all(torch.equal(st["exp_avg"], b[pid]["exp_avg"]) for pid, st in a.items())
+
+
+def test_res_run_writes_the_files_of_a_semantic_run(res_scenes, tiny_scenes, tmp_path):
+    from conftest import TINY
+
+    from semiseg.cli import run
+
+    assert run(["train", "--work-dir", str(tmp_path / "seg"), *TINY, f"data.root={tiny_scenes}", "train.iters=2",
+                "train.eval_interval=2"]) == 0
+    root, props = res_scenes
+    assert run(["train", "--work-dir", str(tmp_path / "res"), *RES_TINY, *RECIPES["semires"], f"data.root={root}",
+                "data.split=10pct", f"data.proposal_store={props}", "train.iters=2", "train.eval_interval=2"]) == 0
+    files = lambda d: sorted(str(p.relative_to(d)) for p in d.rglob("*") if p.is_file() and "tb" not in p.parts)  # noqa: E731
+    assert files(tmp_path / "res") == files(tmp_path / "seg")
+    assert {"latest.pth", "best.pth", "report.html", "metrics.jsonl", "config.yaml"} <= set(files(tmp_path / "res"))
+    page = (tmp_path / "res/report.html").read_text()
+    assert "Validation expressions" in page and "validation oIoU" in page
+
+
+def test_res_under_torchrun_on_two_cpu_processes(res_scenes, tmp_path):
+    root, props = res_scenes
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29523",
+           "-m", "semiseg", "train", *RES_TINY, *RECIPES["semires"], f"data.root={root}", "data.split=10pct",
+           f"data.proposal_store={props}", "train.iters=2", "train.eval_interval=2", "train.threads=1",
+           "--work-dir", str(tmp_path / "w")]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "world size 2" in r.stdout
+    rows = [json.loads(line) for line in (tmp_path / "w/metrics.jsonl").read_text().splitlines()]
+    assert any(row["kind"] == "eval" and row["step"] == 2 and "teacher_oIoU" in row for row in rows)
+
+
+def test_res_scores_of_shards_add_up_to_the_whole():
+    """Under torchrun each process scores its shard of the expressions; the trainer adds their sums up."""
+    from semiseg.res.metrics import ResMetrics
+
+    g = torch.Generator().manual_seed(0)
+    pred, target = torch.rand(10, 8, 8, generator=g) > 0.5, torch.rand(10, 8, 8, generator=g) > 0.3
+    whole, a, b = ResMetrics(), ResMetrics(), ResMetrics()
+    whole.update(pred, target)
+    a.update(pred[0::2], target[0::2])
+    b.update(pred[1::2], target[1::2])
+    a.sums += b.sums  # what all_reduce_sum does across two processes
+    assert a.compute() == pytest.approx(whole.compute())
+    assert b.compute() != pytest.approx(whole.compute())  # one shard alone differs
+
+
+def test_text_encoder_gets_its_own_learning_rate(res_scenes, tmp_path):
     from semiseg.engine.optim import poly_lr, set_lr
-    from semiseg.res.train import ResTrainer, load_res_config
+    from semiseg.engine.trainer import Trainer
 
-    generate_referring(tiny_scenes, seed=0)
-    cfg = load_res_config(None, [f"root={tiny_scenes}", "method=supervised", "model.backbone=resnet18",
-                                 "model.width=0.25", "model.pretrained=", "size=32", "batch_size=2", "iters=1",
-                                 "lr=0.001", "text_lr=0.00005", f"work_dir={tmp_path}"])
-    trainer = ResTrainer(cfg)
-    visual, text = trainer.opt.param_groups
-    assert visual["lr"] == pytest.approx(1e-3) and text["lr"] == pytest.approx(5e-5)
-    set_lr(trainer.opt, poly_lr(cfg.lr, 5, 10, 0.9))  # the schedule keeps the ratio
+    trainer = Trainer(res_cfg(res_scenes, "method.name=supervised", "train.iters=1", "train.text_lr=0.00005"),
+                      work_dir=str(tmp_path))
+    visual, head, text = trainer.optimizer.param_groups
+    assert visual["lr"] == pytest.approx(1e-3) and head["lr"] == pytest.approx(1e-3) and text["lr"] == pytest.approx(5e-5)
+    set_lr(trainer.optimizer, poly_lr(1e-3, 5, 10, 0.9))  # the schedule keeps the ratio
     assert text["lr"] / visual["lr"] == pytest.approx(0.05)
     assert {id(p) for p in text["params"]} == {id(p) for p in trainer.model.text.parameters()}
-    assert len(visual["params"]) + len(text["params"]) == len(list(trainer.model.parameters()))
+    assert sum(len(g["params"]) for g in (visual, head, text)) == len(list(trainer.model.parameters()))
 
 
-def test_a_non_positive_learning_rate_is_refused(tiny_scenes):
-    from semiseg.res.train import load_res_config
+def test_a_non_positive_learning_rate_is_refused(res_scenes, tmp_path):
+    from semiseg.engine.trainer import Trainer
 
-    with pytest.raises(SemisegError, match="lr must be positive"):
-        load_res_config(None, [f"root={tiny_scenes}", "lr=0"])
+    with pytest.raises(SemisegError, match="train.lr must be positive"):
+        Trainer(res_cfg(res_scenes, "method.name=supervised", "train.lr=0"), work_dir=str(tmp_path))
 
 
 def refcoco_fixture(root, n_images=6):
@@ -247,16 +348,18 @@ def test_refcoco_split_labels_whole_images_and_trains_from_the_command_line(tmp_
     run(["data", "split", "--root", str(root), "--refs", "refcoco/refs(unc).p", "--ratio", "0.25", "--out", str(again)])
     assert (again / "labeled.txt").read_text() == (root / "splits" / "25pct" / "labeled.txt").read_text()  # seeded
 
-    assert run(["res", "train", "dataset=refcoco", f"root={root}", "ratio=25pct", "refs=refcoco/refs(unc).p",
-                "instances=refcoco/instances.json", "images=train2014", "method=supervised", "model.backbone=resnet18",
-                "model.width=0.25", "model.pretrained=", "size=32", "batch_size=2", "iters=2", "eval_interval=2",
-                f"work_dir={tmp_path / 'run'}"]) == 0
-    final = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert 0 <= final["eval_oIoU"] <= 100 and "eval_P@0.5" in final
+    assert run(["train", "task=res", "data.dataset=refcoco", f"data.root={root}", "data.split=25pct",
+                "data.refs=refcoco/refs(unc).p", "data.instances=refcoco/instances.json", "data.images=train2014",
+                "method.name=supervised", "model.backbone=resnet18", "model.width=0.25", "model.pretrained=",
+                "data.crop_size=32", "data.batch_size=2", "data.num_workers=0", "train.iters=2", "train.eval_interval=2",
+                "--work-dir", str(tmp_path / "run")]) == 0
+    rows = [json.loads(line) for line in (tmp_path / "run/metrics.jsonl").read_text().splitlines()]
+    final = [r for r in rows if r["kind"] == "eval"][-1]
+    assert 0 <= final["oIoU"] <= 100 and "P@0.5" in final
 
 
 def test_refcoco_without_a_split_names_the_missing_file(tmp_path):
-    from semiseg.res.datasets import res_splits
+    from semiseg.res.sources import res_splits
 
     root = refcoco_fixture(tmp_path)
     with pytest.raises(SemisegError, match=r"splits/1pct/labeled.txt does not exist.*--refs"):

@@ -24,7 +24,8 @@ EXAMPLES = """examples:
 
 
 def _train_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("config", help="experiment YAML (only what differs from the defaults)")
+    p.add_argument("config", nargs="?", help="experiment YAML (only what differs from the defaults); without one, "
+                                            "the defaults and the overrides")
     p.add_argument("overrides", nargs="*", help="a.b=c overrides, applied after the file")
     p.add_argument("--work-dir", help="where logs and checkpoints go (default: config work_dir)")
     p.add_argument("--resume", nargs="?", const="auto", help="resume everything from CKPT (default: work_dir/latest.pth)")
@@ -60,13 +61,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mode", choices=["whole", "slide"], help="whole image or sliding window (default: eval.mode)")
 
     p = _verb(verbs, "predict", "segment images with a checkpoint")
-    p.add_argument("ckpt", help="a checkpoint written by semiseg train or semiseg res train")
+    p.add_argument("ckpt", help="a checkpoint written by semiseg train")
     p.add_argument("--input", required=True, help="an image file, a folder or a glob")
     p.add_argument("--output", required=True, help="folder for index/, color/ and overlay/ PNGs")
     p.add_argument("--opacity", type=float, default=0.5, help="colour weight in the overlay")
     p.add_argument("--mode", choices=["whole", "slide"], default="whole", help="whole image or sliding window")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
-    p.add_argument("--text", help="the referring expression, for RES checkpoints (semiseg res train)")
+    p.add_argument("--text", help="the referring expression, for referring segmentation checkpoints (task: res)")
     p.add_argument("--label-ids", action="store_true",
                    help="Cityscapes: write labelIds (what its benchmark server takes) instead of train ids")
 
@@ -76,12 +77,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", help="output file (default: next to the checkpoint)")
     p.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"),
                    help="the size traced (default: data.resize or data.crop_size); any size runs afterwards")
-
-    res = _verb(verbs, "res", "referring expression segmentation (RES)")
-    rverbs = res.add_subparsers(dest="res_verb", required=True)
-    p = _verb(rverbs, "train", "train a referring segmenter (supervised, teacher-student or SemiRES)")
-    p.add_argument("config", nargs="?", help="YAML with ResConfig fields (src/semiseg/res/train.py)")
-    p.add_argument("overrides", nargs="*", help="key=value overrides of the ResConfig fields")
 
     p = _verb(verbs, "report", "a self-contained HTML page about a run or a benchmark suite")
     p.add_argument("work_dir", help="a run's work_dir, or a suite's runs folder")
@@ -194,6 +189,9 @@ def parse(argv: Optional[List[str]] = None) -> argparse.Namespace:
     unknown = [a for a in extra if "=" not in a or a.startswith("-")]
     if unknown or (extra and not hasattr(args, "overrides")):
         parser.error(f"unrecognized arguments: {' '.join(unknown or extra)}")
+    config = getattr(args, "config", None)
+    if config and "=" in config and not Path(config).exists():  # no config file: the first word is an override
+        extra, args.config = [config, *extra], None
     resume = getattr(args, "resume", None)
     if resume and resume != "auto" and "=" in resume and not Path(resume).exists():
         extra, args.resume = [resume, *extra], "auto"

@@ -51,6 +51,11 @@ class DataConfig:
     proposal_store: str = ""  # a folder written by `semiseg proposals` (the masks of the unlabeled split), for refiners
     hidden_labels: bool = False  # load the unlabeled split's masks for diagnostics only (never a loss)
     on_error: str = choice("stop", "skip")  # what a corrupt sample does: stop the run, or be skipped and counted
+    # task res, dataset refcoco (RefCOCO, RefCOCO+, G-Ref share the format), paths relative to root:
+    refs: str = ""  # the refs pickle, e.g. refcoco/refs(unc).p
+    instances: str = ""  # COCO's instances JSON, e.g. refcoco/instances.json
+    images: str = ""  # the COCO train2014 image folder, e.g. train2014
+    val_split: str = "val"  # the refs split evaluated (val, testA, testB; G-Ref: val, test)
 
 
 @dataclass
@@ -67,6 +72,7 @@ class ModelConfig:
     fp_dropout: float = 0.5
     aspp_dropout: float = 0.0  # the authors' ASPP has none; 0.5 = torchvision's Dropout after the projection
     freeze_backbone: bool = False  # UniMatch V2's lock_backbone: train the head only (less memory and time)
+    text: str = choice("builtin", "minilm")  # task res: the expression encoder (res/text.py)
 
 
 @dataclass
@@ -76,11 +82,13 @@ class TrainConfig:
     optimizer: str = choice("sgd", "adamw")
     lr: float = 0.001
     lr_multi: float = 10.0  # head LR = lr * lr_multi
+    text_lr: float = 0.0  # task res: the text encoder's LR (0 = lr); a pretrained one wants far less (SemiRES 5e-5)
     weight_decay: float = 1e-4
     momentum: float = 0.9
     betas: List[float] = field(default_factory=lambda: [0.9, 0.999])
     poly_power: float = 0.9
     criterion: str = choice("ce", "ohem")
+    class_weights: List[float] = field(default_factory=list)  # per-class CE weights, plain mean (SemiRES: [0.9, 1.1])
     ohem_thresh: float = 0.7
     ohem_min_kept: int = 100000
     amp: str = choice("auto", "bf16", "fp16", "none")  # auto: bf16 on CPUs with native bf16, else fp32; CUDA bf16/fp16
@@ -108,6 +116,7 @@ class EvalConfig:
 @dataclass
 class Config:
     work_dir: str = "runs/default"
+    task: str = choice("semantic", "res")  # res: referring expression segmentation (a sentence picks one object)
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)

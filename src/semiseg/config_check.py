@@ -83,9 +83,14 @@ def check_config(cfg, origin: Dict[str, str]) -> None:
     from semiseg.pseudo.selectors import SELECTORS
 
     check_fields(cfg, Config(), origin, "")
-    check_choice(origin, "data.dataset", cfg.data.dataset, list(PRESETS))
+    if cfg.task == "semantic":  # a referring data set is named where its samples are read (res.sources)
+        check_choice(origin, "data.dataset", cfg.data.dataset, list(PRESETS))
     check_choice(origin, "model.backbone", cfg.model.backbone, backbone_names())
     method = cfg.method
+    if cfg.task not in METHODS.get(method["name"]).tasks:
+        trains = [n for n in METHODS.names() if cfg.task in METHODS.get(n).tasks]
+        raise SemisegError(f"{origin.get('method.name', 'config')}: method {method['name']!r} does not train task "
+                           f"{cfg.task!r}; for it: {', '.join(trains)}")
     check_fields(dict(method), METHODS.get(method["name"]).Config(), origin, "method.")
     if "selector" in method:
         check_component(SELECTORS, dict(method["selector"]), origin, "method.selector")

@@ -53,6 +53,9 @@ class Predictor:
     @classmethod
     def from_checkpoint(cls, path: str, device: str = "cpu", teacher: bool = False) -> "Predictor":
         ckpt = load_checkpoint(path)
+        if ckpt.get("task", "semantic") != "semantic":  # its model takes an expression beside the image
+            raise SemisegError(f"checkpoint {path} is a referring segmentation model (task: {ckpt['task']}): it reads "
+                               "an expression too; `semiseg predict CKPT --text ...` applies it (no export yet)")
         cfg = load_config(None, extra=ckpt["config"])
         meta = ckpt.get("meta") or {}
         names = meta.get("class_names") or list(cfg.data.class_names)

@@ -31,13 +31,33 @@ class OhemCE(nn.Module):
         return loss[keep].mean() if keep.any() else loss.mean()
 
 
-def build_criterion(train_cfg, ignore_index: int) -> nn.Module:
-    if train_cfg.criterion == "ce":
-        return nn.CrossEntropyLoss(ignore_index=ignore_index)
-    if train_cfg.criterion == "ohem":
-        return OhemCE(ignore_index, train_cfg.ohem_thresh, train_cfg.ohem_min_kept)
+class WeightedCE(nn.Module):
+    """Per-pixel CE times its class's weight, then a plain mean over the labeled pixels, as SemiRES's code
+    (``reduction='none'`` then ``.mean()``); PyTorch's weighted mean would divide by the summed weights."""
+
+    def __init__(self, weights, ignore_index: int = 255) -> None:
+        super().__init__()
+        self.register_buffer("weights", torch.tensor(list(weights), dtype=torch.float32), persistent=False)
+        self.ignore_index = ignore_index
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        ce = F.cross_entropy(logits.float(), target, weight=self.weights.to(logits.device),
+                             ignore_index=self.ignore_index, reduction="none")
+        return ce.sum() / (target != self.ignore_index).sum().clamp(min=1)
+
+
+def build_criterion(train_cfg, ignore_index: int, num_classes: int) -> nn.Module:
     from semiseg.errors import SemisegError
 
+    weights = list(train_cfg.class_weights)
+    if weights and len(weights) != num_classes:
+        raise SemisegError(f"train.class_weights has {len(weights)} values for {num_classes} classes")
+    if train_cfg.criterion == "ce":
+        return WeightedCE(weights, ignore_index) if weights else nn.CrossEntropyLoss(ignore_index=ignore_index)
+    if weights:
+        raise SemisegError("train.class_weights goes with train.criterion=ce, not ohem")
+    if train_cfg.criterion == "ohem":
+        return OhemCE(ignore_index, train_cfg.ohem_thresh, train_cfg.ohem_min_kept)
     raise SemisegError(f"unknown train.criterion {train_cfg.criterion!r}; valid: ce, ohem")
 
 

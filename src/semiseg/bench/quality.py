@@ -24,8 +24,8 @@ finished runs are skipped, so a killed suite continues where it stopped; ``--job
 teacher too where there is one, the gain and gap closed against the baseline's runs with the same seeds,
 per-class IoU, step time) is printed and, with ``--doc``, written between ``<!-- semiseg:NAME -->``
 markers of a Markdown file. ``--step N`` tabulates the finished runs' evaluations at step N instead of
-their last (section ``NAME-stepN``): how far each method is partway through the schedule. ``task: res``
-suites run ``semiseg res train`` and tabulate oIoU, mIoU and precision at IoU thresholds.
+their last (section ``NAME-stepN``): how far each method is partway through the schedule. Suites of
+referring segmentation runs (``task: res`` configs) tabulate oIoU, mIoU and precision at IoU thresholds.
 """
 from __future__ import annotations
 
@@ -64,40 +64,31 @@ def read_suite(path: str | Path) -> dict:
     return suite
 
 
-def read_rows(work_dir: Path, task: str = "seg") -> List[dict]:
-    """A run's metrics.jsonl rows ([] if it has none yet); RES rows (all evaluations) read as
-    ``{"kind": "eval", "mIoU": ..., "oIoU": ...}``, their ``eval_`` prefix dropped."""
+def read_rows(work_dir: Path) -> List[dict]:
+    """A run's metrics.jsonl rows ([] if it has none yet)."""
     metrics = work_dir / "metrics.jsonl"
-    rows = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()] if metrics.is_file() else []
-    if task == "res":
-        rows = [{"kind": "eval", **{k.removeprefix("eval_"): v for k, v in r.items()}} for r in rows]
-    return rows
+    return [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()] if metrics.is_file() else []
 
 
-def final_eval(work_dir: Path, task: str = "seg", step: Optional[int] = None) -> Optional[dict]:
+def final_eval(work_dir: Path, step: Optional[int] = None) -> Optional[dict]:
     """The last eval row of a finished run (step == its configured iters), else None; with ``step``, the
-    finished run's eval row at that step (None if it has none). RES rows have their ``eval_`` prefix dropped,
-    so both tasks read as ``{"mIoU": ..., "s_per_step": ..., "iters": ...}``."""
+    finished run's eval row at that step (None if it has none); with its ``s_per_step`` and ``iters``."""
     metrics, cfg = work_dir / "metrics.jsonl", work_dir / "config.yaml"
     if not metrics.is_file() or not cfg.is_file():
         return None
-    conf = yaml.safe_load(cfg.read_text())
-    iters = conf["iters"] if task == "res" else conf["train"]["iters"]
-    rows = read_rows(work_dir, task)
+    iters = yaml.safe_load(cfg.read_text())["train"]["iters"]
+    rows = read_rows(work_dir)
     evals = [r for r in rows if r["kind"] == "eval" and r["step"] == iters]
     if step is not None and evals:
         evals = [r for r in rows if r["kind"] == "eval" and r["step"] == step]
     if not evals:
         return None
-    train = [r for r in rows if r["kind"] == "train" and "s_per_step" in r] if task == "seg" else evals
+    train = [r for r in rows if r["kind"] == "train" and "s_per_step" in r]
     s_per_step = train[-1].get("s_per_step", float("nan")) if train else float("nan")
     return {**evals[-1], "s_per_step": s_per_step, "iters": iters}
 
 
-def run_command(task: str, config: str, overrides: List[str], seed: int, work_dir: Path, threads: int) -> List[str]:
-    if task == "res":  # `semiseg res train` takes plain keys and has no resume (a run restarts)
-        extra = [f"seed={seed}", f"work_dir={work_dir}"] + ([f"threads={threads}"] if threads else [])
-        return [sys.executable, "-m", "semiseg", "res", "train", config, *overrides, *extra]
+def run_command(config: str, overrides: List[str], seed: int, work_dir: Path, threads: int) -> List[str]:
     extra = [f"train.seed={seed}"] + ([f"train.threads={threads}"] if threads else [])
     cmd = [sys.executable, "-m", "semiseg", "train", config, *overrides, *extra, "--work-dir", str(work_dir)]
     # a run killed before its first checkpoint restarts: --force replaces what it left
@@ -120,18 +111,16 @@ def run_suite(suite: dict, out: Path, only: Optional[List[str]] = None, jobs: in
     """Run what is not finished yet. With ``jobs`` > 1 the runs go in parallel, each with cpu_count / jobs
     threads: worth it where one run does not scale to every core (small models, many cores). Measured on
     2 cores: supervised runs 1.4x more throughput, the semi-supervised ones about the same."""
-    task = suite.get("task", "seg")
     runs = [r for r in suite["runs"] if not only or r["name"] in only]
     pairs = [(r, seed) for seed in (seeds if seeds is not None else suite.get("seeds", [0])) for r in runs]
-    todo = [(r, s) for r, s in pairs if final_eval(out / r["name"] / f"seed{s}", task) is None]
-    if task == "seg":  # every run's config checked before the first one trains, not hours into the suite
-        from semiseg.config import load_config
+    todo = [(r, s) for r, s in pairs if final_eval(out / r["name"] / f"seed{s}") is None]
+    from semiseg.config import load_config
 
-        for r in runs:
-            try:
-                load_config(r["config"], [*suite.get("overrides", []), *r.get("overrides", [])])
-            except SemisegError as e:
-                raise SemisegError(f"suite {suite['name']}, run {r['name']}: {e}") from None
+    for r in runs:  # every run's config checked before the first one trains, not hours into the suite
+        try:
+            load_config(r["config"], [*suite.get("overrides", []), *r.get("overrides", [])])
+        except SemisegError as e:
+            raise SemisegError(f"suite {suite['name']}, run {r['name']}: {e}") from None
     print(f"suite {suite['name']}: {len(pairs)} runs, {len(pairs) - len(todo)} finished, {len(todo)} to go"
           + (f", {jobs} at a time" if jobs > 1 else ""), flush=True)
     threads = max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else 0
@@ -145,7 +134,7 @@ def run_suite(suite: dict, out: Path, only: Optional[List[str]] = None, jobs: in
         overrides = list(suite.get("overrides", [])) + list(r.get("overrides", []))
         with lock:
             print(f"start {r['name']} seed {seed} -> {wd}", flush=True)
-        run_one(run_command(task, r["config"], overrides, seed, wd, threads), wd, threads)
+        run_one(run_command(r["config"], overrides, seed, wd, threads), wd, threads)
         with lock:
             done += 1
             left = (time.time() - t0) / done * (len(todo) - done)
@@ -167,10 +156,10 @@ def suite_results(suite: dict, out: Path, step: Optional[int] = None) -> Dict[st
     """Each run's finished evaluations (at ``step`` if given), one per seed that has finished (with its
     ``seed``); the baseline, full and ``reference_runs`` runs the suite does not hold come from its
     ``reference`` runs folder."""
-    task, seeds = suite.get("task", "seg"), suite.get("seeds", [0])
+    seeds = suite.get("seeds", [0])
 
     def finished(root: Path, name: str) -> List[dict]:
-        return [{**e, "seed": s} for s in seeds if (e := final_eval(root / name / f"seed{s}", task, step))]
+        return [{**e, "seed": s} for s in seeds if (e := final_eval(root / name / f"seed{s}", step))]
 
     res = {r["name"]: finished(out, r["name"]) for r in suite["runs"]}
     if "reference" in suite:
@@ -191,9 +180,11 @@ def paired_mean(reference: List[dict], evals: List[dict], key: str) -> Optional[
 
 
 def res_table(suite: dict, res: Dict[str, List[dict]]) -> str:
-    """RES: overall IoU (the field's model-selection metric), mean IoU and precision at IoU thresholds; the
-    gain is in oIoU over the run's ``baseline`` (per run, else the suite's)."""
+    """Referring segmentation: overall IoU (the field's model-selection metric), mean IoU and precision at
+    IoU thresholds, of the teacher where the run has one (as SemiRES reports); the gain is in oIoU over the
+    run's ``baseline`` (per run, else the suite's)."""
     cols = ["oIoU", "mIoU", "P@0.5", "P@0.7", "P@0.9"]
+    res = {name: [{**e, **{c: e.get(f"teacher_{c}", e[c]) for c in cols}} for e in evals] for name, evals in res.items()}
     lines = ["| run | seeds | " + " | ".join(cols) + " | oIoU gain | s/step |", "| --- |" + " --- |" * (len(cols) + 3)]
     for r in suite["runs"]:
         evals, base = res[r["name"]], res.get(r.get("baseline", suite.get("baseline", "")), [])
@@ -217,8 +208,8 @@ def run_time(suite: dict, res: Dict[str, List[dict]]) -> str:
 
 def table(suite: dict, out: Path, step: Optional[int] = None) -> str:
     res = suite_results(suite, out, step)
-    if suite.get("task", "seg") == "res":
-        return res_table(suite, res)
+    if any("oIoU" in e for evals in res.values() for e in evals):  # the runs are referring segmentation's
+        return res_table(suite, res) + "\n\n" + run_time(suite, res)
     lines = ["| run | seeds | mIoU (student) | mIoU (teacher) | gain | gap closed | s/step |",
              "| --- | --- | --- | --- | --- | --- | --- |"]
     own = {r["name"] for r in suite["runs"]}

@@ -113,7 +113,6 @@ def measure_overhead(cfg, steps: int = 20, warmup: int = 3) -> Dict[str, float]:
     ``training_step`` through the trainer's ``train_step`` (strong views, CutMix, selection, refinement,
     losses, bookkeeping) with the network replaced by a 1x1-convolution stand-in; and, for a method with
     an EMA teacher, one update of the real teacher."""
-    from semiseg.losses import build_criterion
     from semiseg.methods import METHODS
 
     with bench_trainer(cfg) as trainer:
@@ -124,8 +123,8 @@ def measure_overhead(cfg, steps: int = 20, warmup: int = 3) -> Dict[str, float]:
             parts["ema"] = statistics.median(_median_time(lambda: real.teacher.update(trainer.model, 10), steps,
                                                           warmup, lambda: None))
         nil = _StandIn(trainer.num_classes)
-        trainer.method = METHODS.get(cfg.method.name)(cfg.method, nil, build_criterion(cfg.train, cfg.data.ignore_index),
-                                                      trainer.num_classes, student=nil, norm=(real.mean, real.std))
+        trainer.method = METHODS.get(cfg.method.name)(cfg.method, nil, real.criterion, trainer.num_classes, student=nil,
+                                                      norm=(real.mean, real.std))
         trainer.method.set_schedule(cfg.train.iters, 10**6)  # past any warm-up: every loss term is computed
         trainer.step = 10**6
         trainer.optimizer = torch.optim.SGD([{"params": list(nil.parameters()), "lr_scale": 0.0}], lr=0.0)

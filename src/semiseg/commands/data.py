@@ -62,7 +62,7 @@ def _split(args) -> int:
 
 
 def _split_refs(args, root: Path) -> int:
-    from semiseg.res.datasets import draw_ref_split
+    from semiseg.res.sources import draw_ref_split
 
     refs = Path(args.refs) if Path(args.refs).is_absolute() else root / args.refs
     labeled, unlabeled, images = draw_ref_split(refs, args.seed, args.count, args.ratio)

@@ -1,5 +1,5 @@
 """``semiseg predict CKPT --input GLOB --output DIR``: class-id, colour and overlay PNGs per image; with
-``--text``, a referring segmenter's referent masks."""
+``--text``, a referring segmenter's referent masks (the checkpoint's task says which)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -12,11 +12,11 @@ from semiseg.inference import Predictor, expand_inputs, predict_files
 def run(args) -> int:
     files = expand_inputs(args.input)
     ckpt = load_checkpoint(args.ckpt)
-    if ckpt.get("task") == "res" or args.text:
-        if ckpt.get("task") != "res" or not args.text:
-            raise SemisegError(f"--text goes with checkpoints of `semiseg res train`; {args.ckpt} is "
-                               f"{'one' if ckpt.get('task') == 'res' else 'a segmentation checkpoint'}"
-                               f"{', so give --text' if ckpt.get('task') == 'res' else ''}")
+    res = ckpt.get("task") == "res"
+    if res != bool(args.text):
+        raise SemisegError(f"{args.ckpt} is a referring segmentation checkpoint: give the expression with --text" if res
+                           else f"--text goes with referring segmentation checkpoints (task: res); {args.ckpt} is not one")
+    if res:
         from semiseg.res.predict import predict_res
 
         predict_res(ckpt, files, args.text, Path(args.output), args.opacity)

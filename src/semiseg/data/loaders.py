@@ -9,11 +9,11 @@ from __future__ import annotations
 import math
 import signal
 import sys
-from typing import Dict, Iterator, List, Optional
+from typing import Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from semiseg.data.dataset import SegDataset, collate_train, collate_val
 from semiseg.data.io import is_binary_255, read_mask
@@ -51,51 +51,27 @@ class EpochSampler(Sampler):
 
 
 class TrainBatches:
-    """Infinite stream of step batches: ``{"x", "y"}`` plus ``{"u", "u_ignore"}`` (and ``"mix"``).
+    """Infinite stream of step batches: ``{"x", "y"}`` plus ``{"u", "u_ignore"}`` (and ``"mix"``); a referring
+    batch adds the expressions (``text``, ``u_text``).
 
-    ``skip(n)`` positions the stream after ``n`` batches without loading them (resume).
+    ``streams`` maps a stream name to its dataset and seed; the labeled stream ``x`` is cycled to ``length``
+    samples per epoch. ``skip(n)`` positions the stream after ``n`` batches without loading them (resume).
     """
 
-    def __init__(self, cfg, layout: Layout, rank: int, world: int, unlabeled_streams: int, device) -> None:
-        if layout.labeled is None:
-            raise SemisegError(f"no labeled split found under {layout.root} (set data.labeled or data.split)")
-        if unlabeled_streams and layout.unlabeled is None:
-            raise SemisegError(f"method {cfg.method.name} needs unlabeled data, but no unlabeled split was found "
-                               f"under {layout.root} (set data.unlabeled or data.split)")
-        d, seed = cfg.data, cfg.train.seed
-        if d.hidden_labels and unlabeled_streams:
-            unmasked = [s.image for s in layout.unlabeled if s.mask is None]
-            if unmasked:
-                raise SemisegError(f"data.hidden_labels is on, but {len(unmasked)} of the {len(layout.unlabeled)} "
-                                   f"unlabeled samples in {layout.sources.get('unlabeled', 'the unlabeled split')} "
-                                   f"have no mask, e.g. {unmasked[:3]}: set data.hidden_labels=false (it only logs "
-                                   "selection precision where the unlabeled truth is known, as on the scenes)")
-        check_files(layout, ["labeled"] + (["unlabeled"] if unlabeled_streams else []), d.hidden_labels)
-        check_binary_masks(layout)
-        store = None
-        if d.proposal_store and unlabeled_streams:
-            from semiseg.pseudo.store import ProposalStore
-
-            store = ProposalStore(d.proposal_store)
-            store.verify([s.image for s in layout.unlabeled], layout.sources.get("unlabeled", "the unlabeled split"))
-        self.batch, self.device = d.batch_size, device
-        length = len(layout.unlabeled) if unlabeled_streams else len(layout.labeled)
+    def __init__(self, streams: Dict[str, Tuple[Dataset, int]], length: int, batch: int, rank: int, world: int,
+                 num_workers: int, device) -> None:
+        self.batch, self.device = batch, device
         self.steps_per_epoch = math.ceil(length / world) // self.batch
         if self.steps_per_epoch == 0:
             raise SemisegError(f"{length} training samples over {world} process(es) do not fill one batch of {self.batch}")
         self.streams: Dict[str, tuple] = {}
-        specs = [("x", layout.labeled, "train_l", seed)]
-        specs += [(name, layout.unlabeled, "train_u", seed + 7919 * (k + 1))
-                  for k, name in enumerate(["u", "mix"][:unlabeled_streams])]
-        for name, samples, mode, s in specs:
-            ds = SegDataset(samples, layout, d, mode, seed=s, with_hidden=d.hidden_labels and name == "u",
-                            proposals=store if mode == "train_u" else None)
-            sampler = EpochSampler(len(samples), length, s, rank, world)
+        for name, (ds, s) in streams.items():
+            sampler = EpochSampler(len(ds), length, s, rank, world)
             # its own generator: creating an iterator draws a base seed, and from the global RNG that draw
             # would shift every later random number of a run resumed mid-epoch (dropout, augmentation)
             loader = DataLoader(ds, batch_size=self.batch, sampler=sampler, drop_last=True, collate_fn=collate_train,
                                 generator=torch.Generator().manual_seed(s),
-                                num_workers=d.num_workers, persistent_workers=d.num_workers > 0,
+                                num_workers=num_workers, persistent_workers=num_workers > 0,
                                 worker_init_fn=leave_stopping_to_the_main_process,
                                 pin_memory=torch.device(device).type == "cuda")
             self.streams[name] = (sampler, loader)
@@ -136,21 +112,54 @@ class TrainBatches:
             return None
         n = min(b["image"].shape[0] for b in fetched.values())  # skips can shorten a stream: keep them aligned
         for name, b in fetched.items():
-            b = {k: v[:n] for k, v in b.items() if k != "skipped"}
-            if name == "x":
-                out["x"], out["y"] = b["image"], b["mask"]
-            else:
-                out[name], out[f"{name}_ignore"] = b["image"], b["ignore"]
-                if "hidden" in b:
-                    out[f"{name}_hidden"] = b["hidden"]
-                if "props" in b:
-                    out[f"{name}_props"] = b["props"]
+            b = {k: v[:n] for k, v in b.items() if k not in ("skipped", "index")}
+            if name == "x":  # x, y (and the expressions, text)
+                out.update({{"image": "x", "mask": "y"}.get(k, k): v for k, v in b.items()})
+            else:  # u, u_ignore, u_hidden, u_props, u_text
+                out.update({name if k == "image" else f"{name}_{k}": v for k, v in b.items()})
+        return {k: self._to_device(v) for k, v in out.items()}
+
+    def _to_device(self, v):
         nb = self.device.type == "cuda"
-        return {k: [t.to(self.device, non_blocking=nb) for t in v] if isinstance(v, list)
-                else v.to(self.device, non_blocking=nb) for k, v in out.items()}
+        if torch.is_tensor(v):
+            return v.to(self.device, non_blocking=nb)
+        return [t.to(self.device, non_blocking=nb) if torch.is_tensor(t) else t for t in v]  # proposals; text
 
     def __iter__(self):
         return self
+
+
+def semantic_batches(cfg, layout: Layout, rank: int, world: int, unlabeled_streams: int, device) -> TrainBatches:
+    """The semantic task's streams: labeled ``x``, then ``u`` and the CutMix partner ``mix`` as the method asks;
+    the split's files, masks and proposals checked before any step."""
+    if layout.labeled is None:
+        raise SemisegError(f"no labeled split found under {layout.root} (set data.labeled or data.split)")
+    if unlabeled_streams and layout.unlabeled is None:
+        raise SemisegError(f"method {cfg.method.name} needs unlabeled data, but no unlabeled split was found "
+                           f"under {layout.root} (set data.unlabeled or data.split)")
+    d, seed = cfg.data, cfg.train.seed
+    if d.hidden_labels and unlabeled_streams:
+        unmasked = [s.image for s in layout.unlabeled if s.mask is None]
+        if unmasked:
+            raise SemisegError(f"data.hidden_labels is on, but {len(unmasked)} of the {len(layout.unlabeled)} "
+                               f"unlabeled samples in {layout.sources.get('unlabeled', 'the unlabeled split')} "
+                               f"have no mask, e.g. {unmasked[:3]}: set data.hidden_labels=false (it only logs "
+                               "selection precision where the unlabeled truth is known, as on the scenes)")
+    check_files(layout, ["labeled"] + (["unlabeled"] if unlabeled_streams else []), d.hidden_labels)
+    check_binary_masks(layout)
+    store = None
+    if d.proposal_store and unlabeled_streams:
+        from semiseg.pseudo.store import ProposalStore
+
+        store = ProposalStore(d.proposal_store)
+        store.verify([s.image for s in layout.unlabeled], layout.sources.get("unlabeled", "the unlabeled split"))
+    streams = {"x": (SegDataset(layout.labeled, layout, d, "train_l", seed=seed), seed)}
+    for k, name in enumerate(["u", "mix"][:unlabeled_streams]):
+        s = seed + 7919 * (k + 1)
+        streams[name] = (SegDataset(layout.unlabeled, layout, d, "train_u", seed=s,
+                                    with_hidden=d.hidden_labels and name == "u", proposals=store), s)
+    length = len(layout.unlabeled) if unlabeled_streams else len(layout.labeled)
+    return TrainBatches(streams, length, d.batch_size, rank, world, d.num_workers, device)
 
 
 def check_files(layout: Layout, kinds, unlabeled_masks: bool = False) -> None:
@@ -229,4 +238,4 @@ def build_val_loader(cfg, layout: Layout, rank: int = 0, world: int = 1) -> Data
                       collate_fn=collate_val, worker_init_fn=leave_stopping_to_the_main_process)
 
 
-__all__ = ["EpochSampler", "TrainBatches", "build_val_loader", "resolve_layout"]
+__all__ = ["EpochSampler", "TrainBatches", "build_val_loader", "resolve_layout", "semantic_batches"]

@@ -8,12 +8,18 @@ from semiseg.errors import SemisegError
 
 
 def build_optimizer(train_cfg, model: nn.Module) -> torch.optim.Optimizer:
-    head = {id(p) for p in model.head_parameters()}
+    """Groups with an ``lr_scale`` each (the schedule's LR times it): the backbone (1), the head
+    (``lr_multi``) and a referring model's text encoder (``text_lr`` / ``lr``; 1 when unset)."""
+    lr = train_cfg.lr
+    if lr <= 0:  # the other groups' rates are multiples of it
+        raise SemisegError(f"train.lr must be positive, got {lr}")
+    scaled = [(model.head_parameters(), train_cfg.lr_multi)]
+    if hasattr(model, "text_parameters"):
+        scaled.append((model.text_parameters(), train_cfg.text_lr / lr if train_cfg.text_lr else 1.0))
+    own = {id(p) for params, _ in scaled for p in params}
     # a frozen encoder (model.freeze_backbone) has no trainable parameters and no optimizer state
-    backbone = [p for p in model.parameters() if id(p) not in head and p.requires_grad]
-    groups = [{"params": backbone, "lr": train_cfg.lr, "lr_scale": 1.0},
-              {"params": model.head_parameters(), "lr": train_cfg.lr * train_cfg.lr_multi,
-               "lr_scale": train_cfg.lr_multi}]
+    backbone = [p for p in model.parameters() if id(p) not in own and p.requires_grad]
+    groups = [{"params": params, "lr": lr * scale, "lr_scale": scale} for params, scale in [(backbone, 1.0)] + scaled]
     if train_cfg.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=train_cfg.lr, momentum=train_cfg.momentum,
                                weight_decay=train_cfg.weight_decay)

@@ -21,20 +21,17 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from semiseg.config import as_dict, save_config, to_yaml
-from semiseg.data.loaders import TrainBatches, build_val_loader, verify_val
-from semiseg.data.presets import resolve_layout
 from semiseg.engine import dist
 from semiseg.engine.checkpoint import (load_checkpoint, refuse_to_overwrite, rng_state, save_checkpoint,
                                       set_rng_state)
-from semiseg.engine.evaluator import evaluate, summary
-from semiseg.engine.logging import RunLogger, iou_table
+from semiseg.engine.logging import RunLogger
 from semiseg.engine.optim import build_optimizer, poly_lr, set_lr
 from semiseg.engine.precision import amp_dtype
+from semiseg.engine.tasks import build_task
 from semiseg.errors import SemisegError
 from semiseg.losses import build_criterion
 from semiseg.methods import METHODS
 from semiseg.methods.teacher import teacher_horizon_note
-from semiseg.models import build_model
 from semiseg.models.weights import load_weights
 from semiseg.version import __version__
 
@@ -75,13 +72,13 @@ class Trainer:
         if t.threads and self.ctx.device.type == "cpu":
             torch.set_num_threads(t.threads)
         seed_everything(t.seed, t.deterministic)  # identical initial weights (and teacher) on every process
-        self.layout = resolve_layout(cfg.data)
-        self.names = self.layout.class_names
+        self.task = build_task(cfg, self.ctx.rank, self.ctx.world)
+        self.names = self.task.class_names
         self.num_classes = len(self.names)
         self.device = self.ctx.device
         self.amp = amp_dtype(t.amp, self.device)
 
-        model = build_model(cfg.model, self.num_classes)
+        model = self.task.build_model()
         if load_from:
             load_weights(model, load_checkpoint(load_from)["model"], load_from)
         if self.device.type == "cuda" and self.ctx.world > 1:
@@ -93,7 +90,7 @@ class Trainer:
         self.wrapped = wrap_ddp(model, self.device) if self.ctx.world > 1 else model
         method_cls = METHODS.get(cfg.method.name)
         seed_everything(t.seed + self.ctx.rank, t.deterministic)  # per-process augmentation streams
-        criterion = build_criterion(t, cfg.data.ignore_index)
+        criterion = build_criterion(t, cfg.data.ignore_index, self.num_classes)
         self.method = method_cls(cfg.method, self.wrapped, criterion, self.num_classes, student=model,
                                  norm=(tuple(cfg.data.mean), tuple(cfg.data.std)))
         if getattr(self.method, "needs_proposals", False) and not cfg.data.proposal_store:
@@ -101,10 +98,8 @@ class Trainer:
                                "`semiseg proposals CONFIG --out DIR` and set data.proposal_store=DIR")
         self.optimizer = build_optimizer(t, model)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp == torch.float16)
-        self.batches = TrainBatches(cfg, self.layout, self.ctx.rank, self.ctx.world, self.method.unlabeled_streams,
-                                    self.device)
-        self.val_loader = build_val_loader(cfg, self.layout, self.ctx.rank, self.ctx.world)
-        verify_val(self.val_loader.dataset, self.layout.sources.get("val", "the validation split"), cfg.data.on_error)
+        self.batches = self.task.train_batches(self.method.unlabeled_streams, self.device)
+        self.val_loader = self.task.val_loader()
         epoch = self.batches.steps_per_epoch // t.accum_steps
         if t.epochs:
             t.iters = t.epochs * epoch
@@ -121,7 +116,7 @@ class Trainer:
         return {"model": self.model.state_dict(), "method": self.method.state_dict(),
                 "optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(), "step": self.step,
                 "best": self.best, "skipped": self.skipped, "rng": rng_state(), "config": as_dict(self.cfg),
-                "meta": {"class_names": list(self.names), "palette": self.layout.palette},
+                "task": self.cfg.task, "meta": self.task.meta(),
                 "batches_consumed": self.batches.consumed, "version": __version__}
 
     def _resume(self, path: Path) -> None:
@@ -247,20 +242,17 @@ class Trainer:
         self.stopped = True  # SIGTERM/SIGINT: finish the current step, write a checkpoint, exit cleanly
 
     def validate(self) -> Dict[str, float]:
-        e, d = self.cfg.eval, self.cfg.data
         nets = {"": self.model}
         if self.method.teacher is not None:
             nets["teacher_"] = self.method.teacher
         scalars: Dict[str, float] = {}
         for prefix, net in nets.items():
-            m = evaluate(net, self.val_loader, self.num_classes, d.ignore_index, self.device, e.mode,
-                         e.window or d.crop_size, self.amp)
-            scalars.update(summary(prefix, m, self.names))
-            self.log.info(f"{prefix or 'student_'}eval at step {self.step}:\n" + iou_table(
-                self.names, m["iou"], {"mIoU": m["mIoU"], "aAcc": m["aAcc"], "mAcc": m["mAcc"]}))
-            key = f"{prefix}mIoU"
-            if m["mIoU"] > self.best.get(key, -1.0):
-                self.best[key] = m["mIoU"]
+            scores, table = self.task.evaluate(net, self.val_loader, self.device, self.amp)
+            scalars.update({f"{prefix}{k}": v for k, v in scores.items()})
+            self.log.info(f"{prefix or 'student_'}eval at step {self.step}:\n" + table)
+            key, score = f"{prefix}{self.task.key}", scores[self.task.key]
+            if score > self.best.get(key, -1.0):
+                self.best[key] = score
                 self.best[f"{prefix}step"] = self.step
                 if not prefix:
                     self.save("best.pth")

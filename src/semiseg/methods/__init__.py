@@ -1,5 +1,6 @@
 """Registered methods; importing this package registers all of them."""
 from semiseg.methods.registry import METHODS
-from semiseg.methods import csl, dssn, fixmatch, semires, supervised, unimatch, unimatch_v2  # noqa: F401  (registers)
+from semiseg.methods import (csl, dssn, fixmatch, semires, semires_res, supervised, unimatch,  # noqa: F401  (registers)
+                             unimatch_v2)
 
 __all__ = ["METHODS"]

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
+from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from semiseg.methods.teacher import EMATeacher
@@ -19,23 +20,32 @@ class MethodConfig:
     """Knobs every method has; subclasses add their own fields."""
 
 
+def typed(section: Any, schema: type) -> Any:
+    """The config's ``method`` section (checked against ``schema`` when the config loaded) as an instance of
+    the method's ``Config`` dataclass: typed fields instead of an untyped mapping; ``name`` stays outside."""
+    values = OmegaConf.to_container(section) if isinstance(section, DictConfig) else dict(section)
+    values.pop("name", None)
+    return schema(**values)
+
+
 class Method(ABC):
     """A semi-supervised recipe. The trainer owns the loop, optimizer, AMP and DDP; a method owns its
     forward passes, pseudo-labels, losses and (optionally) a teacher.
 
     Flags the trainer reads instead of method names, set on the class and changed by an instance where
-    its config decides them: ``unlabeled_streams`` (0: labeled only; 1: one unlabeled batch; 2: plus a
+    its config decides them: ``tasks`` (the ``task`` values it trains), ``unlabeled_streams`` (0: labeled only; 1: one unlabeled batch; 2: plus a
     CutMix partner batch; ``mix`` decides), ``needs_proposals`` (a refiner in the config turns it on).
     A method with an EMA teacher sets ``self.teacher``; the trainer evaluates, saves and restores it.
     """
 
     Config = MethodConfig
+    tasks = ("semantic",)  # the tasks whose batches and models its step knows (config.task)
     unlabeled_streams = 0
     needs_proposals = False
 
     def __init__(self, cfg: Any, model: nn.Module, criterion: nn.Module, num_classes: int,
                  student: Optional[nn.Module] = None, norm: Tuple[Sequence[float], Sequence[float]] = IMAGENET) -> None:
-        self.cfg = cfg  # the resolved ``method`` section (attribute access)
+        self.cfg = typed(cfg, self.Config)  # the ``method`` section as this method's own dataclass
         self.model = model  # possibly DDP-wrapped: call it for forward passes
         self.student = student if student is not None else model  # unwrapped: for the teacher and state
         self.criterion = criterion

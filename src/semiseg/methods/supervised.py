@@ -11,8 +11,11 @@ from semiseg.methods.registry import METHODS
 
 @METHODS.register("supervised")
 class Supervised(Method):
-    """L = L_x (UniMatch's supervised.py)."""
+    """L = L_x (UniMatch's supervised.py). For referring segmentation the model reads the batch's expressions."""
+
+    tasks = ("semantic", "res")
 
     def training_step(self, batch: Dict[str, torch.Tensor], step: int) -> Dict[str, torch.Tensor]:
-        loss_x = self.criterion(self.model(batch["x"]), batch["y"])
+        inputs = (batch["x"], batch["text"]) if "text" in batch else (batch["x"],)
+        loss_x = self.criterion(self.model(*inputs), batch["y"])
         return {"loss": loss_x, "loss_x": loss_x.detach()}

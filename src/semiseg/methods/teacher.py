@@ -25,12 +25,12 @@ class EMATeacher(nn.Module):
         return self.module(*args, **kwargs)
 
     @torch.no_grad()
-    def probs(self, x: torch.Tensor, batch_stats: bool = False) -> torch.Tensor:
+    def probs(self, x: torch.Tensor, batch_stats: bool = False, text=None) -> torch.Tensor:
         """The teacher's class probabilities (float32) for pseudo-labels: no_grad, eval mode, or train mode
         (BatchNorm on the batch's statistics, updating the running ones) where a method asks for it, as
-        DSSN's code does through its first epoch."""
+        DSSN's code does through its first epoch. ``text``: a referring model's expressions."""
         self.train(batch_stats)
-        return self.module(x).float().softmax(1)
+        return (self.module(x) if text is None else self.module(x, text)).float().softmax(1)
 
     @property
     def horizon(self) -> float:

@@ -61,31 +61,66 @@ def _series(rows: List[dict], keys: List[str]) -> Dict[str, list]:
     return {k: [(r["step"], r[k]) for r in rows if k in r] for k in keys if any(k in r for r in rows)}
 
 
+SCORES = ("oIoU", "mIoU", "aAcc", "mAcc", "P@0.5", "P@0.7", "P@0.9")  # semantic: mIoU, aAcc, mAcc; referring: the rest
+
+
 def run_sections(work: Path, rows: List[dict], max_images: int) -> List[str]:
     train = [r for r in rows if r["kind"] == "train"]
     evals = [r for r in rows if r["kind"] == "eval"]
     keys = sorted({k for r in train for k in r})
+    key = "oIoU" if any("oIoU" in r for r in evals) else "mIoU"  # the score that selects the model
     parts = ['<h2 id="curves">Curves</h2><div class="charts">',
              line_chart(_series(train, [k for k in keys if k.startswith("loss")]), "training losses", ylabel="loss"),
-             line_chart(_series(evals, ["mIoU", "teacher_mIoU"]), "validation mIoU", ylabel="mIoU"),
+             line_chart(_series(evals, [key, f"teacher_{key}"]), f"validation {key}", ylabel=key),
              line_chart(_series(train, [k for k in keys if k.startswith("mask_ratio")]),
                         "mask ratio (selected share of unlabeled pixels), per predicted class", ylabel="ratio"),
              "</div>"]
     if evals:
         last = evals[-1]
         names = [k[4:] for k in last if k.startswith("IoU_")]
-        head = "<tr><th>class</th><th>student IoU</th>" + ("<th>teacher IoU</th>" if "teacher_mIoU" in last else "")
+        teacher = f"teacher_{key}" in last
+        head = "<tr><th>class</th><th>student IoU</th>" + ("<th>teacher IoU</th>" if teacher else "")
         body = "".join(f"<tr><td>{html.escape(n)}</td><td>{last['IoU_' + n]:.2f}</td>"
-                       + (f"<td>{last.get('teacher_IoU_' + n, float('nan')):.2f}</td>" if "teacher_mIoU" in last else "")
+                       + (f"<td>{last.get('teacher_IoU_' + n, float('nan')):.2f}</td>" if teacher else "")
                        + "</tr>" for n in names)
         summary = "".join(f"<tr><td>{k}</td><td>{last[k]:.2f}</td>"
                           + (f"<td>{last['teacher_' + k]:.2f}</td>" if "teacher_" + k in last else "") + "</tr>"
-                          for k in ("mIoU", "aAcc", "mAcc"))
-        parts.append(f'<h2 id="iou">Per-class IoU at step {last["step"]}</h2><table>{head}</tr>{body}{summary}</table>')
+                          for k in SCORES if k in last)
+        title = "Per-class IoU" if names else "Scores"
+        parts.append(f'<h2 id="iou">{title} at step {last["step"]}</h2><table>{head}</tr>{body}{summary}</table>')
     ckpt = work / "latest.pth"
     if ckpt.is_file():
-        parts += prediction_sections(ckpt, max_images)
+        from semiseg.engine.checkpoint import load_checkpoint
+
+        task = load_checkpoint(ckpt).get("task", "semantic")
+        parts += {"semantic": prediction_sections, "res": referring_sections}[task](ckpt, max_images)
     return parts
+
+
+def referring_sections(ckpt: Path, max_images: int) -> List[str]:
+    """The first validation expressions: image, the referent, the prediction (the teacher's where there is one)."""
+    from semiseg.engine.checkpoint import load_checkpoint
+    from semiseg.res.predict import ResPredictor
+    from semiseg.res.sources import load_sample, res_splits
+
+    state = load_checkpoint(ckpt)
+    predictor = ResPredictor(state)
+    d = predictor.cfg.data
+    val = res_splits(d.dataset, d.root, d.split, d.refs, d.instances, d.images, d.val_split)[2][:max_images]
+    colour = np.array(state["meta"]["palette"][1], np.float32)
+
+    def paint(img, mask):
+        return np.where(mask[..., None] > 0, img * 0.5 + colour * 0.5, img).astype(np.uint8)
+
+    rows = []
+    for s in val:
+        img, mask = load_sample(s)
+        cells = (img, paint(img, mask), paint(img, predictor.predict(img, s.sentence)))
+        rows.append("<tr>" + "".join(f'<td><img src="{_png(a)}" alt="{n}"></td>'
+                                     for a, n in zip(cells, ("image", "referent", "prediction")))
+                    + f"<td>{html.escape(s.sentence)}</td></tr>")
+    return ['<h2 id="images">Validation expressions</h2><p>Columns: image, the referent, the prediction, '
+            'the expression.</p>', f'<table class="grid">{"".join(rows)}</table>']
 
 
 def prediction_sections(ckpt: Path, max_images: int) -> List[str]:
@@ -140,9 +175,11 @@ def suite_sections(work: Path) -> List[str]:
         suite = yaml.safe_load(suite_file.read_text())
     else:
         suite = {"name": work.name, "runs": [{"name": d.name} for d in sorted(work.iterdir()) if d.is_dir()]}
-    metric = "oIoU" if suite.get("task") == "res" else "mIoU"
-    means = {name: float(np.mean([e[metric] for e in evals])) for name, evals in suite_results(suite, work).items()
-             if evals}
+    results = suite_results(suite, work)
+    metric = "oIoU" if any("oIoU" in e for evals in results.values() for e in evals) else "mIoU"
+    # referring runs are scored on the teacher where there is one (as SemiRES and the suite table do)
+    score = (lambda e: e.get("teacher_oIoU", e["oIoU"])) if metric == "oIoU" else (lambda e: e["mIoU"])  # noqa: E731
+    means = {name: float(np.mean([score(e) for e in evals])) for name, evals in results.items() if evals}
     return [f'<h2 id="quality">Suite {html.escape(suite["name"])}</h2>', md_table(table(suite, work)),
             bar_chart(means, f"final {metric} (mean over seeds)"),
             '<h2 id="curves">Validation curves</h2>', line_chart(suite_curves(suite, work, metric),
@@ -157,7 +194,7 @@ def suite_curves(suite: dict, work: Path, metric: str = "mIoU") -> Dict[str, lis
     for r in suite["runs"]:
         by_step: Dict[int, list] = {}
         for s in suite.get("seeds", [0]):
-            for row in read_rows(work / r["name"] / f"seed{s}", suite.get("task", "seg")):
+            for row in read_rows(work / r["name"] / f"seed{s}"):
                 if row["kind"] == "eval" and metric in row:
                     by_step.setdefault(row["step"], []).append(row[metric])
         if by_step:

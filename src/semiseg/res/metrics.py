@@ -1,5 +1,8 @@
 """RES metrics as LAVT/SemiRES report them: overall IoU (sum I / sum U over all expressions), mean IoU
-(mean of per-expression IoU) and precision at IoU thresholds 0.5-0.9."""
+(mean of per-expression IoU) and precision at IoU thresholds 0.5-0.9.
+
+Everything is kept as sums (``sums``), so processes that each scored a shard of the validation split add
+theirs up (one all-reduce) before :meth:`ResMetrics.compute`."""
 from __future__ import annotations
 
 from typing import Dict, Iterable, Tuple
@@ -10,23 +13,25 @@ THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.9)
 
 
 class ResMetrics:
-    def __init__(self) -> None:
-        self.inter, self.union, self.ious = 0.0, 0.0, []
+    def __init__(self, device="cpu") -> None:
+        # intersection, union, expressions, sum of per-expression IoU, expressions above each threshold
+        self.sums = torch.zeros(4 + len(THRESHOLDS), dtype=torch.float64, device=device)
 
     def update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
         """pred, target: (B, H, W) bool (or 0/1) masks, one per expression."""
         pred, target = pred.bool().flatten(1), target.bool().flatten(1)
         inter = (pred & target).sum(1).double()
         union = (pred | target).sum(1).double()
-        self.inter += inter.sum().item()
-        self.union += union.sum().item()
         # an empty prediction of an empty target is a perfect answer
-        self.ious += torch.where(union > 0, inter / union.clamp(min=1), torch.ones_like(union)).tolist()
+        ious = torch.where(union > 0, inter / union.clamp(min=1), torch.ones_like(union))
+        above = torch.stack([(ious > t).sum() for t in THRESHOLDS]).double()
+        self.sums += torch.cat([torch.stack([inter.sum(), union.sum(), torch.tensor(float(len(ious)), device=ious.device,
+                                                                                  dtype=torch.float64), ious.sum()]), above])
 
     def compute(self) -> Dict[str, float]:
-        ious = torch.tensor(self.ious, dtype=torch.float64)
-        out = {"oIoU": 100 * self.inter / max(self.union, 1), "mIoU": 100 * ious.mean().item() if len(ious) else 0.0}
-        out.update({f"P@{t}": 100 * (ious > t).double().mean().item() if len(ious) else 0.0 for t in THRESHOLDS})
+        inter, union, n, iou_sum, *above = self.sums.tolist()
+        out = {"oIoU": 100 * inter / max(union, 1), "mIoU": 100 * iou_sum / n if n else 0.0}
+        out.update({f"P@{t}": 100 * a / n if n else 0.0 for t, a in zip(THRESHOLDS, above)})
         return out
 
 

@@ -11,7 +11,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from semiseg.models import build_backbone
 from semiseg.models.deeplabv3plus import conv_bn_relu
+from semiseg.res.text import build_text_encoder
 
 
 class PixelWordAttention(nn.Module):
@@ -45,6 +47,14 @@ class ReferringSegmenter(nn.Module):
         self.reduce1 = conv_bn_relu(c1, dim // 2)
         self.decode = nn.Sequential(conv_bn_relu(dim + dim // 2, dim, 3), nn.Conv2d(dim, 2, 1))
 
+    def head_parameters(self):
+        """The fusion and decoder (the optimizer's head group); the text encoder has a group of its own."""
+        own = {id(p) for m in (self.backbone, self.text) for p in m.parameters()}
+        return [p for p in self.parameters() if id(p) not in own]
+
+    def text_parameters(self):
+        return list(self.text.parameters())
+
     def forward(self, x: torch.Tensor, sentences) -> torch.Tensor:
         h, w = x.shape[-2:]
         words, mask = self.text(sentences)
@@ -55,3 +65,9 @@ class ReferringSegmenter(nn.Module):
         f = F.interpolate(f, size=c1.shape[-2:], mode="bilinear", align_corners=False)
         out = self.decode(torch.cat([f, self.reduce1(c1)], 1))
         return F.interpolate(out, size=(h, w), mode="bilinear", align_corners=False)
+
+
+def build_res_model(model_cfg, vocabulary) -> ReferringSegmenter:
+    """The configured backbone with the configured text encoder; ``vocabulary``: the training expressions,
+    from which the built-in encoder takes its words (a checkpoint keeps them)."""
+    return ReferringSegmenter(build_backbone(model_cfg), build_text_encoder(model_cfg.text, vocabulary))

@@ -1,4 +1,4 @@
-"""Apply a RES checkpoint (written by ``semiseg res train``) to an image and a sentence."""
+"""Apply a referring checkpoint (``semiseg train`` with ``task: res``) to images and one expression."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,27 +7,28 @@ from typing import List
 import numpy as np
 import torch
 import torch.nn.functional as F
-from omegaconf import OmegaConf
 from PIL import Image
 
+from semiseg.config import load_config
 from semiseg.data.io import output_names, read_image, save_mask
-from semiseg.models import build_backbone
-from semiseg.res.model import ReferringSegmenter
-from semiseg.res.text import build_text_encoder
-from semiseg.res.train import ResConfig, _tensor
+from semiseg.res.dataset import resized_image
+from semiseg.res.model import build_res_model
 
 
 class ResPredictor:
-    def __init__(self, ckpt: dict, teacher: bool = True) -> None:
-        self.cfg = OmegaConf.merge(OmegaConf.structured(ResConfig), ckpt["config"])
+    """The teacher where the checkpoint has one (the network a teacher-student RES run is scored on)."""
+
+    def __init__(self, ckpt: dict) -> None:
+        self.cfg = load_config(None, extra=ckpt["config"])
         self.cfg.model.pretrained = ""  # the checkpoint has the weights
-        self.model = ReferringSegmenter(build_backbone(self.cfg.model), build_text_encoder(self.cfg.text, ckpt["sentences"]))
-        self.model.load_state_dict(ckpt["method"]["teacher"] if teacher else ckpt["model"])
+        self.model = build_res_model(self.cfg.model, ckpt["meta"]["vocabulary"])
+        self.model.load_state_dict(ckpt["method"].get("teacher", ckpt["model"]))
         self.model.eval()
 
     @torch.no_grad()
     def predict(self, image: np.ndarray, sentence: str) -> np.ndarray:
-        logits = self.model(_tensor(image, self.cfg.size)[None], [sentence]).float()
+        d = self.cfg.data
+        logits = self.model(resized_image(image, d.crop_size, d.mean, d.std)[None], [sentence]).float()
         return F.interpolate(logits, size=image.shape[:2], mode="bilinear", align_corners=False).argmax(1)[0].byte().numpy()
 
 
@@ -39,6 +40,6 @@ def predict_res(ckpt: dict, files: List[Path], sentence: str, out: Path, opacity
         img = read_image(f)
         mask = predictor.predict(img, sentence)
         save_mask(out / "index" / name, mask)  # 1 = the referred object
-        colour = np.array([255, 64, 0], np.float32)
+        colour = np.array(ckpt["meta"]["palette"][1], np.float32)
         blend = np.where(mask[..., None] == 1, img * (1 - opacity) + colour * opacity, img).astype(np.uint8)
         Image.fromarray(blend).save(out / "overlay" / name)

@@ -150,7 +150,7 @@ def res_splits(dataset: str, root: str | Path, ratio: str, refs: str = "", insta
         return tuple(referring_scene_samples(root, f) for f in (f"splits/{ratio}/labeled.txt",
                                                                  f"splits/{ratio}/unlabeled.txt", "splits/val.txt"))
     if dataset != "refcoco":
-        raise SemisegError(f"unknown RES dataset {dataset!r}; valid: scenes, refcoco")
+        raise SemisegError(f"data.dataset {dataset!r} is not a referring data set; valid for task res: scenes, refcoco")
     for key, value in (("refs", refs), ("instances", instances), ("images", images)):
         if not value:
             raise SemisegError(f"dataset refcoco needs {key}= (a path relative to root {root})")

@@ -1,0 +1,63 @@
+"""RES samples as the engine's loaders take them: the image resized to ``size`` x ``size`` (no crop, no flip:
+expressions say left and right), its referent mask (at ``size`` for training, at the image's own size for
+validation) and the expression; an unlabeled sample carries its proposals, resized like the mask."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch.utils.data import Dataset
+
+from semiseg.data.io import read_image
+from semiseg.res.sources import RefSample
+
+
+def resized_image(img: np.ndarray, size: int, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    x = torch.from_numpy(np.array(Image.fromarray(img).resize((size, size), Image.BILINEAR))).permute(2, 0, 1)
+    return ((x.float() / 255) - torch.tensor(mean).view(3, 1, 1)) / torch.tensor(std).view(3, 1, 1)
+
+
+def resized_masks(masks: np.ndarray, size: int) -> torch.Tensor:
+    """(K, H, W) masks -> (K, size, size) by one nearest resize, shared by referent masks and proposals so
+    that both land on the same pixels."""
+    if not len(masks):
+        return torch.zeros(0, size, size)
+    stack = torch.from_numpy(np.ascontiguousarray(masks)).unsqueeze(1).float()
+    return F.interpolate(stack, size=(size, size), mode="nearest-exact")[:, 0]
+
+
+class RefDataset(Dataset):
+    """``mode``: ``train_l`` (image, mask, text), ``train_u`` (image, ignore, text, proposals from ``store``),
+    ``val`` (image, mask at the image's size, text). Indexed by ``(index, epoch)`` pairs like the semantic
+    dataset; nothing here is random."""
+
+    def __init__(self, samples: List[RefSample], root: str | Path, data_cfg, mode: str, store=None) -> None:
+        assert mode in ("train_l", "train_u", "val")
+        self.samples, self.root, self.mode, self.store = samples, Path(root), mode, store
+        # plain values: OmegaConf lookups are slow per sample
+        self.size, self.mean, self.std = int(data_cfg.crop_size), list(data_cfg.mean), list(data_cfg.std)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def store_key(self, s: RefSample) -> str:
+        return str(s.image.relative_to(self.root))
+
+    def __getitem__(self, key) -> Optional[dict]:
+        index = key[0] if isinstance(key, tuple) else key
+        s = self.samples[index]
+        img = read_image(s.image)
+        out = {"image": resized_image(img, self.size, self.mean, self.std), "text": s.sentence, "index": index}
+        if self.mode == "train_u":
+            out["ignore"] = torch.zeros(self.size, self.size, dtype=torch.bool)
+            if self.store is not None:
+                out["props"] = resized_masks(self.store.get(self.store_key(s)), self.size).bool()
+            return out
+        mask = s.mask_fn()
+        out["mask"] = (torch.from_numpy(np.asarray(mask, np.int64)) if self.mode == "val"
+                       else resized_masks(mask[None], self.size)[0].long())
+        return out
