@@ -57,6 +57,17 @@ def test_suite_report_has_the_table_and_a_bar_chart(tmp_path):
     assert curves.count("<polyline") == 2 and "supervised" in curves and "unimatch" in curves
 
 
+def test_suite_report_of_referring_runs_charts_the_teachers_oiou(tmp_path):
+    from test_bench import fake_res_run
+
+    fake_res_run(tmp_path, "supervised-1pct", 0, 20.0)
+    fake_res_run(tmp_path, "semires-1pct", 0, 30.0, teacher=True)
+    assert run(["report", str(tmp_path)]) == 0
+    page = (tmp_path / "report.html").read_text()
+    assert 'aria-label="final oIoU' in page and "| semires-1pct" not in page and "semires-1pct" in page
+    assert "30.00" in page and "25.00" not in page  # the teacher's score, not its student's
+
+
 def test_semiseg_train_writes_the_report_and_the_engine_does_not(tiny_scenes, tmp_path):
     from conftest import TINY
 
