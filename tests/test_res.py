@@ -182,7 +182,7 @@ def res_cfg(res_scenes, *overrides):
 
 
 @pytest.mark.parametrize("recipe", list(RECIPES))
-def test_res_recipes_train_and_evaluate_on_the_engine(res_scenes, tmp_path, recipe):
+def test_res_recipes_train_and_evaluate_on_the_engine(res_scenes, tmp_path, recipe, capsys):
     from semiseg.engine.trainer import train
 
     final = train(res_cfg(res_scenes, *RECIPES[recipe], "train.iters=4", "train.eval_interval=4"),
@@ -208,6 +208,9 @@ def test_res_recipes_train_and_evaluate_on_the_engine(res_scenes, tmp_path, reci
                  "--output", str(tmp_path / "pred")])
         with pytest.raises(SemisegError, match="referring segmentation model"):
             run(["export", str(tmp_path / "w/latest.pth")])
+        assert run(["eval", str(tmp_path / "w/latest.pth"), "eval.max_images=8"]) == 0  # student and teacher
+        printed = capsys.readouterr().out
+        assert printed.count("oIoU") >= 2 and "teacher (whole):" in printed
 
 
 def test_a_semantic_only_method_is_refused_for_res_at_load(res_scenes):
