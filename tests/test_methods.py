@@ -41,6 +41,7 @@ if importlib.util.find_spec("dinov2"):  # any method on UniMatch V2's network (a
 @pytest.mark.parametrize("name,extra", CASES)
 def test_method_contract(name, extra, tiny_scenes, tiny_store):
     method, model, batch = make_method(name, tiny_scenes, tiny_store, *extra)
+    assert type(method.cfg) is METHODS.get(name).Config  # its own typed settings, not the config node
     out = method.training_step(batch, step=5)  # past every warm-up: DSSN's strong-view losses are on
     assert torch.isfinite(out["loss"]) and out["loss"].requires_grad
     per_class = lambda k: k.rpartition("_c")[2].isdigit()  # noqa: E731 (NaN = no pixel of that class)
