@@ -86,14 +86,13 @@ class ReferringTask:
         d, seed = self.cfg.data, self.cfg.train.seed
         if unlabeled_streams > 1:
             raise SemisegError(f"method {self.cfg.method.name} asks for a CutMix partner stream, which task res has not")
-        store = None
-        if d.proposal_store and unlabeled_streams:
-            store = ProposalStore(d.proposal_store)
-            keys = sorted({str(s.image.relative_to(d.root)) for s in self.unlabeled})
-            store.verify(keys, "the unlabeled refs")
         streams = {"x": (RefDataset(self.labeled, d.root, d, "train_l"), seed)}
         if unlabeled_streams:
-            streams["u"] = (RefDataset(self.unlabeled, d.root, d, "train_u", store), seed + 7919)
+            store = ProposalStore(d.proposal_store) if d.proposal_store else None
+            unlabeled = RefDataset(self.unlabeled, d.root, d, "train_u", store)
+            if store is not None:
+                store.verify(sorted({unlabeled.store_key(s) for s in self.unlabeled}), "the unlabeled refs")
+            streams["u"] = (unlabeled, seed + 7919)
         length = len(self.unlabeled) if unlabeled_streams else len(self.labeled)
         return TrainBatches(streams, length, d.batch_size, self.rank, self.world, d.num_workers, device)
 

@@ -100,22 +100,18 @@ def run_sections(work: Path, rows: List[dict], max_images: int) -> List[str]:
 def referring_sections(ckpt: Path, max_images: int) -> List[str]:
     """The first validation expressions: image, the referent, the prediction (the teacher's where there is one)."""
     from semiseg.engine.checkpoint import load_checkpoint
-    from semiseg.res.predict import ResPredictor
+    from semiseg.res.predict import ResPredictor, overlay
     from semiseg.res.sources import load_sample, res_splits
 
     state = load_checkpoint(ckpt)
     predictor = ResPredictor(state)
     d = predictor.cfg.data
     val = res_splits(d.dataset, d.root, d.split, d.refs, d.instances, d.images, d.val_split)[2][:max_images]
-    colour = np.array(state["meta"]["palette"][1], np.float32)
-
-    def paint(img, mask):
-        return np.where(mask[..., None] > 0, img * 0.5 + colour * 0.5, img).astype(np.uint8)
-
+    colour = state["meta"]["palette"][1]
     rows = []
     for s in val:
         img, mask = load_sample(s)
-        cells = (img, paint(img, mask), paint(img, predictor.predict(img, s.sentence)))
+        cells = (img, overlay(img, mask, colour), overlay(img, predictor.predict(img, s.sentence), colour))
         rows.append("<tr>" + "".join(f'<td><img src="{_png(a)}" alt="{n}"></td>'
                                      for a, n in zip(cells, ("image", "referent", "prediction")))
                     + f"<td>{html.escape(s.sentence)}</td></tr>")

@@ -40,6 +40,10 @@ def predict_res(ckpt: dict, files: List[Path], sentence: str, out: Path, opacity
         img = read_image(f)
         mask = predictor.predict(img, sentence)
         save_mask(out / "index" / name, mask)  # 1 = the referred object
-        colour = np.array(ckpt["meta"]["palette"][1], np.float32)
-        blend = np.where(mask[..., None] == 1, img * (1 - opacity) + colour * opacity, img).astype(np.uint8)
-        Image.fromarray(blend).save(out / "overlay" / name)
+        Image.fromarray(overlay(img, mask, ckpt["meta"]["palette"][1], opacity)).save(out / "overlay" / name)
+
+
+def overlay(img: np.ndarray, mask: np.ndarray, colour, opacity: float = 0.5) -> np.ndarray:
+    """The referent (mask > 0) tinted with ``colour`` over the image."""
+    tint = img * (1 - opacity) + np.asarray(colour, np.float32) * opacity
+    return np.where(mask[..., None] > 0, tint, img).astype(np.uint8)
