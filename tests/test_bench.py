@@ -34,13 +34,25 @@ def test_table_means_spread_and_gap_closed(tmp_path):
     assert final_eval(tmp_path / "pending" / "seed0") is None
     text = table(suite, tmp_path)
     assert "| sup | 2 | 41.00 ± 1.41 |" in text
-    assert "| m | 2 | 51.00 ± 1.41 | 53.00 ± 1.41 | +10.00 | +50% |" in text  # (51 - 41) / (61 - 41)
+    # (51 - 41) / (61 - 41); both seeds gain exactly 10: a zero-width interval
+    assert "| m | 2 | 51.00 ± 1.41 | 53.00 ± 1.41 | +10.00 | [+10.00, +10.00] | +50% |" in text
     assert "| pending | 0 | - |" in text
     # a run's own baseline, on the seeds the run has (seed 0 only): (56 - 50) / (61 - 50)
-    assert "| on-m | 1 | 56.00 | - | +6.00 | +55% |" in text
+    assert "| on-m | 1 | 56.00 | - | +6.00 | - | +55% |" in text  # one seed: no interval
     assert "| m | 61.0 | 41.0 |" in text  # per-class means
     # 4 finished runs on seed 0 and 3 on seed 1, 10 steps at 0.5 s each; the unfinished run does not count
     assert "Run time of the finished runs (s/step x steps, summed): 0m35s (seed 0 0m20s, seed 1 0m15s)." in text
+
+
+def test_gain_interval_is_paired_by_seed(tmp_path):
+    """Seeds that move baseline and method together give a narrow interval although each run's own spread is
+    wide; the half-width is t(0.975, n-1) x sd(differences) / sqrt(n)."""
+    suite = {"name": "s", "seeds": [0, 1, 2], "baseline": "sup", "runs": [{"name": "sup"}, {"name": "m"}]}
+    for seed, (b, m) in enumerate([(40.0, 42.0), (50.0, 53.0), (45.0, 49.0)]):
+        fake_run(tmp_path, "sup", seed, b)
+        fake_run(tmp_path, "m", seed, m)
+    # differences 2, 3, 4: mean 3, sd 1, t(0.975, 2) = 4.303 -> 3 +- 2.484
+    assert "| m | 3 | 48.00 ± 5.57 | - | +3.00 | [+0.52, +5.48] |" in table(suite, tmp_path)
 
 
 def test_table_at_an_intermediate_step(tmp_path):
@@ -69,8 +81,8 @@ def test_table_reads_baseline_and_reference_runs_from_another_suite(tmp_path):
              "reference_runs": ["m"], "runs": [{"name": "m-ablated"}]}
     text = table(suite, abl)
     assert "| sup (reference) | 1 | 40.00 |" in text
-    assert "| m (reference) | 1 | 50.00 | - | +10.00 | +50% |" in text
-    assert "| m-ablated | 1 | 45.00 | - | +5.00 | +25% |" in text
+    assert "| m (reference) | 1 | 50.00 | - | +10.00 | - | +50% |" in text
+    assert "| m-ablated | 1 | 45.00 | - | +5.00 | - | +25% |" in text
     assert "unrelated" not in text
     assert text.index("m (reference)") < text.index("m-ablated")
 

@@ -21,7 +21,8 @@ lists them first, marked "(reference)".
 Each run trains in its own process into ``OUT/<name>/seed<k>`` (``--resume`` when a checkpoint exists);
 finished runs are skipped, so a killed suite continues where it stopped; ``--jobs N`` runs N at a time,
 ``--seeds`` and ``--only`` pick what runs now. The table (mean and spread of the final mIoU over seeds,
-teacher too where there is one, the gain and gap closed against the baseline's runs with the same seeds,
+teacher too where there is one, the gain and gap closed against the baseline's runs with the same seeds and
+the gain's 95% confidence interval paired by seed,
 per-class IoU, step time) is printed and, with ``--doc``, written between ``<!-- semiseg:NAME -->``
 markers of a Markdown file. ``--step N`` tabulates the finished runs' evaluations at step N instead of
 their last (section ``NAME-stepN``): how far each method is partway through the schedule. Suites of
@@ -43,6 +44,7 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 import yaml
+from scipy.stats import t as scipy_t
 
 from semiseg.engine.logging import fmt_time
 from semiseg.errors import SemisegError
@@ -179,6 +181,19 @@ def paired_mean(reference: List[dict], evals: List[dict], key: str) -> Optional[
     return statistics.mean(e[key] for e in use) if use else None
 
 
+def paired_interval(reference: List[dict], evals: List[dict], key: str, level: float = 0.95) -> str:
+    """The gain's confidence interval from per-seed differences (method - baseline on the same seed): the
+    seed moves both runs (split order, crops, initialisation of the head), so pairing removes what they share.
+    Student t with n - 1 degrees of freedom; "-" below two paired seeds."""
+    by_seed = {e["seed"]: e[key] for e in reference}
+    diffs = [e[key] - by_seed[e["seed"]] for e in evals if e["seed"] in by_seed]
+    if len(diffs) < 2:
+        return "-"
+    half = scipy_t.ppf(0.5 + level / 2, len(diffs) - 1) * statistics.stdev(diffs) / len(diffs) ** 0.5
+    mean = statistics.mean(diffs)
+    return f"[{mean - half:+.2f}, {mean + half:+.2f}]"
+
+
 def res_table(suite: dict, res: Dict[str, List[dict]]) -> str:
     """Referring segmentation: overall IoU (the field's model-selection metric), mean IoU and precision at
     IoU thresholds, of the teacher where the run has one (as SemiRES reports); the gain is in oIoU over the
@@ -210,8 +225,8 @@ def table(suite: dict, out: Path, step: Optional[int] = None) -> str:
     res = suite_results(suite, out, step)
     if any("oIoU" in e for evals in res.values() for e in evals):  # the runs are referring segmentation's
         return res_table(suite, res) + "\n\n" + run_time(suite, res)
-    lines = ["| run | seeds | mIoU (student) | mIoU (teacher) | gain | gap closed | s/step |",
-             "| --- | --- | --- | --- | --- | --- | --- |"]
+    lines = ["| run | seeds | mIoU (student) | mIoU (teacher) | gain | gain 95% CI (paired) | gap closed | s/step |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     own = {r["name"] for r in suite["runs"]}
     label = lambda n: n if n in own else f"{n} (reference)"  # noqa: E731 (runs read from the suite's reference)
     for r in [{"name": n} for n in res if n not in own] + suite["runs"]:  # against the run's baseline, on its seeds
@@ -220,15 +235,16 @@ def table(suite: dict, out: Path, step: Optional[int] = None) -> str:
         base = paired_mean(res.get(base_name or "", []), evals, "mIoU")
         full = paired_mean(res.get(suite.get("full", ""), []), evals, "mIoU")
         teacher = [e["teacher_mIoU"] for e in evals if "teacher_mIoU" in e]
-        gain = gap = "-"
+        gain = gap = interval = "-"
         if base is not None and evals and name not in (base_name, suite.get("full")):
             m = statistics.mean(e["mIoU"] for e in evals)
             gain = f"{m - base:+.2f}"
+            interval = paired_interval(res.get(base_name or "", []), evals, "mIoU")
             if full is not None and full != base:
                 gap = f"{100 * (m - base) / (full - base):+.0f}%"
         speed = _mean_sd([e["s_per_step"] for e in evals]) if evals else "-"
         lines.append(f"| {label(name)} | {len(evals)} | {_mean_sd([e['mIoU'] for e in evals])} "
-                     f"| {_mean_sd(teacher)} | {gain} | {gap} | {speed} |")
+                     f"| {_mean_sd(teacher)} | {gain} | {interval} | {gap} | {speed} |")
     lines += ["", run_time(suite, res)]
     classes: List[str] = []  # union over runs, first-seen order (runs may use different class sets)
     for evals in res.values():
