@@ -32,10 +32,35 @@ def test_report_has_every_part_and_needs_no_network(report):
     assert not re.search(r'(src|href)="https?://', page)
 
 
-def test_report_renders_in_headless_chromium(report, tmp_path):
+@pytest.fixture(scope="module")
+def suite_report(tiny_scenes, tmp_path_factory):
+    """A suite folder of two real runs, as ``semiseg bench quality`` leaves it: labeled-only and DSSN (a teacher)."""
+    work = tmp_path_factory.mktemp("suite")
+    (work / "suite.yaml").write_text("name: demo\nseeds: [0]\nbaseline: supervised\n"
+                                     "runs: [{name: supervised}, {name: dssn}]\n")
+    for method in ("supervised", "dssn"):
+        train(tiny_cfg(tiny_scenes, f"method.name={method}", "train.iters=2", "train.eval_interval=1"),
+              work_dir=str(work / method / "seed0"))
+    assert run(["report", str(work), "--max-images", "2"]) == 0
+    return work / "report.html"
+
+
+def test_suite_report_puts_the_runs_side_by_side(suite_report):
+    page = suite_report.read_text()
+    assert "| supervised | 1 |" not in page and "<td>dssn</td>" in page  # the table, as HTML
+    assert page[page.index('id="curves"'):].count("<polyline") == 2  # both runs' curves on one plot
+    images = page[page.index('id="images"'):]
+    # image, ground truth, supervised's prediction, DSSN's prediction and its teacher's pseudo-label
+    assert "supervised (seed0) prediction, dssn (seed0) prediction, dssn (seed0) pseudo-label" in images
+    assert len(re.findall(r'<img src="data:image/png;base64,', images)) == 2 * 5
+
+
+@pytest.mark.parametrize("page", ["report", "suite_report"])
+def test_report_renders_in_headless_chromium(page, request, tmp_path):
     browser = shutil.which("chromium") or shutil.which("chromium-browser")
     if browser is None:
-        pytest.skip("Chromium not installed; the structure test above covers the page")
+        pytest.skip("Chromium not installed; the structure tests above cover the pages")
+    report = request.getfixturevalue(page)
     shot = tmp_path / "shot.png"
     r = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                         "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1200,2400",

@@ -3,8 +3,9 @@
 Run: loss and mIoU curves, mask ratio per class over time, the per-class IoU table, a grid of
 validation images with ground truth, prediction and pseudo-labels (the method's selector on the
 teacher's or the model's scores; unselected pixels black), and the confusion matrix. Suite (a folder
-written by ``semiseg bench quality``): its quality table and a bar chart. Plots are inline SVG and
-images embedded PNGs, so the page opens with no network.
+written by ``semiseg bench quality``): its quality table (per class too), a bar chart, every run's
+validation curve on one plot, and the same validation images through every run side by side. Plots are
+inline SVG and images embedded PNGs, so the page opens with no network.
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import html
 import io
 import json
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Tuple
 
 import numpy as np
 import torch
@@ -119,51 +120,105 @@ def referring_sections(ckpt: Path, max_images: int) -> List[str]:
             'the expression.</p>', f'<table class="grid">{"".join(rows)}</table>']
 
 
+class RunImages:
+    """What one semantic checkpoint makes of the validation images: its prediction, and the pseudo-label its
+    method would train on (the teacher's scores, or the model's, through the method's selector)."""
+
+    def __init__(self, ckpt: Path) -> None:
+        from semiseg.data.dataset import SegDataset
+        from semiseg.data.presets import resolve_layout
+        from semiseg.engine.checkpoint import load_checkpoint
+        from semiseg.inference import Predictor
+        from semiseg.pseudo.selectors import build_selector
+
+        self.student = Predictor.from_checkpoint(str(ckpt))
+        cfg = self.student.cfg
+        self.has_teacher = "teacher" in load_checkpoint(ckpt).get("method", {})
+        self.labeler = Predictor.from_checkpoint(str(ckpt), teacher=True) if self.has_teacher else self.student
+        self.trains_on_pseudo_labels = cfg.method.get("name") != "supervised"
+        self.selector = build_selector(cfg.method.get("selector") or {"name": "none"})
+        self.layout = resolve_layout(cfg.data)
+        self.ds = SegDataset(self.layout.val, self.layout, cfg.data, "val")
+
+    def __len__(self) -> int:
+        return len(self.ds)
+
+    def _scores(self, model, item) -> torch.Tensor:
+        return torch.nn.functional.interpolate(model(item["image"][None]).float(), size=item["mask"].shape,
+                                               mode="bilinear", align_corners=True)
+
+    @torch.no_grad()
+    def prediction(self, i: int) -> Tuple[torch.Tensor, torch.Tensor]:
+        """(prediction, ground truth) of image i as class maps at the mask's size."""
+        item = self.ds[i]
+        return self._scores(self.student.model, item).argmax(1)[0], item["mask"]
+
+    @torch.no_grad()
+    def views(self, i: int) -> Dict[str, np.ndarray]:
+        """Image i, its ground truth, prediction and pseudo-label (unselected pixels black), as RGB arrays."""
+        from semiseg.pseudo.selectors import selected
+
+        item, colorize = self.ds[i], self.student.colorize
+        gt = item["mask"].numpy()
+        pl, w = self.selector(self._scores(self.labeler.model, item).softmax(1),
+                              torch.zeros(1, *gt.shape, dtype=torch.bool))
+        return {"image": np.asarray(Image.open(self.layout.root / self.ds.samples[i].image).convert("RGB")),
+                "ground truth": colorize(np.where(gt == 255, 0, gt).astype(np.uint8)),
+                "prediction": colorize(self._scores(self.student.model, item).argmax(1)[0].byte().numpy()),
+                "pseudo-label": (colorize(pl[0].byte().numpy()) * selected(w[0]).numpy()[..., None]).astype(np.uint8)}
+
+
+def _image_table(rows: List[List[Tuple[np.ndarray, str]]]) -> str:
+    cells = "".join("<tr>" + "".join(f'<td><img src="{_png(a)}" alt="{html.escape(n)}"></td>' for a, n in row)
+                    + "</tr>" for row in rows)
+    return f'<table class="grid">{cells}</table>'
+
+
 def prediction_sections(ckpt: Path, max_images: int) -> List[str]:
-    from semiseg.data.dataset import SegDataset
-    from semiseg.data.presets import resolve_layout
-    from semiseg.engine.checkpoint import load_checkpoint
     from semiseg.engine.evaluator import confusion
-    from semiseg.inference import Predictor
-    from semiseg.pseudo.selectors import build_selector, selected
 
-    student = Predictor.from_checkpoint(str(ckpt))
-    cfg = student.cfg
-    has_teacher = "teacher" in load_checkpoint(ckpt).get("method", {})
-    labeler = Predictor.from_checkpoint(str(ckpt), teacher=True) if has_teacher else student
-    selector = build_selector(cfg.method.get("selector") or {"name": "none"})
-    layout = resolve_layout(cfg.data)
-    ds = SegDataset(layout.val, layout, cfg.data, "val")
-    n_cls = len(student.class_names)
-    cm = torch.zeros(n_cls, n_cls, dtype=torch.long)
-    grid = []
-    with torch.no_grad():
-        for i in range(len(ds)):
-            item = ds[i]
-            gt = item["mask"]
-            img = np.asarray(Image.open(layout.root / ds.samples[i].image).convert("RGB"))
-            logits = student.model(item["image"][None])
-            pred = torch.nn.functional.interpolate(logits.float(), size=gt.shape, mode="bilinear", align_corners=True)
-            cm += confusion(pred.argmax(1)[0], gt, n_cls, 255)
-            if len(grid) < max_images:
-                probs = torch.nn.functional.interpolate(labeler.model(item["image"][None]).float(), size=gt.shape,
-                                                        mode="bilinear", align_corners=True).softmax(1)
-                pl, w = selector(probs, torch.zeros(1, *gt.shape, dtype=torch.bool))
-                pseudo = student.colorize(pl[0].byte().numpy()) * selected(w[0]).numpy()[..., None]
-                gt_col = student.colorize(np.where(gt.numpy() == 255, 0, gt.numpy()).astype(np.uint8))
-                grid.append([img, gt_col, student.colorize(pred.argmax(1)[0].byte().numpy()), pseudo.astype(np.uint8)])
-    cells = "".join("<tr>" + "".join(f'<td><img src="{_png(a)}" alt="{name}"></td>'
-                                     for a, name in zip(row, ("image", "ground truth", "prediction", "pseudo-label")))
-                    + "</tr>" for row in grid)
-    who = "teacher" if has_teacher else "model"
+    run = RunImages(ckpt)
+    names = run.student.class_names
+    cm = torch.zeros(len(names), len(names), dtype=torch.long)
+    for i in range(len(run)):
+        cm += confusion(*run.prediction(i), len(names), 255)
+    rows = [[(a, n) for n, a in run.views(i).items()] for i in range(min(max_images, len(run)))]
+    who = "teacher" if run.has_teacher else "model"
     return [f'<h2 id="images">Validation images</h2><p>Columns: image, ground truth, prediction, pseudo-label '
-            f'(the {who}\'s scores through the method\'s selector; unselected pixels black).</p>'
-            f'<table class="grid">{cells}</table>',
-            f'<h2 id="confusion">Confusion matrix ({len(ds)} validation images, % of each true class)</h2>',
-            heatmap(cm.tolist(), student.class_names, "rows: ground truth, columns: prediction")]
+            f'(the {who}\'s scores through the method\'s selector; unselected pixels black).</p>' + _image_table(rows),
+            f'<h2 id="confusion">Confusion matrix ({len(run)} validation images, % of each true class)</h2>',
+            heatmap(cm.tolist(), names, "rows: ground truth, columns: prediction")]
 
 
-def suite_sections(work: Path) -> List[str]:
+def comparison_images(suite: dict, work: Path, max_images: int) -> List[str]:
+    """The same validation images through every run of a semantic suite (its first seed with a checkpoint):
+    each run's prediction, and for runs that train on pseudo-labels the pseudo-label their method makes."""
+    runs = []
+    for r in suite["runs"]:
+        ckpt = next((c for s in suite.get("seeds", [0]) if (c := work / r["name"] / f"seed{s}" / "latest.pth").is_file()),
+                    None)
+        if ckpt is not None:
+            runs.append((r["name"], ckpt.parent.name, RunImages(ckpt)))
+    if not runs:
+        return []
+    columns, rows = ["image", "ground truth"], []
+    for name, seed, run in runs:
+        columns += [f"{name} ({seed}) prediction"] + ([f"{name} ({seed}) pseudo-label"] if run.trains_on_pseudo_labels
+                                                      else [])
+    for i in range(min(max_images, len(runs[0][2]))):
+        row = [(a, n) for n, a in list(runs[0][2].views(i).items())[:2]]
+        for name, _, run in runs:
+            v = run.views(i)
+            row += [(v["prediction"], f"{name} prediction")]
+            if run.trains_on_pseudo_labels:
+                row += [(v["pseudo-label"], f"{name} pseudo-label")]
+        rows.append(row)
+    return ['<h2 id="images">Validation images, run by run</h2><p>Columns: ' + html.escape(", ".join(columns))
+            + " (pseudo-labels: the teacher's scores, or the model's, through the method's selector; unselected "
+            "pixels black).</p>" + _image_table(rows)]
+
+
+def suite_sections(work: Path, max_images: int = 8) -> List[str]:
     from semiseg.bench.quality import suite_results, table
 
     suite_file = work / "suite.yaml"
@@ -179,7 +234,8 @@ def suite_sections(work: Path) -> List[str]:
     return [f'<h2 id="quality">Suite {html.escape(suite["name"])}</h2>', md_table(table(suite, work)),
             bar_chart(means, f"final {metric} (mean over seeds)"),
             '<h2 id="curves">Validation curves</h2>', line_chart(suite_curves(suite, work, metric),
-                                                                 f"{metric} during training (mean over seeds)")]
+                                                                 f"{metric} during training (mean over seeds)"),
+            *(comparison_images(suite, work, max_images) if metric == "mIoU" else [])]
 
 
 def suite_curves(suite: dict, work: Path, metric: str = "mIoU") -> Dict[str, list]:
@@ -208,7 +264,7 @@ def build_report(work_dir: str | Path, out: str | Path | None = None, max_images
         parts = run_sections(work, rows, max_images)
     else:
         title = f"benchmark suite - {work}"
-        parts = suite_sections(work)
+        parts = suite_sections(work, max_images)
     page = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
             f"<style>{CSS}</style></head><body><h1>{html.escape(title)}</h1>" + "\n".join(parts) + "</body></html>")
     path = Path(out) if out else work / "report.html"
