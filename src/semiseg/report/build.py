@@ -26,7 +26,8 @@ from semiseg.report.svg import bar_chart, heatmap, line_chart
 CSS = """body{font-family:sans-serif;margin:24px;max-width:1200px;color:#222}h1{font-size:22px}h2{font-size:17px;
 border-bottom:1px solid #ddd;padding-bottom:4px;margin-top:28px}table{border-collapse:collapse;font-size:13px}
 td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}td:first-child,th:first-child{text-align:left}
-.grid td{border:none;padding:2px}.grid img{image-rendering:pixelated;width:96px;height:96px}.charts svg{margin:6px}"""
+.grid td{border:none;padding:2px}.grid th{border:none;font-size:11px;font-weight:normal;width:96px;
+text-align:center;vertical-align:bottom}.grid img{image-rendering:pixelated;width:96px;height:96px}.charts svg{margin:6px}"""
 
 
 def _png(arr: np.ndarray) -> str:
@@ -168,8 +169,9 @@ class RunImages:
                 "pseudo-label": (colorize(pl[0].byte().numpy()) * selected(w[0]).numpy()[..., None]).astype(np.uint8)}
 
 
-def _image_table(rows: List[List[Tuple[np.ndarray, str]]]) -> str:
-    cells = "".join("<tr>" + "".join(f'<td><img src="{_png(a)}" alt="{html.escape(n)}"></td>' for a, n in row)
+def _image_table(rows: List[List[Tuple[np.ndarray, str]]], header: List[str] = ()) -> str:
+    head = "<tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr>" if header else ""
+    cells = head + "".join("<tr>" + "".join(f'<td><img src="{_png(a)}" alt="{html.escape(n)}"></td>' for a, n in row)
                     + "</tr>" for row in rows)
     return f'<table class="grid">{cells}</table>'
 
@@ -215,7 +217,7 @@ def comparison_images(suite: dict, work: Path, max_images: int) -> List[str]:
         rows.append(row)
     return ['<h2 id="images">Validation images, run by run</h2><p>Columns: ' + html.escape(", ".join(columns))
             + " (pseudo-labels: the teacher's scores, or the model's, through the method's selector; unselected "
-            "pixels black).</p>" + _image_table(rows)]
+            "pixels black).</p>" + _image_table(rows, columns)]
 
 
 def suite_sections(work: Path, max_images: int = 8) -> List[str]:
