@@ -218,7 +218,12 @@ def test_suite_runs_in_parallel_and_resumes(tiny_scenes, tmp_path, capsys):
     assert f"threads: {max(1, (os.cpu_count() or 1) // 2)}" in cfg and "lr: 0.002" in cfg
     assert run(["bench", "quality", str(tmp_path / "s.yaml"), "--out", str(out), "--jobs", "2"]) == 0
     assert "2 finished, 0 to go" in capsys.readouterr().out
-    assert run(["bench", "quality", str(tmp_path / "s.yaml"), "--out", str(out), "--only", "a", "--seeds", "1"]) == 0
+    assert run(["bench", "quality", str(tmp_path / "s.yaml"), "--out", str(out), "--only", "a", "--seeds", "1",
+                "--echo"]) == 0
     text = capsys.readouterr().out  # --seeds picks what runs now; the table keeps the suite's seeds
     assert "1 runs, 0 finished, 1 to go" in text and "| a | 1 |" in text
+    # --echo: the run's own output (its per-class table) is shown here and still kept in its train.log
+    assert "mIoU" in text.split("start a seed 1")[1].split("| run |")[0]
+    assert "mIoU" in (out / "a/seed1/train.log").read_text()
+    assert "mIoU" not in first.split("| run |")[0]  # without it, only the suite's own lines
     assert (out / "a/seed1/latest.pth").is_file() and not (out / "b/seed1").exists()

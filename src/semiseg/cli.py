@@ -161,6 +161,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--jobs", type=int, default=1,
                    help="runs at a time, each with cpu_count/jobs threads (pays off where one run cannot use every core)")
     p.add_argument("--step", type=int, help="tabulate the finished runs' evaluations at this step, not their last")
+    p.add_argument("--echo", action="store_true",
+                   help="show each run's output here as well as in its train.log (with --jobs 1: what a demo shows)")
     p = _verb(bverbs, "pseudo", "pseudo-label quality of a checkpoint on the unlabeled split (hidden labels)")
     p.add_argument("ckpt", help="a checkpoint of a run on data with hidden unlabeled labels (the scenes)")
     p.add_argument("--teacher", action="store_true", help="use the checkpoint's teacher")
