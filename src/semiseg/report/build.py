@@ -14,7 +14,7 @@ import html
 import io
 import json
 from pathlib import Path
-from typing import Dict, List, Tuple
+from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -130,13 +130,15 @@ class RunImages:
         from semiseg.data.presets import resolve_layout
         from semiseg.engine.checkpoint import load_checkpoint
         from semiseg.inference import Predictor
+        from semiseg.methods.common import SemiMethod
+        from semiseg.methods.registry import METHODS
         from semiseg.pseudo.selectors import build_selector
 
         self.student = Predictor.from_checkpoint(str(ckpt))
         cfg = self.student.cfg
         self.has_teacher = "teacher" in load_checkpoint(ckpt).get("method", {})
         self.labeler = Predictor.from_checkpoint(str(ckpt), teacher=True) if self.has_teacher else self.student
-        self.trains_on_pseudo_labels = cfg.method.get("name") != "supervised"
+        self.trains_on_pseudo_labels = issubclass(METHODS.get(cfg.method["name"]), SemiMethod)
         self.selector = build_selector(cfg.method.get("selector") or {"name": "none"})
         self.layout = resolve_layout(cfg.data)
         self.ds = SegDataset(self.layout.val, self.layout, cfg.data, "val")
@@ -161,15 +163,16 @@ class RunImages:
 
         item, colorize = self.ds[i], self.student.colorize
         gt = item["mask"].numpy()
-        pl, w = self.selector(self._scores(self.labeler.model, item).softmax(1),
-                              torch.zeros(1, *gt.shape, dtype=torch.bool))
+        scores = self._scores(self.student.model, item)
+        labels = scores if self.labeler is self.student else self._scores(self.labeler.model, item)
+        pl, w = self.selector(labels.softmax(1), torch.zeros(1, *gt.shape, dtype=torch.bool))
         return {"image": np.asarray(Image.open(self.layout.root / self.ds.samples[i].image).convert("RGB")),
                 "ground truth": colorize(np.where(gt == 255, 0, gt).astype(np.uint8)),
-                "prediction": colorize(self._scores(self.student.model, item).argmax(1)[0].byte().numpy()),
+                "prediction": colorize(scores.argmax(1)[0].byte().numpy()),
                 "pseudo-label": (colorize(pl[0].byte().numpy()) * selected(w[0]).numpy()[..., None]).astype(np.uint8)}
 
 
-def _image_table(rows: List[List[Tuple[np.ndarray, str]]], header: List[str] = ()) -> str:
+def _image_table(rows: List[List[Tuple[np.ndarray, str]]], header: Sequence[str] = ()) -> str:
     head = "<tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr>" if header else ""
     cells = head + "".join("<tr>" + "".join(f'<td><img src="{_png(a)}" alt="{html.escape(n)}"></td>' for a, n in row)
                     + "</tr>" for row in rows)
@@ -208,9 +211,9 @@ def comparison_images(suite: dict, work: Path, max_images: int) -> List[str]:
         columns += [f"{name} ({seed}) prediction"] + ([f"{name} ({seed}) pseudo-label"] if run.trains_on_pseudo_labels
                                                       else [])
     for i in range(min(max_images, len(runs[0][2]))):
-        row = [(a, n) for n, a in list(runs[0][2].views(i).items())[:2]]
-        for name, _, run in runs:
-            v = run.views(i)
+        views = [run.views(i) for _, _, run in runs]
+        row = [(views[0][n], n) for n in ("image", "ground truth")]
+        for (name, _, run), v in zip(runs, views):
             row += [(v["prediction"], f"{name} prediction")]
             if run.trains_on_pseudo_labels:
                 row += [(v["pseudo-label"], f"{name} pseudo-label")]
