@@ -42,15 +42,24 @@ def test_csl_non_max_mean_sums_the_other_probabilities():
     assert math.isclose(r.item(), expected.item(), rel_tol=1e-5)
 
 
-def test_csl_only_the_labeled_and_weak_forward_moves_batchnorm_statistics(tiny_scenes, tiny_store):
-    method, model, batch = make_method("csl", tiny_scenes, tiny_store)
-    reference = copy.deepcopy(model.backbone).train()
-    with torch.no_grad():
-        reference(torch.cat([batch["x"], batch["u"]]))
-    method.training_step(batch, step=0)
-    ref = dict(reference.named_buffers())
-    for name, buf in model.backbone.named_buffers():  # the backbone runs once per forward, no dropout
-        assert torch.allclose(buf, ref[name], atol=1e-6), name
+# what each method's clean forward holds: the labeled + weak batch, or the labeled batch alone where a teacher
+# labels the weak view (SemiRES forwards labeled and strong together unless running_stats is clean)
+CLEAN_FORWARD = {"fixmatch": "x+u", "unimatch": "x+u", "dssn": "x+u", "unimatch_v2": "x", "semires": "x", "csl": "x+u"}
+
+
+@pytest.mark.parametrize("name", sorted(CLEAN_FORWARD))
+def test_running_stats_clean_keeps_perturbed_views_out_of_batchnorm_in_any_method(name, tiny_scenes, tiny_store):
+    default = load_config(None, [f"method.name={name}"]).method.running_stats
+    assert default == ("clean" if name == "csl" else "all")  # each as its authors' code does
+    for mode in ("clean", "all"):
+        method, model, batch = make_method(name, tiny_scenes, tiny_store, f"method.running_stats={mode}")
+        reference = copy.deepcopy(model.backbone).train()
+        with torch.no_grad():
+            reference(torch.cat([batch["x"], batch["u"]]) if CLEAN_FORWARD[name] == "x+u" else batch["x"])
+        method.training_step(batch, step=5)  # past DSSN's warm-up: its strong views are forwarded
+        ref = dict(reference.named_buffers())
+        same = all(torch.allclose(buf, ref[n], atol=1e-6) for n, buf in model.backbone.named_buffers())
+        assert same == (mode == "clean"), (name, mode)
 
 
 def test_tmp_mask_is_a_ten_by_ten_grid_on_any_crop():

@@ -1,10 +1,12 @@
 """Pieces the semi-supervised recipes share: config fields, views, mixing of pseudo-label maps, logging."""
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Tuple
 
 import torch
+from torch import nn
 
 from semiseg.config import choice
 from semiseg.data.augment import SEMIRES_STRONG, cutmix_box, mix, strong_photometric
@@ -28,6 +30,23 @@ class SemiConfig(MethodConfig):
     # blur sigma up to 2 p 0.5) | semires (SemiRES's: jitter 0.25 p 0.5, nothing else), for small images and
     # objects told apart by intensity, where a sigma-2 blur or a halved contrast erases the object
     strong_view: str = choice("unimatch", "semires")
+    # BatchNorm running statistics: "all" forwards update them (UniMatch, FixMatch, DSSN, SemiRES as authored) |
+    # "clean": only the labeled + weak forward does (CSL's code); strong, masked and partner views normalise
+    # with their own batch statistics and leave the running ones, which evaluation then shares with clean images
+    running_stats: str = choice("all", "clean")
+
+
+@contextlib.contextmanager
+def bn_stats_kept(model: nn.Module):
+    """Forwards inside use batch statistics as usual, but leave the BN running statistics as they were.
+    The saved statistics are put back as new tensors: autograd holds the updated ones for the backward."""
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = [(m.running_mean.clone(), m.running_var.clone(), m.num_batches_tracked.clone()) for m in bns]
+    try:
+        yield
+    finally:
+        for m, (mean, var, n) in zip(bns, saved):
+            m.running_mean, m.running_var, m.num_batches_tracked = mean, var, n
 
 
 @dataclass
@@ -81,6 +100,11 @@ class SemiMethod(Method):
         probs = self.model(x).float().softmax(1)
         self.model.train()
         return probs
+
+    def perturbed_stats(self):
+        """Around the student's forwards of perturbed (strong, masked) or partner views: with
+        ``running_stats: clean`` they leave the BN running statistics as the clean forward set them."""
+        return bn_stats_kept(self.student) if self.cfg.running_stats == "clean" else contextlib.nullcontext()
 
     def strong(self, x: torch.Tensor) -> torch.Tensor:
         kind = SEMIRES_STRONG if self.cfg.strong_view == "semires" else {}

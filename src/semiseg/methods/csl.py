@@ -10,7 +10,8 @@ from the ``csl`` selector (per-image spectral separation in the confidence/dispe
 - CutMix partner: predicted under no_grad in train mode (the code's ``on_train_batch_start``). Its labels
   and weights are selected on its own map and pasted inside the box.
 - BatchNorm running statistics: only the labeled + weak forward updates them; the partner, strong and
-  masked forwards use batch statistics and their updates are undone, as the code does.
+  masked forwards use batch statistics and their updates are undone, as the code does
+  (``running_stats: clean``, which any semi-supervised method can take; ``all`` lets every forward update).
 - TMP: for half of the samples, mild jitter (0.2, 0.2, 0.2, 0.2) p 0.8 + blur p 0.5 and a block mask
   (cover 0.7) on a ``tmp_grid`` x ``tmp_grid`` grid (10: the code's 32-px blocks on its 321 crop, the
   same share of the image on any crop; ``tmp_block`` > 0 fixes the block size in pixels instead) that
@@ -20,15 +21,14 @@ from the ``csl`` selector (per-image spectral separation in the confidence/dispe
 """
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass, field
 from typing import Any, Dict
 
 import torch
-from torch import nn
 
 from semiseg.data.augment import block_mask, mix, strong_photometric
 from semiseg.losses import masked_ce
+from semiseg.config import choice
 from semiseg.methods.common import SemiConfig, SemiMethod
 from semiseg.methods.registry import METHODS
 
@@ -40,19 +40,7 @@ class CSLConfig(SemiConfig):
     tmp_grid: int = 10  # cells per side: the code's 32 px blocks on a 321 crop
     tmp_block: int = 0  # > 0: block size in pixels instead of the grid
     tmp_cover: float = 0.7
-
-
-@contextlib.contextmanager
-def bn_stats_kept(model: nn.Module):
-    """Forwards inside use batch statistics as usual, but leave the BN running statistics as they were.
-    The saved statistics are put back as new tensors: autograd holds the updated ones for the backward."""
-    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    saved = [(m.running_mean.clone(), m.running_var.clone(), m.num_batches_tracked.clone()) for m in bns]
-    try:
-        yield
-    finally:
-        for m, (mean, var, n) in zip(bns, saved):
-            m.running_mean, m.running_var, m.num_batches_tracked = mean, var, n
+    running_stats: str = choice("clean", "all")
 
 
 @METHODS.register("csl")
@@ -61,7 +49,7 @@ class CSL(SemiMethod):
 
     @torch.no_grad()
     def predict_partner(self, u_mix: torch.Tensor) -> torch.Tensor:
-        with bn_stats_kept(self.student):
+        with self.perturbed_stats():
             return self.model(u_mix).float().softmax(1)  # train mode: batch statistics
 
     def masked_view(self, u_w: torch.Tensor, w_w: torch.Tensor) -> torch.Tensor:
@@ -74,8 +62,8 @@ class CSL(SemiMethod):
         erase = block_mask(b, h, w, u_w.device, self.cfg.tmp_block, self.cfg.tmp_cover,
                            grid=0 if self.cfg.tmp_block > 0 else self.cfg.tmp_grid) & (w_w == 1)
         masked = mild.masked_fill(erase.unsqueeze(1), 0.0)
-        choice = (torch.rand(b, 1, 1, 1, device=u_w.device) < 0.5)
-        return torch.where(choice, masked, strong)
+        masked_half = (torch.rand(b, 1, 1, 1, device=u_w.device) < 0.5)
+        return torch.where(masked_half, masked, strong)
 
     def training_step(self, batch: Dict[str, torch.Tensor], step: int) -> Dict[str, torch.Tensor]:
         x, y, u_w, ign_u = batch["x"], batch["y"], batch["u"], batch["u_ignore"]
@@ -93,7 +81,7 @@ class CSL(SemiMethod):
         u_s = mix(self.strong(u_w), self.strong(u_mix), box)
         pl_s, w_s, ign_s = mix(pl_w, pl_mix, box), mix(w_w, w_mix, box), mix(ign_u, ign_mix, box)
         u_m = self.masked_view(u_w, w_w)
-        with bn_stats_kept(self.student):
+        with self.perturbed_stats():
             pred_u_s, pred_u_m = self.model(torch.cat([u_s, u_m])).chunk(2)
 
         loss_x = self.criterion(pred_x, y)

@@ -82,7 +82,8 @@ class DSSN(SemiMethod):
         preds, (fp1, fp2) = self.model(torch.cat([x, u_w]), fp_branches=2)
         pred_x, pred_u_w = preds.split([n, u_w.shape[0]])
         p_fp1, p_fp2 = fp1[n:], fp2[n:]
-        p_s1, p_s2 = self.model(torch.cat([u_s1, u_s2])).chunk(2)
+        with self.perturbed_stats():
+            p_s1, p_s2 = self.model(torch.cat([u_s1, u_s2])).chunk(2)
 
         # FP branches: the student's own weak prediction; strong views: the teacher's CutMixed map
         pl_w, w_w = self.pseudo(pred_u_w.detach().float().softmax(1), ign_u, batch.get("u_props"))

@@ -28,7 +28,8 @@ class FixMatch(SemiMethod):
         u_s = mix(self.strong(u_w), self.strong(u_mix), box)
 
         pred_x, pred_u_w = self.model(torch.cat([x, u_w])).split([x.shape[0], u_w.shape[0]])
-        pred_u_s = self.model(u_s)
+        with self.perturbed_stats():
+            pred_u_s = self.model(u_s)
 
         probs_w = pred_u_w.detach().float().softmax(1)
         pl_w, w_w = self.pseudo(probs_w, ign_u, batch.get("u_props"))

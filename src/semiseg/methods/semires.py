@@ -70,7 +70,12 @@ class SemiRES(SemiMethod):
             u_s = torch.where(box.unsqueeze(1), self.strong(u_mix), u_s)
             ((pl, weight, ign_u),) = self.view_labels([box], probs_w, ign_u, probs_mix, ign_mix, batch, (pl, weight))
 
-        pred_x, pred_u_s = self.model(torch.cat([x, u_s])).split([x.shape[0], u_s.shape[0]])
+        if c.running_stats == "clean":  # the strong view alone, so that its statistics can be left out
+            pred_x = self.model(x)
+            with self.perturbed_stats():
+                pred_u_s = self.model(u_s)
+        else:
+            pred_x, pred_u_s = self.model(torch.cat([x, u_s])).split([x.shape[0], u_s.shape[0]])
         loss_x = self.criterion(pred_x, y)
         loss_u = masked_ce(pred_u_s, pl, weight, ign_u)
         loss = c.sup_weight * loss_x + c.unsup_weight * loss_u

@@ -33,7 +33,8 @@ class UniMatch(SemiMethod):
         preds, (preds_fp,) = self.model(torch.cat([x, u_w]), fp_branches=1)
         pred_x, pred_u_w = preds.split([n, u_w.shape[0]])
         pred_u_w_fp = preds_fp[n:]
-        pred_u_s1, pred_u_s2 = self.model(torch.cat([u_s1, u_s2])).chunk(2)
+        with self.perturbed_stats():
+            pred_u_s1, pred_u_s2 = self.model(torch.cat([u_s1, u_s2])).chunk(2)
 
         probs_w = pred_u_w.detach().float().softmax(1)
         pl_w, w_w = self.pseudo(probs_w, ign_u, batch.get("u_props"))

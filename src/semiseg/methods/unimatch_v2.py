@@ -47,7 +47,8 @@ class UniMatchV2(SemiMethod):
         u_s2 = mix(self.strong(u_w), self.strong(u_mix), box2)
 
         pred_x = self.model(x)
-        pred_u_s1, pred_u_s2 = self.model(torch.cat([u_s1, u_s2]), comp_drop=True).chunk(2)
+        with self.perturbed_stats():
+            pred_u_s1, pred_u_s2 = self.model(torch.cat([u_s1, u_s2]), comp_drop=True).chunk(2)
 
         pl_w, w_w = self.pseudo(probs_w, ign_u, batch.get("u_props"))
         (pl_s1, w_s1, ign_s1), (pl_s2, w_s2, ign_s2) = self.view_labels([box1, box2], probs_w, ign_u, probs_mix,
