@@ -1,7 +1,8 @@
 """Binary data, the field's most common ask: every semi-supervised method learns at two classes under bf16
 autocast, where DSSN's standardised consistency exploded at ties (it stayed at half of supervised-only).
-On this fixture's 120 steps the methods land within a few points of supervised-only, above or below: the
-test guards learning, not a gain (a gain needs a benchmark, not a unit fixture)."""
+On this fixture's 120 steps the methods land below supervised-only (the second test shows part of why), and
+the seed alone moves them by up to 17 points (DSSN 65.5-82.2 on seeds 0-2): the test guards learning, not a
+gain. The failure it guards against left DSSN at half of supervised-only; 3/4 catches it and not the seed."""
 import numpy as np
 import pytest
 from PIL import Image
@@ -55,4 +56,17 @@ def test_every_method_learns_binary_data_under_bf16(binary, tmp_path):
     print("binary mIoU:", {"supervised": round(base, 2), **{k: round(v, 2) for k, v in scores.items()}})
     assert base > 50
     for name, score in scores.items():
-        assert score > 0.9 * base, (name, score, base)
+        assert score > 0.75 * base, (name, score, base)
+
+
+@pytest.mark.slow
+def test_running_stats_clean_gives_back_what_the_strong_views_cost_batchnorm(binary, tmp_path):
+    """The strong views' forwards move BatchNorm's running statistics away from clean images; on this
+    fixture that costs the foreground most. Leaving them out (CSL's way, ``method.running_stats=clean``)
+    lifts FixMatch and UniMatch on every seed here (by 1.7 to 7.7 points at 120 steps)."""
+    for method in ("fixmatch", "unimatch"):
+        runs = {mode: [miou(binary, tmp_path / f"{method}-{mode}-{s}", method, f"method.running_stats={mode}",
+                            f"train.seed={s}") for s in range(3)] for mode in ("all", "clean")}
+        gains = [c - a for a, c in zip(runs["all"], runs["clean"])]
+        print(method, {k: [round(v, 2) for v in vs] for k, vs in runs.items()}, "gain", [round(g, 2) for g in gains])
+        assert sum(gains) / len(gains) > 0, (method, runs)
