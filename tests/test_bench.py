@@ -55,6 +55,22 @@ def test_gain_interval_is_paired_by_seed(tmp_path):
     assert "| m | 3 | 48.00 ± 5.57 | - | +3.00 | [+0.52, +5.48] |" in table(suite, tmp_path)
 
 
+def test_a_sentence_per_run_says_which_differences_the_interval_supports(tmp_path):
+    suite = {"name": "s", "seeds": [0, 1, 2], "baseline": "sup", "versus": "um",
+             "runs": [{"name": "sup"}, {"name": "um"}, {"name": "m"}, {"name": "one-seed"}]}
+    for seed, (b, u, m) in enumerate([(40.0, 42.0, 41.0), (50.0, 53.0, 55.0), (45.0, 49.0, 50.0)]):
+        fake_run(tmp_path, "sup", seed, b)
+        fake_run(tmp_path, "um", seed, u)
+        fake_run(tmp_path, "m", seed, m)
+    fake_run(tmp_path, "one-seed", 0, 60.0)
+    text = table(suite, tmp_path)
+    # um - sup: 2, 3, 4 -> [+0.52, +5.48]; m - sup: 1, 5, 5 -> 3.67 +- 5.74; m - um: -1, 2, 1 -> 0.67 +- 3.79
+    assert "- um: +3.00 against sup, [+0.52, +5.48]: a gain the interval supports." in text
+    assert ("- m: +3.67 against sup, [-2.07, +9.40]: no difference shown (the interval holds 0); "
+            "+0.67 against um, [-3.13, +4.46]: no difference shown (the interval holds 0).") in text
+    assert "- one-seed" not in text and "- sup" not in text  # one seed has no interval; the baseline no sentence
+
+
 def test_table_at_an_intermediate_step(tmp_path):
     suite = {"name": "s", "seeds": [0], "baseline": "sup", "runs": [{"name": "sup"}, {"name": "m"}, {"name": "late"}]}
     for name, mid, last in (("sup", 40.0, 45.0), ("m", 38.0, 50.0)):

@@ -190,17 +190,44 @@ def paired_mean(reference: List[dict], evals: List[dict], key: str) -> Optional[
     return statistics.mean(e[key] for e in use) if use else None
 
 
-def paired_interval(reference: List[dict], evals: List[dict], key: str, level: float = 0.95) -> str:
-    """The gain's confidence interval from per-seed differences (method - baseline on the same seed): the
-    seed moves both runs (split order, crops, initialisation of the head), so pairing removes what they share.
-    Student t with n - 1 degrees of freedom; "-" below two paired seeds."""
+def paired_ci(reference: List[dict], evals: List[dict], key: str, level: float = 0.95):
+    """(mean, low, high) of the per-seed differences (method - reference on the same seed), or None below two
+    paired seeds: the seed moves both runs (split order, crops, initialisation of the head), so pairing
+    removes what they share. Student t with n - 1 degrees of freedom."""
     by_seed = {e["seed"]: e[key] for e in reference}
     diffs = [e[key] - by_seed[e["seed"]] for e in evals if e["seed"] in by_seed]
     if len(diffs) < 2:
-        return "-"
+        return None
     half = scipy_t.ppf(0.5 + level / 2, len(diffs) - 1) * statistics.stdev(diffs) / len(diffs) ** 0.5
     mean = statistics.mean(diffs)
-    return f"[{mean - half:+.2f}, {mean + half:+.2f}]"
+    return mean, mean - half, mean + half
+
+
+def paired_interval(reference: List[dict], evals: List[dict], key: str, level: float = 0.95) -> str:
+    """The gain's confidence interval as a table cell; "-" below two paired seeds."""
+    ci = paired_ci(reference, evals, key, level)
+    return f"[{ci[1]:+.2f}, {ci[2]:+.2f}]" if ci else "-"
+
+
+def verdicts(suite: dict, res: Dict[str, List[dict]]) -> List[str]:
+    """One sentence per run: which of its differences (against the baseline, and against the suite's
+    ``versus`` run) the paired 95% interval supports, and which it does not."""
+    lines = []
+    for r in suite["runs"]:
+        name, parts = r["name"], []
+        for ref in dict.fromkeys([r.get("baseline", suite.get("baseline")), suite.get("versus")]):
+            if not ref or name in (ref, suite.get("baseline"), suite.get("full")) or not res.get(ref):
+                continue
+            ci = paired_ci(res[ref], res[name], "mIoU")
+            if ci is None:
+                continue
+            mean, low, high = ci
+            said = ("a gain the interval supports" if low > 0 else "a loss the interval supports" if high < 0
+                    else "no difference shown (the interval holds 0)")
+            parts.append(f"{mean:+.2f} against {ref}, [{low:+.2f}, {high:+.2f}]: {said}")
+        if parts:
+            lines.append(f"- {name}: " + "; ".join(parts) + ".")
+    return lines
 
 
 def res_table(suite: dict, res: Dict[str, List[dict]]) -> str:
@@ -255,6 +282,9 @@ def table(suite: dict, out: Path, step: Optional[int] = None) -> str:
         lines.append(f"| {label(name)} | {len(evals)} | {_mean_sd([e['mIoU'] for e in evals])} "
                      f"| {_mean_sd(teacher)} | {gain} | {interval} | {gap} | {speed} |")
     lines += ["", run_time(suite, res)]
+    said = verdicts(suite, res)
+    if said:
+        lines += ["", "What the paired 95% intervals support (mIoU, method minus reference, by seed):", "", *said]
     classes: List[str] = []  # union over runs, first-seen order (runs may use different class sets)
     for evals in res.values():
         for e in evals[:1]:
