@@ -7,6 +7,7 @@ A suite YAML::
     overrides: [train.iters=2000]          # applied to every run
     baseline: supervised                   # the "gap closed" is (method - baseline) / (full - baseline)
     full: full
+    versus: unimatch                       # optional: every method's interval against this run as well
     runs:
       - {name: supervised, config: configs/scenes/supervised.yaml}
       - {name: full, config: configs/scenes/supervised.yaml, overrides: [data.split=all]}
@@ -22,8 +23,8 @@ Each run trains in its own process into ``OUT/<name>/seed<k>`` (``--resume`` whe
 finished runs are skipped, so a killed suite continues where it stopped; ``--jobs N`` runs N at a time,
 ``--seeds`` and ``--only`` pick what runs now. The table (mean and spread of the final mIoU over seeds,
 teacher too where there is one, the gain and gap closed against the baseline's runs with the same seeds and
-the gain's 95% confidence interval paired by seed,
-per-class IoU, step time) is printed and, with ``--doc``, written between ``<!-- semiseg:NAME -->``
+the gain's 95% confidence interval paired by seed, a sentence per run on which differences that interval
+supports, per-class IoU, step time) is printed and, with ``--doc``, written between ``<!-- semiseg:NAME -->``
 markers of a Markdown file. ``--step N`` tabulates the finished runs' evaluations at step N instead of
 their last (section ``NAME-stepN``): how far each method is partway through the schedule. Suites of
 referring segmentation runs (``task: res`` configs) tabulate oIoU, mIoU and precision at IoU thresholds.
