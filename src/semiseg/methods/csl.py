@@ -26,9 +26,9 @@ from typing import Any, Dict
 
 import torch
 
+from semiseg.config import choice
 from semiseg.data.augment import block_mask, mix, strong_photometric
 from semiseg.losses import masked_ce
-from semiseg.config import choice
 from semiseg.methods.common import SemiConfig, SemiMethod
 from semiseg.methods.registry import METHODS
 
