@@ -139,3 +139,17 @@ def test_blobs_is_a_seeded_binary_folder_data_set(tmp_path):
     layout = resolve_layout(cfg.data)
     assert (len(layout.labeled), len(layout.unlabeled), len(layout.val)) == (3, 5, 2)
     assert all(s.mask is not None and Path(s.image).stem == Path(s.mask).stem for s in layout.unlabeled)
+
+
+def test_blobs_under_changing_light_are_the_same_scenes_each_in_its_own_exposure(tmp_path):
+    from semiseg.data.blobs import generate_blobs
+
+    generate_blobs(tmp_path / "plain", 2, 24, 2, 32)
+    generate_blobs(tmp_path / "lit", 2, 24, 2, 32, lighting=True)
+    for folder in ("masks", "unlabeled_masks", "val/masks"):  # the same scenes and masks as without the light
+        for p in (tmp_path / "plain" / folder).glob("*.png"):
+            assert (tmp_path / "lit" / folder / p.name).read_bytes() == p.read_bytes()
+    brightness = {k: np.array([np.asarray(Image.open(p), float).mean()
+                               for p in sorted((tmp_path / k / "unlabeled").glob("*.png"))]) for k in ("plain", "lit")}
+    assert (brightness["lit"] < 1.15 * brightness["plain"]).all()  # a gain of at most 1.1, mostly below 1
+    assert brightness["lit"].std() > 3 * brightness["plain"].std()  # each image its own exposure

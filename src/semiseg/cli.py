@@ -111,6 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--val", type=int, default=64, help="validation images (val/images + val/masks)")
     p.add_argument("--size", type=int, default=48, help="image side in pixels")
     p.add_argument("--seed", type=int, default=0, help="seed of every random choice")
+    p.add_argument("--lighting", action="store_true",
+                   help="each image its own exposure (0.3-1.1x) and a shading ramp (up to +-50%%)")
 
     p = _verb(dverbs, "referring", "referring expressions for the scenes benchmark (RES track)")
     p.add_argument("--root", default="data/scenes", help="a scenes benchmark written by `semiseg data scenes`")

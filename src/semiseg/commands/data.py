@@ -23,7 +23,7 @@ def run(args) -> int:
     if args.data_verb == "blobs":
         from semiseg.data.blobs import generate_blobs
 
-        generate_blobs(args.out, args.labeled, args.unlabeled, args.val, args.size, args.seed)
+        generate_blobs(args.out, args.labeled, args.unlabeled, args.val, args.size, args.seed, args.lighting)
         print(f"wrote {args.labeled} labeled, {args.unlabeled} unlabeled and {args.val} validation images to {args.out}")
         return 0
     if args.data_verb == "referring":
