@@ -9,6 +9,7 @@ import torch
 
 from semiseg.engine.checkpoint import load_checkpoint
 from semiseg.engine.evaluator import confusion, metrics_from_confusion, slide_logits
+from semiseg.engine.logging import iou_table
 from semiseg.engine.trainer import Trainer, train
 from semiseg.errors import SemisegError
 
@@ -72,6 +73,15 @@ def test_metrics_from_known_confusion():
     # class 0: I=1, U=2; class 1: I=2, U=3; class 2: I=1, U=1
     assert m["iou"] == pytest.approx([50.0, 200 / 3, 100.0])
     assert m["aAcc"] == pytest.approx(80.0) and m["mAcc"] == pytest.approx((100 + 200 / 3 + 100) / 3)
+    # of the 5 labeled pixels, the model calls 2 class 0 where 1 is; a shrinking class shows here
+    assert m["share_pred"] == pytest.approx([40.0, 40.0, 20.0]) and m["share_true"] == pytest.approx([20.0, 60.0, 20.0])
+
+
+def test_the_iou_table_shows_each_class_share_predicted_and_true():
+    m = metrics_from_confusion(confusion(torch.tensor([0, 0, 0, 1]), torch.tensor([0, 0, 1, 1]), 2, 255))
+    table = iou_table(["background", "blob"], m["iou"], {"mIoU": m["mIoU"]}, m["share_pred"], m["share_true"])
+    assert table.splitlines()[0].split() == ["class", "IoU", "pred%", "true%"]
+    assert table.splitlines()[2].split() == ["blob", "50.00", "25.0", "50.0"]
 
 
 def test_slide_window_equals_whole_for_a_pointwise_model():

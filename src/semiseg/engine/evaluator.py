@@ -60,8 +60,12 @@ def metrics_from_confusion(cm: torch.Tensor) -> Dict[str, object]:
     union = gt + pr - tp
     iou = torch.where(union > 0, tp / union.clamp(min=1), torch.full_like(tp, float("nan")))
     acc = torch.where(gt > 0, tp / gt.clamp(min=1), torch.full_like(tp, float("nan")))
-    return {"mIoU": 100 * iou.nanmean().item(), "aAcc": 100 * (tp.sum() / cm.sum().clamp(min=1)).item(),
-            "mAcc": 100 * acc.nanmean().item(), "iou": [100 * v for v in iou.tolist()]}
+    total = cm.sum().clamp(min=1)
+    # each class's share of the labeled pixels, as predicted and as labeled: a class that pseudo-labels
+    # starve (a foreground shrinking under a confidence threshold) shows as pred% below true%
+    return {"mIoU": 100 * iou.nanmean().item(), "aAcc": 100 * (tp.sum() / total).item(),
+            "mAcc": 100 * acc.nanmean().item(), "iou": [100 * v for v in iou.tolist()],
+            "share_pred": (100 * pr / total).tolist(), "share_true": (100 * gt / total).tolist()}
 
 
 @torch.no_grad()

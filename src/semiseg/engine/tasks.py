@@ -57,7 +57,8 @@ class SemanticTask:
         """Scalars to log (unprefixed) and a table to print."""
         e, d = self.cfg.eval, self.cfg.data
         m = evaluate(net, loader, len(self.class_names), d.ignore_index, device, e.mode, e.window or d.crop_size, amp)
-        table = iou_table(self.class_names, m["iou"], {"mIoU": m["mIoU"], "aAcc": m["aAcc"], "mAcc": m["mAcc"]})
+        table = iou_table(self.class_names, m["iou"], {"mIoU": m["mIoU"], "aAcc": m["aAcc"], "mAcc": m["mAcc"]},
+                          m["share_pred"], m["share_true"])
         return summary("", m, self.class_names), table
 
 
