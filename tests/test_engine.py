@@ -73,7 +73,7 @@ def test_metrics_from_known_confusion():
     # class 0: I=1, U=2; class 1: I=2, U=3; class 2: I=1, U=1
     assert m["iou"] == pytest.approx([50.0, 200 / 3, 100.0])
     assert m["aAcc"] == pytest.approx(80.0) and m["mAcc"] == pytest.approx((100 + 200 / 3 + 100) / 3)
-    # of the 5 labeled pixels, the model calls 2 class 0 where 1 is; a shrinking class shows here
+    # of the 5 labeled pixels the model calls 2 class 0 where 1 is: class 1 shrinks from 60% to 40%
     assert m["share_pred"] == pytest.approx([40.0, 40.0, 20.0]) and m["share_true"] == pytest.approx([20.0, 60.0, 20.0])
 
 
