@@ -183,3 +183,24 @@ def test_amp_auto_uses_bf16_on_cpu_only_where_it_is_native(monkeypatch):
     assert precision.amp_dtype("auto", torch.device("cpu")) is None
     monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: True)
     assert precision.amp_dtype("auto", torch.device("cpu")) is torch.bfloat16
+
+
+def test_unimatch_ablation_switches_keep_the_authored_weights_and_reduce_to_fixmatch(tiny_scenes, tiny_store):
+    def step(name, *extra):
+        method, _, batch = make_method(name, tiny_scenes, tiny_store, *extra)
+        torch.manual_seed(1)  # the same boxes and strong views for both
+        return method.training_step(batch, step=5)
+
+    out = step("unimatch")
+    authored = (out["loss_x"] + 0.25 * out["loss_s1"] + 0.25 * out["loss_s2"] + 0.5 * out["loss_fp"]) / 2
+    assert torch.allclose(out["loss"], authored, atol=1e-6)
+    no_fp = step("unimatch", "method.fp=false")
+    assert "loss_fp" not in no_fp
+    assert torch.allclose(no_fp["loss"], (no_fp["loss_x"] + 0.5 * (no_fp["loss_s1"] + no_fp["loss_s2"])) / 2, atol=1e-6)
+    single = step("unimatch", "method.dual=false")
+    assert "loss_s2" not in single
+    assert torch.allclose(single["loss"], (single["loss_x"] + 0.5 * single["loss_s1"] + 0.5 * single["loss_fp"]) / 2,
+                          atol=1e-6)
+    neither, fixmatch = step("unimatch", "method.fp=false", "method.dual=false"), step("fixmatch")
+    assert torch.allclose(neither["loss"], fixmatch["loss"], atol=1e-6)  # the same draws, the same loss
+    assert neither["loss"] != out["loss"]

@@ -5,46 +5,62 @@
 The weak prediction (train mode, the same forward as the labeled batch, with one Dropout2d(0.5) FP
 branch on c1 and c4) labels the FP branch and, outside the CutMix boxes, both strong views; inside
 each view's own box the partner's eval-mode prediction does. Threshold 0.95 (VOC/COCO), 0 (Cityscapes).
+
+``fp`` and ``dual`` switch off the paper's two additions to FixMatch, for its ablation only: the image-level
+streams keep 0.5 of the unlabeled weight beside the FP stream (1 without it), split evenly among the strong
+views, so with both off the loss is FixMatch's 1/2 [L_x + L_s].
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Dict
 
 import torch
 
 from semiseg.data.augment import mix
 from semiseg.losses import masked_ce
-from semiseg.methods.common import SemiMethod
+from semiseg.methods.common import SemiConfig, SemiMethod
 from semiseg.methods.registry import METHODS
+
+
+@dataclass
+class UniMatchConfig(SemiConfig):
+    fp: bool = True  # the feature-perturbed stream (off: ablation)
+    dual: bool = True  # the second strong view (off: ablation)
 
 
 @METHODS.register("unimatch")
 class UniMatch(SemiMethod):
+    Config = UniMatchConfig
+
     def training_step(self, batch: Dict[str, torch.Tensor], step: int) -> Dict[str, torch.Tensor]:
         x, y, u_w, ign_u = batch["x"], batch["y"], batch["u"], batch["u_ignore"]
         u_mix, ign_mix = self.partner(batch)
         probs_mix = self.predict_eval(u_mix)
 
-        box1, box2 = self.box(u_w), self.box(u_w)
-        u_s1 = mix(self.strong(u_w), self.strong(u_mix), box1)
-        u_s2 = mix(self.strong(u_w), self.strong(u_mix), box2)
+        boxes = [self.box(u_w) for _ in range(2 if self.cfg.dual else 1)]
+        u_s = [mix(self.strong(u_w), self.strong(u_mix), box) for box in boxes]
 
         n = x.shape[0]
-        preds, (preds_fp,) = self.model(torch.cat([x, u_w]), fp_branches=1)
+        if self.cfg.fp:
+            preds, (preds_fp,) = self.model(torch.cat([x, u_w]), fp_branches=1)
+        else:
+            preds = self.model(torch.cat([x, u_w]))
         pred_x, pred_u_w = preds.split([n, u_w.shape[0]])
-        pred_u_w_fp = preds_fp[n:]
         with self.perturbed_stats():
-            pred_u_s1, pred_u_s2 = self.model(torch.cat([u_s1, u_s2])).chunk(2)
+            preds_s = self.model(torch.cat(u_s)).chunk(len(boxes))
 
         probs_w = pred_u_w.detach().float().softmax(1)
         pl_w, w_w = self.pseudo(probs_w, ign_u, batch.get("u_props"))
-        (pl_s1, w_s1, ign_s1), (pl_s2, w_s2, ign_s2) = self.view_labels([box1, box2], probs_w, ign_u, probs_mix,
-                                                                         ign_mix, batch, (pl_w, w_w))
+        labels = self.view_labels(boxes, probs_w, ign_u, probs_mix, ign_mix, batch, (pl_w, w_w))
 
         loss_x = self.criterion(pred_x, y)
-        loss_s1 = masked_ce(pred_u_s1, pl_s1, w_s1, ign_s1)
-        loss_s2 = masked_ce(pred_u_s2, pl_s2, w_s2, ign_s2)
-        loss_fp = masked_ce(pred_u_w_fp, pl_w, w_w, ign_u)
-        loss = (loss_x + 0.25 * loss_s1 + 0.25 * loss_s2 + 0.5 * loss_fp) / 2
-        return {"loss": loss, "loss_x": loss_x.detach(), "loss_s1": loss_s1.detach(), "loss_s2": loss_s2.detach(),
-                "loss_fp": loss_fp.detach(), **self.stats(pl_w, w_w, ign_u, batch), **self.refine_stats()}
+        losses = {f"loss_s{i + 1}": masked_ce(pred, *lab) for i, (pred, lab) in enumerate(zip(preds_s, labels))}
+        w_image = (0.5 if self.cfg.fp else 1.0) / len(boxes)
+        loss_u = w_image * sum(losses.values())
+        if self.cfg.fp:
+            losses["loss_fp"] = masked_ce(preds_fp[n:], pl_w, w_w, ign_u)
+            loss_u = loss_u + 0.5 * losses["loss_fp"]
+        loss = (loss_x + loss_u) / 2
+        return {"loss": loss, "loss_x": loss_x.detach(), **{k: v.detach() for k, v in losses.items()},
+                **self.stats(pl_w, w_w, ign_u, batch), **self.refine_stats()}
