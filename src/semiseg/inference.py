@@ -12,10 +12,10 @@ from typing import List, Union
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 
 from semiseg.config import load_config
-from semiseg.data.io import output_names, read_image, save_mask
+from semiseg.data.io import IMAGE_EXTS, output_names, read_image, save_mask, to_rgb
 from semiseg.data.presets import CITYSCAPES_ID_TO_TRAINID
 from semiseg.data.transforms import normalize, resize_long_side
 from semiseg.engine.checkpoint import load_checkpoint
@@ -26,12 +26,24 @@ from semiseg.models.weights import load_weights
 
 
 def as_rgb(image) -> np.ndarray:
-    """Whatever ``predict`` accepts, as (H, W, 3) uint8 RGB, or a one-line reason it cannot be."""
+    """Whatever ``predict`` accepts, as (H, W, 3) uint8 RGB, or a one-line reason it cannot be. A PIL image is
+    read as a path to its file would be: turned upright by its EXIF orientation, high bit depths scaled."""
     if isinstance(image, (str, Path)):
-        return read_image(image)
-    if isinstance(image, Image.Image):
-        return np.asarray(image.convert("RGB"))
-    img = np.asarray(image)
+        img = read_image(image)
+    elif isinstance(image, Image.Image):
+        img = to_rgb(ImageOps.exif_transpose(image))
+    elif isinstance(image, (list, tuple)) and image and isinstance(image[0], (str, Path, Image.Image, np.ndarray)):
+        raise SemisegError(f"predict takes one image, got a {type(image).__name__} of {len(image)}; "
+                           "loop over them: [predictor.predict(x) for x in images]")
+    else:
+        img = _array_rgb(np.asarray(image))
+    if img.shape[0] == 0 or img.shape[1] == 0:  # nothing to resize or segment (resize would divide by 0)
+        shape = image.shape if isinstance(image, np.ndarray) else img.shape  # the caller's, not the RGB one
+        raise SemisegError(f"predict got an empty image of shape {shape}")
+    return img
+
+
+def _array_rgb(img: np.ndarray) -> np.ndarray:
     if img.dtype != np.uint8:
         raise SemisegError(f"predict expects uint8 pixel values 0-255, got an array of {img.dtype}; "
                            "for floats in [0, 1] pass (img * 255).round().astype(np.uint8)")
@@ -42,13 +54,29 @@ def as_rgb(image) -> np.ndarray:
     return np.ascontiguousarray(img[..., :3])
 
 
+def check_device(device: str) -> torch.device:
+    """The device, or one line saying which ones this machine has (torch's own errors are an assertion
+    deep in ``.to()`` for CUDA without CUDA, and a parse error naming every device type it knows)."""
+    have = ["cpu"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise SemisegError(f"device {device!r} is not a device name; this machine has: {', '.join(have)}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise SemisegError(f"device {device}: CUDA is not available here; this machine has: {', '.join(have)}")
+    if dev.type == "cuda" and (dev.index or 0) >= torch.cuda.device_count():
+        raise SemisegError(f"device {device}: no such GPU; this machine has: {', '.join(have)}")
+    return dev
+
+
 class Predictor:
     """A model plus what it needs to read raw images: normalisation, resize, class names and palette."""
 
     def __init__(self, model: torch.nn.Module, cfg, class_names: List[str], palette: List[List[int]],
                  device: str = "cpu") -> None:
-        self.model, self.cfg = model.to(device).eval(), cfg
-        self.class_names, self.palette, self.device = class_names, palette, torch.device(device)
+        dev = check_device(device)
+        self.model, self.cfg = model.to(dev).eval(), cfg
+        self.class_names, self.palette, self.device = class_names, palette, dev
 
     @classmethod
     def from_checkpoint(cls, path: str, device: str = "cpu", teacher: bool = False) -> "Predictor":
@@ -70,8 +98,9 @@ class Predictor:
 
     @torch.no_grad()
     def predict(self, image: Union[np.ndarray, Image.Image, str, Path], mode: str = "whole") -> np.ndarray:
-        """A path, a PIL image (any mode: L, RGBA, P... are converted as a path's would be) or a uint8 array,
-        (H, W, 3) RGB or (H, W) gray -> (H, W) uint8 class ids at the image's own size."""
+        """One image: a path, a PIL image (any mode: L, RGBA, P, I;16... are converted as a path's would be) or
+        a uint8 array, (H, W, 3) RGB or (H, W) gray -> (H, W) uint8 class ids at the image's own (upright)
+        size. A list is refused: predict returns one mask, so loop over the images."""
         img = as_rgb(image)
         h, w = img.shape[:2]
         d = self.cfg.data
@@ -91,14 +120,13 @@ class Predictor:
 
 
 def expand_inputs(spec: str) -> List[Path]:
+    """A file (taken as it is), or the images of a folder or a glob: the files whose extension the reader
+    reads (``IMAGE_EXTS``, one list for both, so a folder and ``folder/*`` find the same images)."""
     p = Path(spec)
-    exts = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
-    if p.is_dir():
-        files = sorted(f for f in p.iterdir() if f.suffix.lower() in exts)
-    elif p.is_file():
-        files = [p]
-    else:
-        files = sorted(Path(f) for f in glob.glob(spec))
+    if p.is_file():
+        return [p]
+    found = p.iterdir() if p.is_dir() else (Path(f) for f in glob.glob(spec))
+    files = sorted(f for f in found if f.suffix.lower() in IMAGE_EXTS and f.is_file())
     if not files:
         raise SemisegError(f"--input {spec} matches no image file")
     return files

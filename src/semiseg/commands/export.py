@@ -1,17 +1,36 @@
 """``semiseg export CKPT --format onnx|torchscript``: the student as a file that runs at any input size."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
+from semiseg.errors import SemisegError
 from semiseg.export import export_model
 from semiseg.inference import Predictor
+
+
+def output_file(args) -> Path:
+    """--output: a file, its folder created when missing (as predict creates its --output folder), or a
+    folder (existing, or written with a trailing slash), which gets the default name; without it, next to
+    the checkpoint."""
+    default = Path(args.ckpt).with_suffix(".onnx" if args.format == "onnx" else ".pt")
+    if not args.output:
+        return default
+    out = Path(args.output)
+    if out.is_dir() or args.output.endswith(("/", os.sep)):  # a folder, existing or meant (a trailing slash)
+        out = out / default.name
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:  # a file where a folder of the path should be
+        raise SemisegError(f"--output {args.output}: cannot create the folder {out.parent} ({e.strerror})") from None
+    return out
 
 
 def run(args) -> int:
     predictor = Predictor.from_checkpoint(args.ckpt)
     d = predictor.cfg.data
     size = tuple(args.input_size) if args.input_size else (d.resize or d.crop_size,) * 2
-    out = Path(args.output) if args.output else Path(args.ckpt).with_suffix(".onnx" if args.format == "onnx" else ".pt")
+    out = output_file(args)
     diffs = export_model(predictor, args.format, out, size)
     checked = ", ".join(f"{h}x{w} {v:.1e}" for (h, w), v in diffs.items())
     print(f"exported {args.format} to {out}, any input size; largest difference from eager at {checked}")

@@ -12,9 +12,8 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 import numpy as np
-from PIL import Image
 
-from semiseg.data.io import is_binary_255
+from semiseg.data.io import is_binary_255, opened
 from semiseg.data.presets import Layout
 from semiseg.data.splits import Sample
 
@@ -62,7 +61,7 @@ class CheckReport:
 
 def _mask_problem(layout: Layout, mask_path: Path, img_size, num_classes: int, ignore: int,
                   hist: Optional[np.ndarray]) -> Optional[str]:
-    with Image.open(mask_path) as im:
+    with opened(mask_path) as im:  # upright, as training reads it
         if im.mode in ("RGB", "RGBA"):
             return f"{mask_path}: RGB mask ({im.mode}); masks must hold class ids in one channel (mode L or P)"
         if im.size != img_size:
@@ -88,6 +87,9 @@ def check_layout(layout: Layout, ignore_index: int = 255, max_samples: int = 0) 
     lists = {k: getattr(layout, k) for k in ("labeled", "unlabeled", "val") if getattr(layout, k)}
     if not lists:
         report.problems.append(f"{layout.root}: no labeled, unlabeled or val list found")
+    # a folder that is there but empty: every semi-supervised method would stop at start on it
+    report.problems += [f"{layout.sources[k]}: holds no images" for k in ("labeled", "unlabeled", "val")
+                        if getattr(layout, k) == [] and k in layout.sources]
     for kind, samples in lists.items():
         report.images[kind] = len(samples)
         seen = Counter(s.image for s in samples)
@@ -110,9 +112,8 @@ def _check_sample(layout: Layout, s: Sample, labeled: bool, n: int, ignore: int,
     img_path = layout.root / s.image
     if not img_path.is_file():
         return [f"{img_path}: image file missing"]
-    try:  # decode every pixel, as training will: verify() reads headers only and passes a torn JPEG
-        with Image.open(img_path) as im:
-            im.load()
+    try:  # decode every pixel, as training will (verify() reads headers only and passes a torn JPEG); the
+        with opened(img_path) as im:  # size is the upright one, EXIF orientation applied, as read_image's
             size = im.size
         sizes.append(max(size))
     except Exception as e:  # any decoder failure is a finding, not a crash

@@ -1,31 +1,72 @@
-"""Reading images and index masks with errors that name the file and the problem."""
+"""Reading images and index masks with errors that name the file and the problem.
+
+Every reader goes through :func:`opened`: the file fully decoded and turned upright by its EXIF
+orientation, so an image, its mask and every size check see what a viewer shows. Images of more than
+8 bits (16-bit PNG/TIFF, 32-bit integer, float) are scaled to 8 bits by their type before RGB.
+"""
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from pathlib import Path
-from typing import List
+from typing import Iterator, List
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from semiseg.errors import SemisegError
 
+# the files a folder or a glob yields as images (predict's --input, folder data sets): what read_image reads
+IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pnm")
+_DECODE_ERRORS = (UnidentifiedImageError, OSError, SyntaxError, ValueError)
+
+
+@contextmanager
+def opened(path: str | Path) -> Iterator[Image.Image]:
+    """The file decoded (every pixel: a torn file fails here) and turned upright by its EXIF orientation
+    (a phone's portrait JPEG is stored landscape). Errors are the decoder's own: callers word them."""
+    with Image.open(path) as im:
+        im.load()
+        ImageOps.exif_transpose(im, in_place=True)
+        yield im
+
+
+def to_uint8(arr: np.ndarray, mode: str) -> np.ndarray:
+    """High-bit-depth gray to 8 bits by its type: 16-bit (I;16*, and mode I, which some Pillow versions
+    give for 16-bit PNGs) is value / 257; float (F) is [0, 1] or, when it exceeds 1, [0, 255]."""
+    if mode == "F":
+        arr = np.nan_to_num(arr.astype(np.float64))
+        arr = np.clip(arr, 0, 1) * 255 if arr.max(initial=0) <= 1 else np.clip(arr, 0, 255)
+    else:
+        arr = np.clip(arr.astype(np.float64), 0, 65535) / 257
+    return np.rint(arr).astype(np.uint8)
+
+
+def to_rgb(im: Image.Image) -> np.ndarray:
+    """(H, W, 3) uint8. PIL's own convert clips 16-bit and float pixels at 255 (most of a 16-bit picture
+    turns white), so those are scaled first; every other mode (L, P, RGBA, CMYK...) is PIL's convert."""
+    if im.mode.startswith("I;16") or im.mode in ("I", "F"):
+        gray = to_uint8(np.asarray(im), im.mode)
+        return np.repeat(gray[..., None], 3, axis=2)
+    return np.asarray(im.convert("RGB"))
+
 
 def read_image(path: str | Path) -> np.ndarray:
-    """RGB uint8 (H, W, 3); grayscale and RGBA inputs are converted."""
+    """RGB uint8 (H, W, 3), upright; grayscale, RGBA and high-bit-depth inputs are converted."""
     try:
-        with Image.open(path) as im:
-            return np.asarray(im.convert("RGB"))
+        with opened(path) as im:
+            return to_rgb(im)
     except FileNotFoundError:
         raise SemisegError(f"image file {path} does not exist") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+    except _DECODE_ERRORS as e:
         raise SemisegError(f"image file {path} cannot be read ({e.__class__.__name__}: {e})") from None
 
 
 def read_mask(path: str | Path) -> np.ndarray:
-    """Single-channel index mask (H, W) uint8. RGB masks are refused: they hold colours, not class ids."""
+    """Single-channel index mask (H, W) uint8, upright as its image. RGB masks are refused: they hold
+    colours, not class ids."""
     try:
-        with Image.open(path) as im:
+        with opened(path) as im:
             if im.mode in ("RGB", "RGBA"):
                 raise SemisegError(
                     f"mask file {path} is an {im.mode} image; masks must be single-channel class-id PNGs "
@@ -34,7 +75,7 @@ def read_mask(path: str | Path) -> np.ndarray:
             arr = np.asarray(im)
     except FileNotFoundError:
         raise SemisegError(f"mask file {path} does not exist") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+    except _DECODE_ERRORS as e:
         raise SemisegError(f"mask file {path} cannot be read ({e.__class__.__name__}: {e})") from None
     if arr.dtype != np.uint8:
         if arr.max(initial=0) > 255:
@@ -49,15 +90,16 @@ def check_mask_values(mask: np.ndarray, path: str | Path, num_classes: int, igno
         values = sorted(set(np.unique(mask[bad]).tolist()))[:8]
         raise SemisegError(
             f"mask file {path} has label values {values} outside [0, {num_classes}) and {ignore_index}"
-            + ("; it looks like a binary mask saved as 0/255" if values == [255] or set(values) <= {1, 255} else "")
+            + ("; it looks like a binary mask saved as 0/255" if num_classes <= 2 and set(values) <= {1, 255} else "")
         )
 
 
 def is_binary_255(values, num_classes: int) -> bool:
-    """A mask whose only values are 0 and 255: a binary mask saved as 0/255, whose foreground the ignore
-    label 255 would silently drop (IoU 0)."""
+    """A binary data set's mask whose only values are 0 and 255: saved as 0/255, its foreground the ignore
+    label 255 would silently drop (IoU 0). Only at 2 classes: a multi-class mask of class 0 and the ignore
+    label alone is ordinary (a VOC background with its void border, Cityscapes road and void)."""
     values = set(np.asarray(values).tolist())
-    return 255 in values and values <= {0, 255} and num_classes <= 255
+    return num_classes == 2 and 255 in values and values <= {0, 255}
 
 
 def save_mask(path: str | Path, mask: np.ndarray, palette: list[list[int]] | None = None) -> None:

@@ -12,10 +12,9 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
+from semiseg.data.io import IMAGE_EXTS  # the files predict --input takes too: one list
 from semiseg.data.splits import Sample, read_split
 from semiseg.errors import SemisegError
-
-IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 
 def voc_palette(n: int = 256) -> List[List[int]]:

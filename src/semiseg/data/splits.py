@@ -20,8 +20,9 @@ def read_split(path: str | Path, require_mask: bool) -> List[Sample]:
     if not path.is_file():
         raise SemisegError(f"split file {path} does not exist")
     samples = []
-    # splitlines(), not wc -l: some published split files lack the final newline
-    for n, line in enumerate(path.read_text().splitlines(), 1):
+    # splitlines(), not wc -l: some published split files lack the final newline; utf-8-sig: a file saved
+    # by a Windows editor starts with a byte-order mark, which would otherwise open the first path
+    for n, line in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), 1):
         parts = line.split()
         if not parts:
             continue

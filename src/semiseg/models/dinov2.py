@@ -5,10 +5,12 @@ dependencies pin CUDA builds) holds Meta's ``DinoVisionTransformer``. It is buil
 UniMatch V2 build it (patch 14, image size 518, LayerScale 1.0, MLP FFN, unchunked blocks), so the
 released ``dinov2_vit{s,b,l}14_pretrain.pth`` files load strictly. The encoder returns the four
 intermediate levels V2 uses, layer-normed, as (B, C, H/14, W/14) maps; position embeddings are
-interpolated to the input size by the package.
+interpolated to the input size by the package (in a traced export by the same resize in tensor ops,
+which follows the input's size where the package's Python arithmetic would freeze the traced one).
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from functools import partial
 from typing import List, Sequence
@@ -58,13 +60,54 @@ def build_vit(size: str) -> nn.Module:
                                       block_fn=partial(NestedTensorBlock, attn_class=MemEffAttention), **common)
 
 
+def patch_count(n: int | torch.Tensor) -> int | torch.Tensor:
+    """round(n / PATCH), at least 1, ties to even as Python's round. Under tracing (TorchScript, ONNX) a size
+    is a tensor, which round() cannot take and int() would freeze at the traced value: tensor ops keep it
+    following the input (torch.round also ties to even, and n / 14 is exact at the ties, so both agree)."""
+    if isinstance(n, torch.Tensor):
+        return torch.clamp(torch.round(n / PATCH), min=1).long()
+    return max(1, round(n / PATCH))
+
+
 def to_patch_multiple(x: torch.Tensor) -> torch.Tensor:
     """Resize (bilinear) to the nearest multiple of the patch on each side, as V2 crops and evaluates."""
     h, w = x.shape[-2:]
-    ph, pw = max(1, round(h / PATCH)) * PATCH, max(1, round(w / PATCH)) * PATCH
+    ph, pw = patch_count(h) * PATCH, patch_count(w) * PATCH
+    if torch.jit.is_tracing():  # no shape test: a traced branch would hold for the traced size only
+        return F.interpolate(x, size=(ph, pw), mode="bilinear", align_corners=True)
     if (ph, pw) == (h, w):
         return x
     return F.interpolate(x, size=(ph, pw), mode="bilinear", align_corners=True)
+
+
+def bicubic_weights(n: torch.Tensor, side: int, scale: torch.Tensor) -> torch.Tensor:
+    """(n, side) matrix of PyTorch's bicubic resize (A = -0.75, half-pixel centres, clamped borders) from
+    ``side`` to ``n`` samples at ``scale``: its output pixel i reads source (i + 0.5) / scale - 0.5."""
+    a = -0.75
+    src = (torch.arange(n, dtype=torch.float32) + 0.5) / scale - 0.5
+    left = torch.floor(src)
+    t = src - left
+    weights = [((a * (t + 1) - 5 * a) * (t + 1) + 8 * a) * (t + 1) - 4 * a,
+               ((a + 2) * t - (a + 3)) * t * t + 1,
+               ((a + 2) * (1 - t) - (a + 3)) * (1 - t) * (1 - t) + 1,
+               ((a * (2 - t) - 5 * a) * (2 - t) + 8 * a) * (2 - t) - 4 * a]
+    columns = torch.arange(side, dtype=torch.float32)
+    taps = [(torch.clamp(left + k, 0, side - 1)[:, None] == columns[None]).float() * wk[:, None]
+            for k, wk in zip((-1, 0, 1, 2), weights)]
+    return taps[0] + taps[1] + taps[2] + taps[3]
+
+
+def traceable_pos_encoding(pos_embed: torch.Tensor, x: torch.Tensor, h, w) -> torch.Tensor:
+    """The package's ``interpolate_pos_encoding`` (bicubic, scale (grid + 0.1) / side; unchanged on its own
+    square grid) with the scale a tensor op, so a traced model resizes them at every input size."""
+    side, dim = int(math.sqrt(pos_embed.shape[1] - 1)), pos_embed.shape[-1]
+    gh, gw = h // PATCH, w // PATCH
+    own = ((gh == side) & (gw == side)).float()  # the identity there, as the package returns them as they are
+    rows = bicubic_weights(gh, side, own + (1 - own) * (gh + 0.1) / side)
+    cols = bicubic_weights(gw, side, own + (1 - own) * (gw + 0.1) / side)
+    grid = pos_embed[0, 1:].float().reshape(side, side, dim).permute(2, 0, 1)
+    patches = (rows @ grid @ cols.transpose(0, 1)).permute(1, 2, 0).reshape(1, -1, dim)
+    return torch.cat((pos_embed[:, :1].float(), patches), dim=1).to(x.dtype)
 
 
 class DINOv2Encoder(nn.Module):
@@ -79,7 +122,15 @@ class DINOv2Encoder(nn.Module):
         self.embed_dim = self.vit.embed_dim
 
     def forward(self, x: torch.Tensor) -> List[torch.Tensor]:
-        return list(self.vit.get_intermediate_layers(x, self.layers, reshape=True))
+        if not torch.jit.is_tracing():
+            return list(self.vit.get_intermediate_layers(x, self.layers, reshape=True))
+        # the package resizes its position embeddings by a Python-float scale, which a trace cannot take:
+        # for the trace only, the same resize in tensor ops (an instance attribute shadows the method)
+        self.vit.interpolate_pos_encoding = partial(traceable_pos_encoding, self.vit.pos_embed)
+        try:
+            return list(self.vit.get_intermediate_layers(x, self.layers, reshape=True))
+        finally:
+            del self.vit.interpolate_pos_encoding
 
     def load_released(self, state: dict, path: str) -> None:
         """A released checkpoint, strictly: every key of the model and nothing else."""

@@ -101,7 +101,7 @@ def referring_scene_samples(root: str | Path, ids_file: str) -> List[RefSample]:
     for line in (root / "referring" / "refs.jsonl").read_text().splitlines():
         r = json.loads(line)
         refs[r["ref_id"]] = r
-    ids = [int(x) for x in (root / "referring" / ids_file).read_text().split()]
+    ids = [int(x) for x in (root / "referring" / ids_file).read_text(encoding="utf-8-sig").split()]  # BOM: splits.py
     out = []
     for i in ids:
         r = refs[i]
@@ -118,7 +118,7 @@ def read_ids(path: Path) -> Set[int]:
     if not path.is_file():
         raise SemisegError(f"split file {path} does not exist: draw one with `semiseg data split --refs ...`")
     try:
-        return {int(x) for x in path.read_text().split()}
+        return {int(x) for x in path.read_text(encoding="utf-8-sig").split()}  # a BOM is no digit (splits.py)
     except ValueError:
         raise SemisegError(f"split file {path} must hold one ref id per line") from None
 
