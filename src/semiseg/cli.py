@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import sys
 from pathlib import Path
@@ -217,6 +218,11 @@ def main(argv: Optional[List[str]] = None) -> None:
         code = 2
     except KeyboardInterrupt:
         code = 130
+    except OSError as e:  # a full disk, a quota, a read-only folder where no writer said more: one line too
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
+            raise
+        print(f"error: cannot write {e.filename or 'a file'}: {e.strerror}", file=sys.stderr)
+        code = 2
     sys.exit(code)
 
 

@@ -28,6 +28,15 @@ def choice(default: Any, *others: Any) -> Any:
     return field(default=default, metadata={"choices": (default, *others)})
 
 
+def bounded(default: Any, lo: Optional[float] = None, hi: Optional[float] = None, ordered: bool = False) -> Any:
+    """A number, or each number of a list, within [lo, hi] (None: unbounded on that side); ``ordered``: a list
+    of two that does not decrease (a range). Checked when a config loads, like the choices."""
+    meta = {"bounds": (lo, hi), "ordered": ordered}
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
 @dataclass
 class DataConfig:
     dataset: str = "scenes"  # scenes | voc | cityscapes | coco | folder (presets in data/presets.py; checked there)
@@ -36,18 +45,18 @@ class DataConfig:
     labeled: str = ""  # explicit split files (relative to root) override the preset's
     unlabeled: str = ""
     val: str = ""
-    num_classes: int = 0  # 0 = the preset's
+    num_classes: int = bounded(0, 0)  # 0 = the preset's
     class_names: List[str] = field(default_factory=list)
     palette: List[List[int]] = field(default_factory=list)
-    ignore_index: int = 255
-    resize: int = 0  # resize the long side to this before any geometry (0 = keep); eval maps back
-    crop_size: int = 64
-    scale_range: List[float] = field(default_factory=lambda: [0.5, 2.0])
+    ignore_index: int = bounded(255, 0, 255)  # masks are uint8
+    resize: int = bounded(0, 0)  # resize the long side to this before any geometry (0 = keep); eval maps back
+    crop_size: int = bounded(64, 1)
+    scale_range: List[float] = bounded([0.5, 2.0], 1e-3, ordered=True)  # [low, high] random rescale
     flip: bool = True
     mean: List[float] = field(default_factory=lambda: [0.485, 0.456, 0.406])
-    std: List[float] = field(default_factory=lambda: [0.229, 0.224, 0.225])
-    batch_size: int = 8  # per process, labeled; unlabeled batches have the same size
-    num_workers: int = 2
+    std: List[float] = bounded([0.229, 0.224, 0.225], 1e-8)
+    batch_size: int = bounded(8, 1)  # per process, labeled; unlabeled batches have the same size
+    num_workers: int = bounded(2, 0)
     proposal_store: str = ""  # a folder written by `semiseg proposals` (the masks of the unlabeled split), for refiners
     hidden_labels: bool = False  # load the unlabeled split's masks for diagnostics only (never a loss)
     on_error: str = choice("stop", "skip")  # what a corrupt sample does: stop the run, or be skipped and counted
@@ -62,55 +71,55 @@ class DataConfig:
 class ModelConfig:
     arch: str = choice("deeplabv3plus", "dpt")  # dpt: UniMatch V2's head, with a dinov2_* backbone
     backbone: str = "resnet18"  # resnet18/34/50/101 | efficientnet_lite0 | dinov2_small/base/large (dpt)
-    width: float = 1.0  # channel multiplier for ResNets (0.5 = half width for CPU)
+    width: float = bounded(1.0, 1e-3)  # channel multiplier for ResNets (0.5 = half width for CPU)
     stem: str = choice("deep", "standard")  # deep (3x conv3x3, the field's checkpoints) | standard (7x7)
     output_stride: int = choice(16, 8, 32)
-    dilations: List[int] = field(default_factory=lambda: [6, 12, 18])
-    head_channels: int = 256
-    low_level_channels: int = 48
+    dilations: List[int] = bounded([6, 12, 18], 1)
+    head_channels: int = bounded(256, 1)
+    low_level_channels: int = bounded(48, 1)
     pretrained: str = ""  # "" | imagenet (EfficientNet-Lite0's shipped weights) | path to a file
-    fp_dropout: float = 0.5
-    aspp_dropout: float = 0.0  # the authors' ASPP has none; 0.5 = torchvision's Dropout after the projection
+    fp_dropout: float = bounded(0.5, 0.0, 0.999)
+    aspp_dropout: float = bounded(0.0, 0.0, 0.999)  # the authors' ASPP has none; 0.5 = torchvision's Dropout after the projection
     freeze_backbone: bool = False  # UniMatch V2's lock_backbone: train the head only (less memory and time)
     text: str = choice("builtin", "minilm")  # task res: the expression encoder (res/text.py)
 
 
 @dataclass
 class TrainConfig:
-    iters: int = 2000  # optimizer steps
-    epochs: int = 0  # if > 0, iters = epochs x steps per epoch (one pass over the unlabeled set, UniMatch-style)
+    iters: int = bounded(2000, 0)  # optimizer steps
+    epochs: int = bounded(0, 0)  # if > 0, iters = epochs x steps per epoch (one pass over the unlabeled set, UniMatch-style)
     optimizer: str = choice("sgd", "adamw")
-    lr: float = 0.001
-    lr_multi: float = 10.0  # head LR = lr * lr_multi
-    text_lr: float = 0.0  # task res: the text encoder's LR (0 = lr); a pretrained one wants far less (SemiRES 5e-5)
-    weight_decay: float = 1e-4
-    momentum: float = 0.9
-    betas: List[float] = field(default_factory=lambda: [0.9, 0.999])
-    poly_power: float = 0.9
+    lr: float = bounded(0.001, 0.0)
+    lr_multi: float = bounded(10.0, 0.0)  # head LR = lr * lr_multi
+    text_lr: float = bounded(0.0, 0.0)  # task res: the text encoder's LR (0 = lr); a pretrained one wants far less (SemiRES 5e-5)
+    weight_decay: float = bounded(1e-4, 0.0)
+    momentum: float = bounded(0.9, 0.0, 1.0)
+    betas: List[float] = bounded([0.9, 0.999], 0.0, 0.999999)
+    poly_power: float = bounded(0.9, 0.0)
     criterion: str = choice("ce", "ohem")
-    class_weights: List[float] = field(default_factory=list)  # per-class CE weights, plain mean (SemiRES: [0.9, 1.1])
-    ohem_thresh: float = 0.7
-    ohem_min_kept: int = 100000
+    class_weights: List[float] = bounded([], 0.0)  # per-class CE weights, plain mean (SemiRES: [0.9, 1.1])
+    ohem_thresh: float = bounded(0.7, 0.0, 1.0)
+    ohem_min_kept: int = bounded(100000, 0)
     amp: str = choice("auto", "bf16", "fp16", "none")  # auto: bf16 on CPUs with native bf16, else fp32; CUDA bf16/fp16
     channels_last: bool = False
-    accum_steps: int = 1
+    accum_steps: int = bounded(1, 1)
     seed: int = 0
     deterministic: bool = False
-    threads: int = 0  # torch intra-op threads on CPU (0 = torch's choice)
-    base_batch_size: int = 0  # the reference global batch the config's LR was tuned for (0 = unset)
-    log_interval: int = 50
-    eval_interval: int = 500  # steps; 0 = once per epoch
-    ckpt_interval: int = 500  # steps; 0 = once per epoch
-    max_bad_steps: int = 5  # consecutive NaN/Inf losses before the run stops
+    threads: int = bounded(0, 0)  # torch intra-op threads on CPU (0 = torch's choice)
+    base_batch_size: int = bounded(0, 0)  # the reference global batch the config's LR was tuned for (0 = unset)
+    log_interval: int = bounded(50, 1)
+    eval_interval: int = bounded(500, 0)  # steps; 0 = once per epoch
+    ckpt_interval: int = bounded(500, 0)  # steps; 0 = once per epoch
+    max_bad_steps: int = bounded(5, 1)  # consecutive NaN/Inf losses before the run stops
     report: bool = True  # write work_dir/report.html at the end (semiseg report)
 
 
 @dataclass
 class EvalConfig:
     mode: str = choice("whole", "slide")
-    window: int = 0  # slide window (0 = data.crop_size)
-    batch_size: int = 16
-    max_images: int = 0  # 0 = all; for quick looks
+    window: int = bounded(0, 0)  # slide window (0 = data.crop_size)
+    batch_size: int = bounded(16, 1)
+    max_images: int = bounded(0, 0)  # 0 = all; for quick looks
 
 
 @dataclass
@@ -154,6 +163,10 @@ def _check_keys(user: Any, schema: Any, where: str, prefix: str = "") -> None:
                 f"'{prefix.rstrip('.') or '<top>'}': {', '.join(valid)}"
             )
         sub = getattr(schema, key)
+        kind = dict if dataclasses.is_dataclass(sub) or isinstance(sub, dict) else list if isinstance(sub, list) else None
+        if kind is not None and value is not None and not isinstance(value, kind):
+            raise SemisegError(f"{where}: bad value for '{prefix}{key}': {value!r}; valid: a "
+                               + ("mapping (key: value, ...)" if kind is dict else "list [a, b, ...]"))
         if dataclasses.is_dataclass(sub):
             _check_keys(value, sub, where, f"{prefix}{key}.")
 
@@ -254,6 +267,9 @@ def load_config(
 def _iters_or_epochs(cfg: DictConfig, rank: Dict[str, int], origin: Dict[str, str]) -> None:
     """``train.epochs`` > 0 sets the schedule in epochs; a ``train.iters`` given after it (an override of a
     file that sets epochs) wins instead of being silently ignored; both in one place is an error."""
+    if not cfg.train.epochs and cfg.train.iters < 1:
+        raise SemisegError(f"{origin.get('train.iters', 'config')}: bad value for 'train.iters': {cfg.train.iters}; "
+                           "valid: at least 1 step (or train.epochs > 0)")
     iters, epochs = rank.get("train.iters"), rank.get("train.epochs")
     if not cfg.train.epochs or iters is None:
         return

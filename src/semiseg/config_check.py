@@ -26,12 +26,25 @@ def check_choice(origin: Dict[str, str], key: str, value: Any, valid: Sequence[A
         raise _fail(origin, key, value, ", ".join(map(str, valid)))
 
 
+def check_bounds(origin: Dict[str, str], key: str, value: Any, lo: Any, hi: Any, ordered: bool) -> None:
+    """A number, or each number of a list, within [lo, hi]; ``ordered``: a pair that does not decrease."""
+    is_list = isinstance(value, Sequence) and not isinstance(value, str)
+    numbers, shown = (list(value), list(value)) if is_list else ([value], value)
+    span = " and ".join(s for s in (f">= {lo:g}" if lo is not None else "", f"<= {hi:g}" if hi is not None else "") if s)
+    if ordered and (len(numbers) != 2 or numbers[0] > numbers[1]):
+        raise _fail(origin, key, shown, f"a pair [low, high] with low <= high, each {span}")
+    if any((lo is not None and v < lo) or (hi is not None and v > hi) for v in numbers):
+        raise _fail(origin, key, shown, ("each " if is_list else "") + f"a number {span}")
+
+
 def check_fields(obj: Any, schema: Any, origin: Dict[str, str], prefix: str) -> None:
-    """Fields declared with ``choice(...)`` in a schema dataclass (recursively)."""
+    """Fields declared with ``choice(...)`` or ``bounded(...)`` in a schema dataclass (recursively)."""
     for f in dataclasses.fields(schema):
         value = obj[f.name] if isinstance(obj, dict) else getattr(obj, f.name)
         if "choices" in f.metadata:
             check_choice(origin, prefix + f.name, value, f.metadata["choices"])
+        if "bounds" in f.metadata:
+            check_bounds(origin, prefix + f.name, value, *f.metadata["bounds"], f.metadata["ordered"])
         sub = getattr(schema, f.name)
         if dataclasses.is_dataclass(sub):
             check_fields(value, sub, origin, f"{prefix}{f.name}.")

@@ -31,7 +31,6 @@ referring segmentation runs (``task: res`` configs) tabulate oIoU, mIoU and prec
 """
 from __future__ import annotations
 
-import json
 import os
 import platform
 import statistics
@@ -47,7 +46,7 @@ from typing import Dict, List, Optional
 import yaml
 from scipy.stats import t as scipy_t
 
-from semiseg.engine.logging import fmt_time
+from semiseg.engine.logging import fmt_time, read_jsonl
 from semiseg.errors import SemisegError
 
 
@@ -70,7 +69,7 @@ def read_suite(path: str | Path) -> dict:
 def read_rows(work_dir: Path) -> List[dict]:
     """A run's metrics.jsonl rows ([] if it has none yet)."""
     metrics = work_dir / "metrics.jsonl"
-    return [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()] if metrics.is_file() else []
+    return read_jsonl(metrics) if metrics.is_file() else []
 
 
 def final_eval(work_dir: Path, step: Optional[int] = None) -> Optional[dict]:

@@ -6,7 +6,6 @@ import os
 from pathlib import Path
 
 from semiseg.config import load_config
-from semiseg.engine import dist
 from semiseg.engine.trainer import Trainer
 
 
@@ -30,7 +29,7 @@ def run(args) -> int:
     try:
         trainer.run()
     finally:
-        dist.cleanup()
+        trainer.close()
     if cfg.train.report and trainer.ctx.is_main and not trainer.stopped:
         write_report(trainer.work_dir)
     return 0

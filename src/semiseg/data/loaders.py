@@ -59,11 +59,12 @@ class TrainBatches:
     """
 
     def __init__(self, streams: Dict[str, Tuple[Dataset, int]], length: int, batch: int, rank: int, world: int,
-                 num_workers: int, device) -> None:
+                 num_workers: int, device, source: str = "the training lists") -> None:
         self.batch, self.device = batch, device
         self.steps_per_epoch = math.ceil(length / world) // self.batch
         if self.steps_per_epoch == 0:
-            raise SemisegError(f"{length} training samples over {world} process(es) do not fill one batch of {self.batch}")
+            raise SemisegError(f"{length} training samples ({source}, which sets the epoch) over {world} process(es) "
+                               f"do not fill one batch of {self.batch} (lower data.batch_size)")
         self.streams: Dict[str, tuple] = {}
         for name, (ds, s) in streams.items():
             sampler = EpochSampler(len(ds), length, s, rank, world)
@@ -128,15 +129,26 @@ class TrainBatches:
     def __iter__(self):
         return self
 
+    def close(self) -> None:
+        """Shut the loader workers down now (what an iterator's finaliser would do at some later point)."""
+        for it in (self._iters or {}).values():
+            shutdown = getattr(it, "_shutdown_workers", None)  # multi-process iterators only
+            if shutdown is not None:
+                shutdown()
+        self._iters = None
+
 
 def semantic_batches(cfg, layout: Layout, rank: int, world: int, unlabeled_streams: int, device) -> TrainBatches:
     """The semantic task's streams: labeled ``x``, then ``u`` and the CutMix partner ``mix`` as the method asks;
     the split's files, masks and proposals checked before any step."""
     if layout.labeled is None:
-        raise SemisegError(f"no labeled split found under {layout.root} (set data.labeled or data.split)")
+        raise SemisegError(no_split_found(layout.root, cfg.data.split, "labeled"))
     if unlabeled_streams and layout.unlabeled is None:
-        raise SemisegError(f"method {cfg.method.name} needs unlabeled data, but no unlabeled split was found "
-                           f"under {layout.root} (set data.unlabeled or data.split)")
+        raise SemisegError(f"method {cfg.method.name} needs unlabeled data: "
+                           + no_split_found(layout.root, cfg.data.split, "unlabeled"))
+    if unlabeled_streams and not layout.unlabeled:
+        raise SemisegError(f"method {cfg.method.name} needs unlabeled data, but "
+                           f"{layout.sources.get('unlabeled', 'the unlabeled list')} holds no images")
     d, seed = cfg.data, cfg.train.seed
     if d.hidden_labels and unlabeled_streams:
         unmasked = [s.image for s in layout.unlabeled if s.mask is None]
@@ -158,8 +170,19 @@ def semantic_batches(cfg, layout: Layout, rank: int, world: int, unlabeled_strea
         s = seed + 7919 * (k + 1)
         streams[name] = (SegDataset(layout.unlabeled, layout, d, "train_u", seed=s,
                                     with_hidden=d.hidden_labels and name == "u", proposals=store), s)
-    length = len(layout.unlabeled) if unlabeled_streams else len(layout.labeled)
-    return TrainBatches(streams, length, d.batch_size, rank, world, d.num_workers, device)
+    kind = "unlabeled" if unlabeled_streams else "labeled"
+    return TrainBatches(streams, len(getattr(layout, kind)), d.batch_size, rank, world, d.num_workers, device,
+                        source=layout.sources.get(kind, f"the {kind} list"))
+
+
+def no_split_found(root, split: str, kind: str) -> str:
+    """Why a list is missing, naming data.split and the splits that exist when its folder is absent."""
+    folder = root / "splits" / split
+    if folder.is_dir():
+        return f"no {kind} list found: {folder / (kind + '.txt')} does not exist (set data.{kind} or data.split)"
+    found = sorted(p.name for p in (root / "splits").iterdir() if p.is_dir()) if (root / "splits").is_dir() else []
+    return (f"data.split={split}: no folder {folder}; splits under {root / 'splits'}: {', '.join(found)}" if found
+            else f"no {kind} list found under {root} (set data.{kind}, or data.split to a folder of {root / 'splits'})")
 
 
 def check_files(layout: Layout, kinds, unlabeled_masks: bool = False) -> None:

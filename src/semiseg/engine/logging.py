@@ -2,11 +2,16 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
+import os
 import sys
 import time
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
+
+from semiseg.engine.checkpoint import atomic_file
+from semiseg.errors import SemisegError
 
 
 def fmt_time(seconds: float) -> str:
@@ -34,7 +39,7 @@ class RunLogger:
         self.t0 = time.time()
         self.work_dir = Path(work_dir)
         self.tb = None
-        self._csv_keys: Optional[List[str]] = None
+        self._csv_headers: Dict[str, List[str]] = {}  # file name -> its header
         if not enabled:
             return
         self.work_dir.mkdir(parents=True, exist_ok=True)
@@ -50,23 +55,33 @@ class RunLogger:
 
     def _cut_after(self, step: int) -> None:
         """Drop the rows of steps after ``step``: a resumed run logs them again (and a fresh one, all of them),
-        so each step appears once. Written to a temporary file and renamed, like checkpoints."""
+        so each step appears once. A torn last line (a crash or a full disk mid-write) is dropped with a
+        warning. Written to a temporary file and renamed, like checkpoints."""
         for path in [self.work_dir / "metrics.jsonl", *self.work_dir.glob("metrics_*.csv")]:
             if not path.is_file():
                 continue
-            lines = path.read_text().splitlines(keepends=True)
             if path.suffix == ".jsonl":
-                kept = [line for line in lines if line.strip() and json.loads(line).get("step", 0) <= step]
+                kept = [json.dumps(r) + "\n" for r in read_jsonl(path) if r.get("step", 0) <= step]
             else:
-                kept = lines[:1] + [line for line in lines[1:] if int(float(line.split(",", 2)[1])) <= step]
-                kept = kept if len(kept) > 1 else []  # header alone: start the file anew
-            tmp = path.with_name(f".{path.name}.tmp")
-            tmp.write_text("".join(kept))
-            tmp.replace(path)
+                header, rows = read_csv(path)
+                kept = [r for r in rows if _int(r.get("step")) is not None and _int(r["step"]) <= step]
+                kept = _csv_text(header, kept) if kept else []  # header alone: start the file anew
+            with atomic_file(path, "w") as f:
+                f.write("".join(kept))
 
     def info(self, msg: str) -> None:
         if self.enabled:
+            self._say(msg)
+
+    @staticmethod
+    def _say(msg: str) -> None:
+        """A console line. A console that went away (the pipe to a terminal or a parent killed by the same
+        signal that stops this run) must not stop the run before it writes its checkpoint: the files keep
+        the log, the console lines are dropped."""
+        try:
             print(msg, flush=True)
+        except BrokenPipeError:
+            sys.stdout = open(os.devnull, "w")  # also spares the interpreter's flush at exit
 
     def progress(self, step: int, scalars: Dict[str, float]) -> None:
         """One line per log interval: bar, step, ETA, then each scalar."""
@@ -78,7 +93,7 @@ class RunLogger:
         frac = step / self.total
         bar = "#" * int(20 * frac) + "." * (20 - int(20 * frac))
         terms = " ".join(f"{k} {v:.4g}" for k, v in scalars.items() if "/" not in k)  # per-class: files only
-        print(f"[{bar}] {step}/{self.total} {fmt_time(elapsed)}<{fmt_time(eta)} {terms}", flush=True)
+        self._say(f"[{bar}] {step}/{self.total} {fmt_time(elapsed)}<{fmt_time(eta)} {terms}")
         self.write("train", step, scalars)
 
     def write(self, kind: str, step: int, scalars: Dict[str, float]) -> None:
@@ -87,16 +102,26 @@ class RunLogger:
         row = {"kind": kind, "step": step, "time": round(time.time() - self.t0, 2), **scalars}
         self.jsonl.write(json.dumps(row) + "\n")
         self.jsonl.flush()
-        path = self.work_dir / f"metrics_{kind}.csv"
-        new = not path.exists()
-        with open(path, "a", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=list(row), extrasaction="ignore")
-            if new:
-                w.writeheader()
-            w.writerow(row)
+        self._append_csv(self.work_dir / f"metrics_{kind}.csv", row)
         if self.tb is not None:
             for k, v in scalars.items():
                 self.tb.add_scalar(f"{kind}/{k}", v, step)
+
+    def _append_csv(self, path: Path, row: Dict[str, float]) -> None:
+        """One row under the file's header: a term missing at this step is an empty cell, not a shift of every
+        later value; a term the header lacks (first logged now) rewrites the file with a wider header."""
+        if path.name not in self._csv_headers:  # read once: the file may come from the run being resumed
+            self._csv_headers[path.name] = read_csv(path)[0] if path.is_file() else []
+        header = self._csv_headers[path.name]
+        if not header or any(k not in header for k in row):
+            header = header + [k for k in row if k not in header]
+            rows = read_csv(path)[1] if path.is_file() else []
+            with atomic_file(path, "w") as f:
+                f.write("".join(_csv_text(header, rows + [row])))
+            self._csv_headers[path.name] = header
+            return
+        with open(path, "a", newline="") as f:
+            csv.DictWriter(f, fieldnames=header, restval="").writerow(row)
 
     def close(self) -> None:
         if self.enabled:
@@ -104,3 +129,45 @@ class RunLogger:
             if self.tb is not None:
                 self.tb.close()
         sys.stdout.flush()
+
+
+def read_jsonl(path: Path) -> List[dict]:
+    """The rows of a metrics log; a torn last line (a crash or a full disk mid-write) is skipped with a
+    warning instead of making the run unreadable. A bad line elsewhere is damage, named with its number."""
+    lines = Path(path).read_text().splitlines()
+    rows = []
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except ValueError:
+            if n < len(lines):
+                raise SemisegError(f"{path}, line {n}: not a JSON row ({line[:60]!r})") from None
+            print(f"warning: {path}: the last line is torn (a crash mid-write?); skipped", file=sys.stderr, flush=True)
+    return rows
+
+
+def read_csv(path: Path) -> Tuple[List[str], List[dict]]:
+    """A metrics CSV's header and its complete rows (a torn last row is skipped)."""
+    with open(path, newline="") as f:
+        lines = list(csv.reader(f))
+    if not lines:
+        return [], []
+    header = lines[0]
+    return header, [dict(zip(header, r)) for r in lines[1:] if len(r) == len(header)]
+
+
+def _csv_text(header: List[str], rows: List[dict]) -> List[str]:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=header, restval="", extrasaction="ignore")
+    w.writeheader()
+    w.writerows(rows)
+    return [buf.getvalue()]
+
+
+def _int(value) -> Optional[int]:
+    try:
+        return int(float(value))
+    except (TypeError, ValueError):
+        return None

@@ -9,6 +9,7 @@ and logging; the method owns its forward passes and losses. The teacher is never
 from __future__ import annotations
 
 import contextlib
+import os
 import random
 import signal
 import time
@@ -24,6 +25,7 @@ from semiseg.config import as_dict, save_config, to_yaml
 from semiseg.engine import dist
 from semiseg.engine.checkpoint import (load_checkpoint, refuse_to_overwrite, rng_state, save_checkpoint,
                                       set_rng_state)
+from semiseg.engine.lock import WorkDirLock
 from semiseg.engine.logging import RunLogger
 from semiseg.engine.optim import build_optimizer, poly_lr, set_lr
 from semiseg.engine.precision import amp_dtype
@@ -65,6 +67,15 @@ class Trainer:
         if work_dir:
             cfg.work_dir = work_dir
         self.work_dir = Path(cfg.work_dir)
+        # rank 0 by its variable: the process group does not exist yet, and one lock stands for the group
+        self.lock = WorkDirLock(self.work_dir).acquire() if os.environ.get("RANK", "0") == "0" else None
+        try:
+            self._setup(cfg, resume, load_from, force)
+        except BaseException:
+            self.close()
+            raise
+
+    def _setup(self, cfg, resume: Optional[str], load_from: Optional[str], force: bool) -> None:
         if not resume:
             refuse_to_overwrite(self.work_dir, force)
         t = cfg.train
@@ -119,21 +130,60 @@ class Trainer:
                 "task": self.cfg.task, "meta": self.task.meta(),
                 "batches_consumed": self.batches.consumed, "version": __version__}
 
+    def process_state(self) -> Dict[str, Any]:
+        """What differs between the processes of a group: their RNG streams (augmentation, dropout) and
+        BatchNorm statistics (kept per process, as UniMatch's DDP does), the student's and the teacher's."""
+        nets = {"model": self.model, "teacher": self.method.teacher.module if self.method.teacher else None}
+        return {"rng": rng_state(),
+                **{k: {n: b.detach().cpu() for n, b in net.named_buffers()} for k, net in nets.items() if net}}
+
     def _resume(self, path: Path) -> None:
         ckpt = load_checkpoint(path)
+        refuse_another_run(ckpt, self.cfg, path)
         load_weights(self.model, ckpt["model"], path)
         self.method.load_state_dict(ckpt["method"], path)
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scaler.load_state_dict(ckpt["scaler"])
         self.step, self.best, self.skipped = ckpt["step"], ckpt["best"], ckpt.get("skipped", 0)
-        set_rng_state(ckpt["rng"])
+        self._restore_process_state(ckpt, path)
         # skipped (non-finite) steps consumed batches too: continue from the data position, not the step
         self.batches.skip(ckpt.get("batches_consumed", self.step * self.cfg.train.accum_steps))
 
+    def _restore_process_state(self, ckpt: Dict[str, Any], path: Path) -> None:
+        """Each process its own saved state; a group of another size (the documented exception) keeps the
+        checkpoint's weights and statistics and draws fresh random streams per process."""
+        saved = ckpt.get("processes") or [{"rng": ckpt["rng"]}]  # older checkpoints: rank 0's RNG alone
+        if len(saved) != self.ctx.world:
+            if self.ctx.is_main and (self.ctx.world > 1 or len(saved) > 1):
+                print(f"note: {path} was written by {len(saved)} process(es), this run has {self.ctx.world}: the "
+                      "weights continue, the random streams start anew (not an exact resume)", flush=True)
+            seed_everything(self.cfg.train.seed + 1_000_003 * self.step + self.ctx.rank, self.cfg.train.deterministic)
+            return
+        own = saved[self.ctx.rank]
+        set_rng_state(own["rng"])
+        nets = {"model": self.model, "teacher": self.method.teacher.module if self.method.teacher else None}
+        for key, net in nets.items():
+            if net is not None and key in own:
+                buffers = dict(net.named_buffers())
+                with torch.no_grad():
+                    for name, value in own[key].items():
+                        buffers[name].copy_(value)
+
     def save(self, name: str) -> None:
+        processes = dist.gather_objects(self.process_state())  # every process, before rank 0 writes
         if self.ctx.is_main:
-            save_checkpoint(self.work_dir / name, self.state())
+            save_checkpoint(self.work_dir / name, {**self.state(), "processes": processes})
         dist.barrier()
+
+    def close(self) -> None:
+        """Stop the loader workers, leave the process group and the work_dir; safe after a failed start. The
+        workers ignore SIGTERM (a signal to the process group must not kill them mid-step), so they are shut
+        down here: left to the interpreter's exit, multiprocessing would SIGTERM them and wait forever."""
+        if getattr(self, "batches", None) is not None:
+            self.batches.close()
+        dist.cleanup()
+        if self.lock is not None:
+            self.lock.release()
 
     # ---------------------------------------------------------------- loop
     def autocast(self):
@@ -260,6 +310,18 @@ class Trainer:
         return scalars
 
 
+def refuse_another_run(ckpt: Dict[str, Any], cfg, path: Path) -> None:
+    """``--resume`` continues the run that wrote the checkpoint; another method or task starts from its
+    weights with ``--load-from``, instead of rewriting it with half its state (a teacher dropped)."""
+    saved = ckpt.get("config") or {}
+    was = {"task": ckpt.get("task", saved.get("task", "semantic")), "method": (saved.get("method") or {}).get("name")}
+    now = {"task": cfg.task, "method": cfg.method.name}
+    for key in ("task", "method"):
+        if was[key] is not None and was[key] != now[key]:
+            raise SemisegError(f"{path} is a {key} {was[key]!r} run and the config says {now[key]!r}: --resume continues "
+                               f"the same run; to start {now[key]!r} from its weights use --load-from {path}")
+
+
 def train(cfg, work_dir: Optional[str] = None, resume: Optional[str] = None, load_from: Optional[str] = None,
           force: bool = False) -> Dict[str, float]:
     """One run from Python (no report: ``semiseg train`` writes it); the last evaluation's scalars."""
@@ -267,5 +329,5 @@ def train(cfg, work_dir: Optional[str] = None, resume: Optional[str] = None, loa
     try:
         return trainer.run()
     finally:
-        dist.cleanup()
+        trainer.close()
 

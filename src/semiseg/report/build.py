@@ -12,7 +12,6 @@ from __future__ import annotations
 import base64
 import html
 import io
-import json
 from pathlib import Path
 from typing import Dict, List, Sequence, Tuple
 
@@ -21,6 +20,8 @@ import torch
 import yaml
 from PIL import Image
 
+from semiseg.engine.logging import read_jsonl
+from semiseg.errors import SemisegError
 from semiseg.report.svg import bar_chart, heatmap, line_chart
 
 CSS = """body{font-family:sans-serif;margin:24px;max-width:1200px;color:#222}h1{font-size:22px}h2{font-size:17px;
@@ -159,6 +160,7 @@ class RunImages:
     @torch.no_grad()
     def views(self, i: int) -> Dict[str, np.ndarray]:
         """Image i, its ground truth, prediction and pseudo-label (unselected pixels black), as RGB arrays."""
+        from semiseg.data.io import read_image
         from semiseg.pseudo.selectors import selected
 
         item, colorize = self.ds[i], self.student.colorize
@@ -166,7 +168,7 @@ class RunImages:
         scores = self._scores(self.student.model, item)
         labels = scores if self.labeler is self.student else self._scores(self.labeler.model, item)
         pl, w = self.selector(labels.softmax(1), torch.zeros(1, *gt.shape, dtype=torch.bool))
-        return {"image": np.asarray(Image.open(self.layout.root / self.ds.samples[i].image).convert("RGB")),
+        return {"image": read_image(self.layout.root / self.ds.samples[i].image),
                 "ground truth": colorize(np.where(gt == 255, 0, gt).astype(np.uint8)),
                 "prediction": colorize(scores.argmax(1)[0].byte().numpy()),
                 "pseudo-label": (colorize(pl[0].byte().numpy()) * selected(w[0]).numpy()[..., None]).astype(np.uint8)}
@@ -259,11 +261,22 @@ def suite_curves(suite: dict, work: Path, metric: str = "mIoU") -> Dict[str, lis
     return curves
 
 
+def check_report_folder(work: Path) -> None:
+    """A run's work_dir (its metrics.jsonl) or a suite's runs folder (<run>/seed<N>/metrics.jsonl): anything
+    else would give a page with nothing on it, written as if it were a report."""
+    if not work.is_dir():
+        raise SemisegError(f"report folder {work} does not exist")
+    if not (work / "metrics.jsonl").is_file() and not any(work.glob("*/seed*/metrics.jsonl")):
+        raise SemisegError(f"report folder {work} holds no run: neither a run's metrics.jsonl nor a suite's "
+                           "<run>/seed<N>/metrics.jsonl")
+
+
 def build_report(work_dir: str | Path, out: str | Path | None = None, max_images: int = 8) -> Path:
     work = Path(work_dir)
+    check_report_folder(work)
     metrics = work / "metrics.jsonl"
     if metrics.is_file():
-        rows = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+        rows = read_jsonl(metrics)
         cfg = yaml.safe_load((work / "config.yaml").read_text()) if (work / "config.yaml").is_file() else {}
         title = f"{cfg.get('method', {}).get('name', 'run')} - {work}"
         parts = run_sections(work, rows, max_images)

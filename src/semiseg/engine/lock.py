@@ -1,0 +1,88 @@
+"""One run per work_dir: a lock file holding its owner's PID and host.
+
+Two runs writing into one folder replace each other's checkpoints and interleave their logs. The lock is
+created atomically (``O_CREAT | O_EXCL``), so of two runs started at once exactly one gets it; the other
+refuses with one line naming the owner. A lock left by a process that no longer exists on this host (a
+SIGKILL, a power cut) is taken over with a note. A lock held from another host (a shared file system)
+cannot be checked from here: the refusal says how to remove it.
+"""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+from semiseg.errors import SemisegError
+
+LOCK_NAME = ".semiseg.lock"
+
+
+class WorkDirLock:
+    """Held from :meth:`acquire` to :meth:`release`; only the process that wrote it removes it."""
+
+    def __init__(self, work_dir: Path) -> None:
+        self.path = Path(work_dir) / LOCK_NAME
+        self.held = False
+
+    def acquire(self) -> "WorkDirLock":
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        for _ in range(2):  # the second try follows the removal of a dead owner's lock
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                owner = self._owner()
+                if owner is not None and self._mine(owner):
+                    self.held = True  # this process's own (an earlier trainer in the same Python session)
+                    return self
+                if owner is not None and not self._dead(owner):
+                    raise SemisegError(self._refusal(owner)) from None
+                what = f"PID {owner['pid']} on {owner['host']}" if owner else "an unreadable lock"
+                print(f"note: {self.path.parent} was locked by a run that is gone ({what}); taking it over",
+                      file=sys.stderr, flush=True)
+                self.path.unlink(missing_ok=True)
+                continue
+            with os.fdopen(fd, "w") as f:
+                json.dump({"pid": os.getpid(), "host": socket.gethostname(), "started": time.time(),
+                           "command": " ".join(sys.argv)}, f)
+            self.held = True
+            return self
+        raise SemisegError(f"{self.path}: another run took the lock at the same moment; try again")
+
+    def release(self) -> None:
+        if self.held:
+            self.path.unlink(missing_ok=True)
+            self.held = False
+
+    def _owner(self) -> Optional[dict]:
+        try:
+            owner = json.loads(self.path.read_text())
+            return owner if isinstance(owner, dict) and "pid" in owner and "host" in owner else None
+        except (OSError, ValueError):
+            return None  # torn by a kill between create and write: nobody can own it
+
+    @staticmethod
+    def _mine(owner: dict) -> bool:
+        return owner["host"] == socket.gethostname() and int(owner["pid"]) == os.getpid()
+
+    @staticmethod
+    def _dead(owner: dict) -> bool:
+        if owner["host"] != socket.gethostname():
+            return False  # another machine's process cannot be looked up from here
+        try:
+            os.kill(int(owner["pid"]), 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            return False  # alive, another user's
+        return False
+
+    def _refusal(self, owner: dict) -> str:
+        since = time.strftime("%Y-%m-%d %H:%M", time.localtime(owner.get("started", 0)))
+        remote = owner["host"] != socket.gethostname()
+        return (f"{self.path.parent} is in use by another run (PID {owner['pid']} on {owner['host']}, since {since}): "
+                "choose another --work-dir" + (f", or delete {self.path} if that run is over" if remote else
+                                               ", or wait for it to finish"))
