@@ -301,7 +301,8 @@ def test_torchrun_restart_after_a_killed_worker_equals_an_uninterrupted_two_proc
     work = tmp_path / "w"
     p = subprocess.Popen(torchrun(work, 29563), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ENV)
     wait_for(lambda: (work / "latest.pth").exists() and steps_logged(work) >= 9)
-    workers = subprocess.run(["pgrep", "-f", "-P", str(p.pid), "semiseg"], capture_output=True, text=True).stdout.split()
+    workers = subprocess.run(["pgrep", "-f", "-P", str(p.pid), "semiseg"], capture_output=True, text=True).stdout
+    workers = workers.split()
     os.kill(int(workers[-1]), signal.SIGKILL)  # one worker, mid-epoch, between checkpoints
     out, _ = p.communicate(timeout=600)
     assert p.returncode == 0, out[-3000:]

@@ -79,7 +79,7 @@ class ModelConfig:
     low_level_channels: int = bounded(48, 1)
     pretrained: str = ""  # "" | imagenet (EfficientNet-Lite0's shipped weights) | path to a file
     fp_dropout: float = bounded(0.5, 0.0, 0.999)
-    aspp_dropout: float = bounded(0.0, 0.0, 0.999)  # the authors' ASPP has none; 0.5 = torchvision's Dropout after the projection
+    aspp_dropout: float = bounded(0.0, 0.0, 0.999)  # the authors' ASPP has none; 0.5: torchvision's, after projection
     freeze_backbone: bool = False  # UniMatch V2's lock_backbone: train the head only (less memory and time)
     text: str = choice("builtin", "minilm")  # task res: the expression encoder (res/text.py)
 
@@ -87,11 +87,11 @@ class ModelConfig:
 @dataclass
 class TrainConfig:
     iters: int = bounded(2000, 0)  # optimizer steps
-    epochs: int = bounded(0, 0)  # if > 0, iters = epochs x steps per epoch (one pass over the unlabeled set, UniMatch-style)
+    epochs: int = bounded(0, 0)  # > 0: iters = epochs x steps per epoch (a pass over the unlabeled set, as UniMatch)
     optimizer: str = choice("sgd", "adamw")
     lr: float = bounded(0.001, 0.0)
     lr_multi: float = bounded(10.0, 0.0)  # head LR = lr * lr_multi
-    text_lr: float = bounded(0.0, 0.0)  # task res: the text encoder's LR (0 = lr); a pretrained one wants far less (SemiRES 5e-5)
+    text_lr: float = bounded(0.0, 0.0)  # task res: the text encoder's LR (0 = lr); a pretrained one wants less (5e-5)
     weight_decay: float = bounded(1e-4, 0.0)
     momentum: float = bounded(0.9, 0.0, 1.0)
     betas: List[float] = bounded([0.9, 0.999], 0.0, 0.999999)
@@ -163,7 +163,8 @@ def _check_keys(user: Any, schema: Any, where: str, prefix: str = "") -> None:
                 f"'{prefix.rstrip('.') or '<top>'}': {', '.join(valid)}"
             )
         sub = getattr(schema, key)
-        kind = dict if dataclasses.is_dataclass(sub) or isinstance(sub, dict) else list if isinstance(sub, list) else None
+        kind = dict if dataclasses.is_dataclass(sub) or isinstance(sub, dict) else list if isinstance(sub, list) \
+            else None
         if kind is not None and value is not None and not isinstance(value, kind):
             raise SemisegError(f"{where}: bad value for '{prefix}{key}': {value!r}; valid: a "
                                + ("mapping (key: value, ...)" if kind is dict else "list [a, b, ...]"))

@@ -30,7 +30,7 @@ def check_bounds(origin: Dict[str, str], key: str, value: Any, lo: Any, hi: Any,
     """A number, or each number of a list, within [lo, hi]; ``ordered``: a pair that does not decrease."""
     is_list = isinstance(value, Sequence) and not isinstance(value, str)
     numbers, shown = (list(value), list(value)) if is_list else ([value], value)
-    span = " and ".join(s for s in (f">= {lo:g}" if lo is not None else "", f"<= {hi:g}" if hi is not None else "") if s)
+    span = " and ".join(f"{op} {v:g}" for op, v in ((">=", lo), ("<=", hi)) if v is not None)
     if ordered and (len(numbers) != 2 or numbers[0] > numbers[1]):
         raise _fail(origin, key, shown, f"a pair [low, high] with low <= high, each {span}")
     if any((lo is not None and v < lo) or (hi is not None and v > hi) for v in numbers):

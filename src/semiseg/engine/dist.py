@@ -31,7 +31,13 @@ def init_distributed(device: str = "auto") -> DistContext:
     if use_cuda:
         torch.cuda.set_device(dev)
     if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if use_cuda else "gloo")
+        # torchrun's static rendezvous keeps one store for every restart of the group, and the process group's
+        # keys carry no attempt: a restarted rank can read its peer's address from the killed attempt and
+        # fail ("connectFullMesh ... Connection refused") or wait forever. Each attempt gets its own keys.
+        store, _, _ = next(dist.rendezvous("env://"))
+        attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+        dist.init_process_group("nccl" if use_cuda else "gloo", rank=rank, world_size=world,
+                                store=dist.PrefixStore(f"semiseg/attempt{attempt}", store))
     return DistContext(rank, world, local_rank, dev)
 
 

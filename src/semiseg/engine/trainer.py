@@ -318,8 +318,8 @@ def refuse_another_run(ckpt: Dict[str, Any], cfg, path: Path) -> None:
     now = {"task": cfg.task, "method": cfg.method.name}
     for key in ("task", "method"):
         if was[key] is not None and was[key] != now[key]:
-            raise SemisegError(f"{path} is a {key} {was[key]!r} run and the config says {now[key]!r}: --resume continues "
-                               f"the same run; to start {now[key]!r} from its weights use --load-from {path}")
+            raise SemisegError(f"{path} is a {key} {was[key]!r} run and the config says {now[key]!r}: --resume "
+                               f"continues the same run; to start {now[key]!r} from its weights use --load-from {path}")
 
 
 def train(cfg, work_dir: Optional[str] = None, resume: Optional[str] = None, load_from: Optional[str] = None,
