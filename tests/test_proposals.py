@@ -98,3 +98,17 @@ def test_proposals_get_the_same_geometry_as_the_image(tiny_scenes, tmp_path):
                                                  f"data.proposal_store={tmp_path}", "method.name=fixmatch"]),
                               layout, 0, 1, 1, torch.device("cpu")))
     assert isinstance(batch["u_props"], list) and batch["u_props"][0].dtype == torch.bool
+
+
+def test_the_oracle_proposals_are_the_true_instances_and_background(tiny_scenes):
+    from semiseg.data.io import read_mask
+    from semiseg.pseudo.proposals import build_proposals
+
+    oracle = build_proposals({"name": "instances"})
+    name = sorted((tiny_scenes / "instances").iterdir())[0].name
+    masks = oracle(tiny_scenes / "images" / name)
+    ids = read_mask(tiny_scenes / "instances" / name)
+    assert len(masks) == len(np.unique(ids)) >= 2  # background and at least one item
+    assert (masks.sum(0) == 1).all()  # a partition: every pixel in exactly one proposal
+    for m, v in zip(masks, np.unique(ids)):
+        assert (m == (ids == v)).all()

@@ -28,7 +28,8 @@ def run(args) -> int:
     t0 = time.time()
     with open(store.lines, "a") as fh:
         for i, s in enumerate(todo, 1):
-            store.add(s.image, generate(read_image(layout.root / s.image)), fh)
+            path = layout.root / s.image
+            store.add(s.image, generate(path if getattr(generate, "reads_path", False) else read_image(path)), fh)
             if i % 100 == 0 or i == len(todo):
                 fh.flush()
                 store.write_index(split, len(samples), spec)

@@ -5,6 +5,7 @@
   colour edges, which is what the refiners need from a proposal.
 - ``sam``: segment-anything's automatic mask generator with a user checkpoint (SemiRES: ViT-H, 32x32
   points, predicted IoU >= 0.88, stability >= 0.95, box NMS 0.7). Imported lazily; it needs torchvision.
+- ``instances``: the oracle, the true instances of a benchmark that knows them (the scenes).
 - ``store``: precomputed masks written by ``semiseg proposals`` (see ``store.py``).
 """
 from __future__ import annotations
@@ -89,6 +90,25 @@ class SamProposals:
         if not masks:
             return np.zeros((0,) + image.shape[:2], bool)
         return np.stack(masks)
+
+
+@PROPOSALS.register("instances")
+class InstanceProposals:
+    """The oracle: each labeled instance of an image (an instance-id PNG of the same name in ``folder``, as
+    the scenes write it; 0 = background) as one proposal, and the background as one more: the partition a
+    perfect class-agnostic segmenter would give. It measures the most that refinement can give on a
+    benchmark whose instances are known (docs/benchmarks.md); real unlabeled data has no such file."""
+
+    reads_path = True  # called with the image's path, not its pixels
+
+    def __init__(self, folder: str = "instances") -> None:
+        self.folder = folder
+
+    def __call__(self, image_path: Path) -> np.ndarray:
+        from semiseg.data.io import read_mask
+
+        ids = read_mask(Path(image_path).parent.parent / self.folder / Path(image_path).name)
+        return np.stack([ids == v for v in np.unique(ids)])
 
 
 def build_proposals(spec: Dict[str, Any]) -> Callable[[np.ndarray], np.ndarray]:
