@@ -149,13 +149,15 @@ def read_jsonl(path: Path) -> List[dict]:
 
 
 def read_csv(path: Path) -> Tuple[List[str], List[dict]]:
-    """A metrics CSV's header and its complete rows (a torn last row is skipped)."""
+    """A metrics CSV's header and its rows; a last row shorter than the header (torn) is skipped."""
     with open(path, newline="") as f:
         lines = list(csv.reader(f))
     if not lines:
         return [], []
-    header = lines[0]
-    return header, [dict(zip(header, r)) for r in lines[1:] if len(r) == len(header)]
+    header, rows = lines[0], lines[1:]
+    if rows and len(rows[-1]) < len(header):
+        rows = rows[:-1]
+    return header, [dict(zip(header, r)) for r in rows]
 
 
 def _csv_text(header: List[str], rows: List[dict]) -> List[str]:
