@@ -13,6 +13,7 @@ from typing import IO, Any, Dict, Iterator, Optional
 
 import numpy as np
 import torch
+from torch import nn
 
 from semiseg.errors import SemisegError
 
@@ -105,6 +106,33 @@ def set_rng_state(state: Dict[str, Any]) -> None:
     np.random.set_state((name, keys.numpy().astype(np.uint32), *rest))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def process_state(nets: Dict[str, nn.Module]) -> Dict[str, Any]:
+    """What differs between the processes of a group: their RNG streams (augmentation, dropout) and the
+    buffers (BatchNorm statistics) of ``nets``; a torchrun restart gives each process its own back."""
+    return {"rng": rng_state(), **{k: {n: b.detach().cpu() for n, b in net.named_buffers()} for k, net in nets.items()}}
+
+
+def restore_process_state(state: Dict[str, Any], nets: Dict[str, nn.Module]) -> None:
+    set_rng_state(state["rng"])
+    for key, net in nets.items():
+        buffers = dict(net.named_buffers())
+        with torch.no_grad():
+            for name, value in state.get(key, {}).items():
+                buffers[name].copy_(value)
+
+
+def refuse_another_run(ckpt: Dict[str, Any], cfg, path: Path) -> None:
+    """``--resume`` continues the run that wrote the checkpoint; another method or task starts from its
+    weights with ``--load-from``, instead of rewriting it with half its state (a teacher dropped)."""
+    saved = ckpt.get("config") or {}
+    was = {"task": ckpt.get("task", saved.get("task", "semantic")), "method": (saved.get("method") or {}).get("name")}
+    now = {"task": cfg.task, "method": cfg.method.name}
+    for key in ("task", "method"):
+        if was[key] is not None and was[key] != now[key]:
+            raise SemisegError(f"{path} is a {key} {was[key]!r} run and the config says {now[key]!r}: --resume "
+                               f"continues the same run; to start {now[key]!r} from its weights use --load-from {path}")
 
 
 RUN_FILES = ("latest.pth", "best.pth")

@@ -23,8 +23,8 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from semiseg.config import as_dict, save_config, to_yaml
 from semiseg.engine import dist
-from semiseg.engine.checkpoint import (load_checkpoint, refuse_to_overwrite, rng_state, save_checkpoint,
-                                      set_rng_state)
+from semiseg.engine.checkpoint import (load_checkpoint, process_state, refuse_another_run, refuse_to_overwrite,
+                                      restore_process_state, rng_state, save_checkpoint)
 from semiseg.engine.lock import WorkDirLock
 from semiseg.engine.logging import RunLogger
 from semiseg.engine.optim import build_optimizer, poly_lr, set_lr
@@ -130,12 +130,9 @@ class Trainer:
                 "task": self.cfg.task, "meta": self.task.meta(),
                 "batches_consumed": self.batches.consumed, "version": __version__}
 
-    def process_state(self) -> Dict[str, Any]:
-        """What differs between the processes of a group: their RNG streams (augmentation, dropout) and
-        BatchNorm statistics (kept per process, as UniMatch's DDP does), the student's and the teacher's."""
-        nets = {"model": self.model, "teacher": self.method.teacher.module if self.method.teacher else None}
-        return {"rng": rng_state(),
-                **{k: {n: b.detach().cpu() for n, b in net.named_buffers()} for k, net in nets.items() if net}}
+    def per_process_nets(self) -> Dict[str, nn.Module]:
+        """The networks whose BatchNorm statistics each process keeps for itself (as UniMatch's DDP does)."""
+        return {"model": self.model, **({"teacher": self.method.teacher.module} if self.method.teacher else {})}
 
     def _resume(self, path: Path) -> None:
         ckpt = load_checkpoint(path)
@@ -153,24 +150,16 @@ class Trainer:
         """Each process its own saved state; a group of another size (the documented exception) keeps the
         checkpoint's weights and statistics and draws fresh random streams per process."""
         saved = ckpt.get("processes") or [{"rng": ckpt["rng"]}]  # older checkpoints: rank 0's RNG alone
-        if len(saved) != self.ctx.world:
-            if self.ctx.is_main and (self.ctx.world > 1 or len(saved) > 1):
-                print(f"note: {path} was written by {len(saved)} process(es), this run has {self.ctx.world}: the "
-                      "weights continue, the random streams start anew (not an exact resume)", flush=True)
-            seed_everything(self.cfg.train.seed + 1_000_003 * self.step + self.ctx.rank, self.cfg.train.deterministic)
+        if len(saved) == self.ctx.world:
+            restore_process_state(saved[self.ctx.rank], self.per_process_nets())
             return
-        own = saved[self.ctx.rank]
-        set_rng_state(own["rng"])
-        nets = {"model": self.model, "teacher": self.method.teacher.module if self.method.teacher else None}
-        for key, net in nets.items():
-            if net is not None and key in own:
-                buffers = dict(net.named_buffers())
-                with torch.no_grad():
-                    for name, value in own[key].items():
-                        buffers[name].copy_(value)
+        if self.ctx.is_main and (self.ctx.world > 1 or len(saved) > 1):
+            print(f"note: {path} was written by {len(saved)} process(es), this run has {self.ctx.world}: the "
+                  "weights continue, the random streams start anew (not an exact resume)", flush=True)
+        seed_everything(self.cfg.train.seed + 1_000_003 * self.step + self.ctx.rank, self.cfg.train.deterministic)
 
     def save(self, name: str) -> None:
-        processes = dist.gather_objects(self.process_state())  # every process, before rank 0 writes
+        processes = dist.gather_objects(process_state(self.per_process_nets()))  # every process, before rank 0 writes
         if self.ctx.is_main:
             save_checkpoint(self.work_dir / name, {**self.state(), "processes": processes})
         dist.barrier()
@@ -308,18 +297,6 @@ class Trainer:
                     self.save("best.pth")
         self.log.write("eval", self.step, scalars)
         return scalars
-
-
-def refuse_another_run(ckpt: Dict[str, Any], cfg, path: Path) -> None:
-    """``--resume`` continues the run that wrote the checkpoint; another method or task starts from its
-    weights with ``--load-from``, instead of rewriting it with half its state (a teacher dropped)."""
-    saved = ckpt.get("config") or {}
-    was = {"task": ckpt.get("task", saved.get("task", "semantic")), "method": (saved.get("method") or {}).get("name")}
-    now = {"task": cfg.task, "method": cfg.method.name}
-    for key in ("task", "method"):
-        if was[key] is not None and was[key] != now[key]:
-            raise SemisegError(f"{path} is a {key} {was[key]!r} run and the config says {now[key]!r}: --resume "
-                               f"continues the same run; to start {now[key]!r} from its weights use --load-from {path}")
 
 
 def train(cfg, work_dir: Optional[str] = None, resume: Optional[str] = None, load_from: Optional[str] = None,
