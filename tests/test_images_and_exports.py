@@ -182,11 +182,14 @@ def test_report_export_and_predict_refuse_bad_folders_and_devices_in_one_line(ck
     err = cli_error(["export", ckpt, "--format", "torchscript", "--output", str(tmp_path / "afile" / "m.pt")], capsys)
     assert f"cannot create the folder {tmp_path / 'afile'}" in err
 
+    write_pair(tmp_path, "pic.png", None)
     if not torch.cuda.is_available():
-        write_pair(tmp_path, "pic.png", None)
         err = cli_error(["predict", ckpt, "--input", str(tmp_path / "pic.png"), "--output", str(tmp_path / "o"),
                          "--device", "cuda"], capsys)
         assert err == "error: device cuda: CUDA is not available here; this machine has: cpu\n"
+    err = cli_error(["predict", ckpt, "--input", str(tmp_path / "pic.png"), "--output", str(tmp_path / "o"),
+                     "--device", "mps"], capsys)
+    assert err.startswith("error: device mps: semiseg runs on cpu or cuda; this machine has: cpu")
 
 
 # 15. split files with a byte-order mark

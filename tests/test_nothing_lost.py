@@ -54,6 +54,14 @@ def test_resume_refuses_a_checkpoint_of_another_method_and_leaves_it_whole(tiny_
     assert (tmp_path / "latest.pth").read_bytes() == before  # the teacher is still in it
     assert "teacher" in load_checkpoint(tmp_path / "latest.pth")["method"]
     assert not (tmp_path / ".semiseg.lock").exists()  # a refused start lets go of the folder
+    with pytest.raises(SemisegError, match=r"train.optimizer 'sgd' run and the config says 'adamw'"):
+        Trainer(short(tiny_scenes, "method.name=dssn", "train.optimizer=adamw"), work_dir=str(tmp_path), resume="auto")
+
+
+def test_a_resume_past_the_end_says_there_is_nothing_to_train(tiny_scenes, tmp_path, capsys):
+    train(short(tiny_scenes), work_dir=str(tmp_path))
+    train(short(tiny_scenes, "train.iters=1"), work_dir=str(tmp_path), resume="auto")
+    assert "nothing to train: the run is at step 2 and train.iters is 1" in capsys.readouterr().out
 
 
 # ---------------------------------------------------------------- item 5: CSV rows under a fixed header
@@ -94,6 +102,11 @@ def test_metrics_csv_rows_stay_under_their_header_when_a_term_is_missing_or_new(
     (["method.name=fixmatch", "method.selector=[class_aware]"], "'method.selector': ['class_aware']; valid: a mapping"),
     (["model.dilations={a: 1}"], "'model.dilations': {'a': 1}; valid: a list"),
     (["train=[1]"], "'train': [1]; valid: a mapping"),
+    (["data.mean=[1,2]"], "'data.mean': [1.0, 2.0]; valid: a list of 3 numbers"),
+    (["train.seed=-1"], "'train.seed': -1; valid: a number >= 0 and <= 4294967295"),
+    (["train.lr=.nan"], "'train.lr': nan; valid: a number >= 0"),
+    (["data.palette=[[1,2]]"], "'data.palette': [[1, 2]]; valid: a list of lists of 3 numbers"),
+    (["method.name=[csl]"], "'method.name': ['csl']; valid: csl, dssn"),
 ])
 def test_bad_values_are_refused_at_load_naming_the_key(overrides, message, capsys):
     with pytest.raises(SemisegError) as e:
@@ -101,6 +114,16 @@ def test_bad_values_are_refused_at_load_naming_the_key(overrides, message, capsy
     assert str(e.value).startswith(f"command line override: bad value for {message}")
     code, err = cli(capsys, "train", *overrides, "--work-dir", "unused")
     assert code == 2 and err == [f"error: {e.value}"]
+
+
+def test_a_base_that_is_not_one_file_and_a_split_file_that_is_not_utf8_get_one_line(tmp_path, voc_root):
+    (tmp_path / "c.yaml").write_text("_base_: [a.yaml]\n")
+    with pytest.raises(SemisegError, match=r"c.yaml: _base_ must name one file .*not \['a.yaml'\]"):
+        load_config(tmp_path / "c.yaml")
+    labeled = voc_root / "splits/4/labeled.txt"
+    labeled.write_bytes(labeled.read_text().encode("utf-16"))  # what a Windows editor's "Unicode" saves
+    with pytest.raises(SemisegError, match=r"labeled.txt is not UTF-8 text \(byte 0 is 0xff\): save it as UTF-8"):
+        resolve_layout(load_config(None, [f"data.root={voc_root}", "data.dataset=voc", "data.split=4"]).data)
 
 
 def test_epochs_stand_in_for_iters_and_a_missing_split_is_named_with_those_that_exist(tiny_scenes, tmp_path):
@@ -187,6 +210,13 @@ def test_a_lock_left_by_a_killed_run_is_taken_over_with_a_note(tiny_scenes, tmp_
 
 
 # ---------------------------------------------------------------- item 9: a full disk
+def test_a_lock_that_no_run_wrote_is_taken_over(tiny_scenes, tmp_path, capsys):
+    tmp_path.mkdir(exist_ok=True)
+    (tmp_path / ".semiseg.lock").write_text('{"pid": "abc", "host": "vm"}')
+    Trainer(short(tiny_scenes), work_dir=str(tmp_path)).close()
+    assert "locked by a run that is gone (an unreadable lock); taking it over" in capsys.readouterr().err
+
+
 class SmallDisk:
     """A folder on a tmpfs of a chosen size (root may mount one); ``fill`` takes the space that is left."""
 
@@ -309,3 +339,12 @@ def test_torchrun_restart_after_a_killed_worker_equals_an_uninterrupted_two_proc
     starts = [int(line.rsplit("start at step ", 1)[1]) for line in out.splitlines() if "start at step" in line]
     assert starts[0] == 0 and max(starts) >= 5  # the restarted group resumed
     equal_weights(tmp_path / "ref" / "latest.pth", work / "latest.pth")
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["predict", "x.pth", "--input", "a.png", "--output", "o", "--opacity", "2"], "argument --opacity: 2 is not in [0, 1]"),
+    (["export", "x.pth", "--input-size", "0", "5"], "argument --input-size: 0 is under 16 pixels"),
+])
+def test_option_values_out_of_range_are_refused_by_name(argv, message, capsys):
+    code, err = cli(capsys, *argv)
+    assert code == 2 and err[-1].endswith(message)

@@ -24,6 +24,22 @@ EXAMPLES = """examples:
 """
 
 
+def _share(text: str) -> float:
+    """A number in [0, 1] (argparse names the option and prints the reason on one line)."""
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"{text} is not in [0, 1]")
+    return value
+
+
+def _side(text: str) -> int:
+    """An image side for export: at least 16 pixels (it is also checked at about half that size)."""
+    value = int(text)
+    if value < 16:
+        raise argparse.ArgumentTypeError(f"{text} is under 16 pixels")
+    return value
+
+
 def _train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("config", nargs="?", help="experiment YAML (only what differs from the defaults); without one, "
                                             "the defaults and the overrides")
@@ -65,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("ckpt", help="a checkpoint written by semiseg train")
     p.add_argument("--input", required=True, help="an image file, a folder or a glob")
     p.add_argument("--output", required=True, help="folder for index/, color/ and overlay/ PNGs")
-    p.add_argument("--opacity", type=float, default=0.5, help="colour weight in the overlay")
+    p.add_argument("--opacity", type=_share, default=0.5, help="colour weight in the overlay, 0-1")
     p.add_argument("--mode", choices=["whole", "slide"], default="whole", help="whole image or sliding window")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     p.add_argument("--text", help="the referring expression, for referring segmentation checkpoints (task: res)")
@@ -76,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("ckpt", help="a checkpoint written by semiseg train")
     p.add_argument("--format", choices=["onnx", "torchscript"], default="onnx", help="the exported file's format")
     p.add_argument("--output", help="output file (default: next to the checkpoint)")
-    p.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"),
+    p.add_argument("--input-size", type=_side, nargs=2, metavar=("H", "W"),
                    help="the size traced (default: data.resize or data.crop_size); any size runs afterwards")
 
     p = _verb(verbs, "report", "a self-contained HTML page about a run or a benchmark suite")

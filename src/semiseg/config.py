@@ -28,10 +28,12 @@ def choice(default: Any, *others: Any) -> Any:
     return field(default=default, metadata={"choices": (default, *others)})
 
 
-def bounded(default: Any, lo: Optional[float] = None, hi: Optional[float] = None, ordered: bool = False) -> Any:
-    """A number, or each number of a list, within [lo, hi] (None: unbounded on that side); ``ordered``: a list
-    of two that does not decrease (a range). Checked when a config loads, like the choices."""
-    meta = {"bounds": (lo, hi), "ordered": ordered}
+def bounded(default: Any, lo: Optional[float] = None, hi: Optional[float] = None, ordered: bool = False,
+            length: Optional[int] = None, item_length: Optional[int] = None) -> Any:
+    """A finite number, or each number of a list (of lists), within [lo, hi] (None: unbounded on that side);
+    ``ordered``: a list of two that does not decrease (a range); ``length``: the list's length;
+    ``item_length``: each inner list's. Checked when a config loads, like the choices."""
+    meta = {"bounds": (lo, hi), "ordered": ordered, "length": length, "item_length": item_length}
     if isinstance(default, list):
         return field(default_factory=lambda: list(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -47,14 +49,14 @@ class DataConfig:
     val: str = ""
     num_classes: int = bounded(0, 0)  # 0 = the preset's
     class_names: List[str] = field(default_factory=list)
-    palette: List[List[int]] = field(default_factory=list)
+    palette: List[List[int]] = bounded([], 0, 255, item_length=3)  # an RGB triple per class
     ignore_index: int = bounded(255, 0, 255)  # masks are uint8
     resize: int = bounded(0, 0)  # resize the long side to this before any geometry (0 = keep); eval maps back
     crop_size: int = bounded(64, 1)
     scale_range: List[float] = bounded([0.5, 2.0], 1e-3, ordered=True)  # [low, high] random rescale
     flip: bool = True
-    mean: List[float] = field(default_factory=lambda: [0.485, 0.456, 0.406])
-    std: List[float] = bounded([0.229, 0.224, 0.225], 1e-8)
+    mean: List[float] = bounded([0.485, 0.456, 0.406], length=3)  # RGB, in [0, 1] units
+    std: List[float] = bounded([0.229, 0.224, 0.225], 1e-8, length=3)
     batch_size: int = bounded(8, 1)  # per process, labeled; unlabeled batches have the same size
     num_workers: int = bounded(2, 0)
     proposal_store: str = ""  # a folder written by `semiseg proposals` (the masks of the unlabeled split), for refiners
@@ -103,7 +105,7 @@ class TrainConfig:
     amp: str = choice("auto", "bf16", "fp16", "none")  # auto: bf16 on CPUs with native bf16, else fp32; CUDA bf16/fp16
     channels_last: bool = False
     accum_steps: int = bounded(1, 1)
-    seed: int = 0
+    seed: int = bounded(0, 0, 2**32 - 1)
     deterministic: bool = False
     threads: int = bounded(0, 0)  # torch intra-op threads on CPU (0 = torch's choice)
     base_batch_size: int = bounded(0, 0)  # the reference global batch the config's LR was tuned for (0 = unset)
@@ -228,6 +230,8 @@ def read_yaml(path: str | Path, _seen: tuple = ()) -> Dict[str, Any]:
     if not isinstance(data, dict):
         raise SemisegError(f"config file {path} must hold a mapping at the top, not {type(data).__name__}")
     base = data.pop("_base_", None)
+    if base is not None and not isinstance(base, str):
+        raise SemisegError(f"config file {path}: _base_ must name one file (a path relative to it), not {base!r}")
     if base:
         data = _deep_merge(read_yaml(path.parent / base, _seen + (path.resolve(),)), data)
     return data
@@ -291,7 +295,7 @@ def resolve_method(cfg: DictConfig, origin: Optional[Dict[str, str]] = None) -> 
     origin = origin or {}
     method = OmegaConf.to_container(cfg.method)
     name = method.pop("name", "supervised")
-    if name not in METHODS:
+    if not isinstance(name, str) or name not in METHODS:
         raise SemisegError(f"{origin.get('method.name', 'config')}: bad value for 'method.name': {name!r}; "
                            f"valid: {', '.join(METHODS.names())}")
     mschema = METHODS.get(name).Config()

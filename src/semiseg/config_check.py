@@ -5,6 +5,7 @@ the key, where it was set (the file or the command line) and what is valid."""
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any, Dict, Iterator, Sequence, Tuple
 
 from semiseg.errors import SemisegError
@@ -26,15 +27,33 @@ def check_choice(origin: Dict[str, str], key: str, value: Any, valid: Sequence[A
         raise _fail(origin, key, value, ", ".join(map(str, valid)))
 
 
-def check_bounds(origin: Dict[str, str], key: str, value: Any, lo: Any, hi: Any, ordered: bool) -> None:
-    """A number, or each number of a list, within [lo, hi]; ``ordered``: a pair that does not decrease."""
+def check_bounds(origin: Dict[str, str], key: str, value: Any, lo: Any, hi: Any, ordered: bool = False,
+                 length: Any = None, item_length: Any = None) -> None:
+    """A finite number, or each number of a list (of lists), within [lo, hi]; ``ordered``: a pair that does not
+    decrease; ``length``: the list's length; ``item_length``: each inner list's."""
     is_list = isinstance(value, Sequence) and not isinstance(value, str)
-    numbers, shown = (list(value), list(value)) if is_list else ([value], value)
-    span = " and ".join(f"{op} {v:g}" for op, v in ((">=", lo), ("<=", hi)) if v is not None)
-    if ordered and (len(numbers) != 2 or numbers[0] > numbers[1]):
+    shown = _plain(value)
+    span = " and ".join(f"{op} {v:g}" if isinstance(v, float) else f"{op} {v}"
+                        for op, v in ((">=", lo), ("<=", hi)) if v is not None)
+    if ordered and (len(value) != 2 or value[0] > value[1]):
         raise _fail(origin, key, shown, f"a pair [low, high] with low <= high, each {span}")
-    if any((lo is not None and v < lo) or (hi is not None and v > hi) for v in numbers):
-        raise _fail(origin, key, shown, ("each " if is_list else "") + f"a number {span}")
+    if length is not None and len(value) != length:
+        raise _fail(origin, key, shown, f"a list of {length} numbers")
+    items = list(value) if is_list else [value]
+    if item_length is not None:
+        if any(not isinstance(v, Sequence) or isinstance(v, str) or len(v) != item_length for v in items):
+            raise _fail(origin, key, shown, f"a list of lists of {item_length} numbers, each {span}")
+        items = [n for v in items for n in v]
+    if any(isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v)
+           or (lo is not None and v < lo) or (hi is not None and v > hi) for v in items):
+        raise _fail(origin, key, shown, ("each " if is_list else "") + f"a number {span}".rstrip())
+
+
+def _plain(value: Any) -> Any:
+    """A config value as plain lists, for the message."""
+    if isinstance(value, Sequence) and not isinstance(value, str):
+        return [_plain(v) for v in value]
+    return value
 
 
 def check_fields(obj: Any, schema: Any, origin: Dict[str, str], prefix: str) -> None:
@@ -44,7 +63,8 @@ def check_fields(obj: Any, schema: Any, origin: Dict[str, str], prefix: str) -> 
         if "choices" in f.metadata:
             check_choice(origin, prefix + f.name, value, f.metadata["choices"])
         if "bounds" in f.metadata:
-            check_bounds(origin, prefix + f.name, value, *f.metadata["bounds"], f.metadata["ordered"])
+            check_bounds(origin, prefix + f.name, value, *f.metadata["bounds"], f.metadata["ordered"],
+                         f.metadata["length"], f.metadata["item_length"])
         sub = getattr(schema, f.name)
         if dataclasses.is_dataclass(sub):
             check_fields(value, sub, origin, f"{prefix}{f.name}.")

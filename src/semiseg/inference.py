@@ -62,6 +62,8 @@ def check_device(device: str) -> torch.device:
         dev = torch.device(device)
     except RuntimeError:
         raise SemisegError(f"device {device!r} is not a device name; this machine has: {', '.join(have)}") from None
+    if dev.type not in ("cpu", "cuda"):
+        raise SemisegError(f"device {device}: semiseg runs on cpu or cuda; this machine has: {', '.join(have)}")
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise SemisegError(f"device {device}: CUDA is not available here; this machine has: {', '.join(have)}")
     if dev.type == "cuda" and (dev.index or 0) >= torch.cuda.device_count():

@@ -22,7 +22,12 @@ def read_split(path: str | Path, require_mask: bool) -> List[Sample]:
     samples = []
     # splitlines(), not wc -l: some published split files lack the final newline; utf-8-sig: a file saved
     # by a Windows editor starts with a byte-order mark, which would otherwise open the first path
-    for n, line in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), 1):
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise SemisegError(f"split file {path} is not UTF-8 text (byte {e.start} is {e.object[e.start]:#04x}): save "
+                           "it as UTF-8 (an editor's 'UTF-16' or 'Unicode' writes other bytes)") from None
+    for n, line in enumerate(text.splitlines(), 1):
         parts = line.split()
         if not parts:
             continue

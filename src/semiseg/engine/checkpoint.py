@@ -127,9 +127,10 @@ def refuse_another_run(ckpt: Dict[str, Any], cfg, path: Path) -> None:
     """``--resume`` continues the run that wrote the checkpoint; another method or task starts from its
     weights with ``--load-from``, instead of rewriting it with half its state (a teacher dropped)."""
     saved = ckpt.get("config") or {}
-    was = {"task": ckpt.get("task", saved.get("task", "semantic")), "method": (saved.get("method") or {}).get("name")}
-    now = {"task": cfg.task, "method": cfg.method.name}
-    for key in ("task", "method"):
+    was = {"task": ckpt.get("task", saved.get("task", "semantic")), "method": (saved.get("method") or {}).get("name"),
+           "train.optimizer": (saved.get("train") or {}).get("optimizer")}
+    now = {"task": cfg.task, "method": cfg.method.name, "train.optimizer": cfg.train.optimizer}
+    for key in was:
         if was[key] is not None and was[key] != now[key]:
             raise SemisegError(f"{path} is a {key} {was[key]!r} run and the config says {now[key]!r}: --resume "
                                f"continues the same run; to start {now[key]!r} from its weights use --load-from {path}")

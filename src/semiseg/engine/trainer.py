@@ -223,6 +223,9 @@ class Trainer:
             self.log.info(teacher_horizon_note(self.method.teacher.momentum, t.iters))
         for note in self.method.notes:
             self.log.info(f"note: {note}")
+        if self.step >= t.iters:
+            self.log.info(f"nothing to train: the run is at step {self.step} and train.iters is {t.iters} "
+                          "(raise train.iters to continue it)")
         handled = (signal.SIGTERM, signal.SIGINT)
         old = {sig: signal.signal(sig, self._on_signal) for sig in handled} if self._main_thread() else {}
         self.model.train()
