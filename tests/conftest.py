@@ -62,7 +62,7 @@ TINY = ["model.backbone=resnet18", "model.width=0.125", "model.head_channels=16"
 
 def tiny_cfg(root, *extra: str):
     """A model and schedule small enough for a CPU test step in well under a second."""
-    from semiseg.config import load_config
+    from semiseg.configure import load_config
 
     return load_config(None, TINY + [f"data.root={root}", *extra])
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from semiseg.config import load_config
+from semiseg.configure import load_config
 from semiseg.engine.trainer import train
 
 

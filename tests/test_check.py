@@ -4,7 +4,7 @@ import pytest
 from PIL import Image
 
 from semiseg.cli import run
-from semiseg.config import load_config
+from semiseg.configure import load_config
 from semiseg.data.check import check_layout
 from semiseg.data.presets import resolve_layout
 

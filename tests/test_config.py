@@ -1,6 +1,7 @@
 import pytest
 
-from semiseg.config import load_config, parse_overrides
+from semiseg.config import parse_overrides
+from semiseg.configure import load_config
 from semiseg.errors import SemisegError
 
 

@@ -7,7 +7,8 @@ import dataclasses
 import pytest
 
 from semiseg.bench.quality import run_suite
-from semiseg.config import Config, load_config
+from semiseg.config import Config
+from semiseg.configure import load_config
 from semiseg.errors import SemisegError
 from semiseg.methods import METHODS
 from semiseg.pseudo.proposals import PROPOSALS

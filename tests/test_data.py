@@ -6,7 +6,7 @@ import pytest
 import torch
 from PIL import Image
 
-from semiseg.config import load_config
+from semiseg.configure import load_config
 from semiseg.data.dataset import SegDataset
 from semiseg.data.presets import resolve_layout
 from semiseg.data.splits import Sample, draw_split, read_split

@@ -4,7 +4,7 @@ import re
 from pathlib import Path
 
 from semiseg.bench.quality import read_suite
-from semiseg.config import load_config
+from semiseg.configure import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -6,7 +6,7 @@ import torch.nn.functional as F
 
 pytest.importorskip("dinov2")
 
-from semiseg.config import load_config  # noqa: E402
+from semiseg.configure import load_config  # noqa: E402
 from semiseg.errors import SemisegError  # noqa: E402
 from semiseg.models import build_model  # noqa: E402
 from semiseg.models.dinov2 import PATCH, SIZES, DINOv2Encoder, build_vit, to_patch_multiple  # noqa: E402

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from semiseg.config import load_config
+from semiseg.configure import load_config
 from semiseg.data import augment
 from semiseg.data.augment import block_mask, color_jitter
 from semiseg.models import build_model

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from semiseg.config import load_config
+from semiseg.configure import load_config
 from semiseg.errors import SemisegError
 from semiseg.losses import consistency
 

@@ -55,7 +55,7 @@ def test_export_of_the_scenes_model_runs_at_any_size(tiny_scenes, tmp_path, fmt,
     import torch
 
     from semiseg import export
-    from semiseg.config import load_config
+    from semiseg.configure import load_config
     from semiseg.inference import Predictor
     from semiseg.models import build_model
 

@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from semiseg.config import load_config
+from semiseg.configure import load_config
 from semiseg.data.loaders import semantic_batches
 from semiseg.data.presets import resolve_layout
 from semiseg.errors import SemisegError

@@ -4,7 +4,7 @@ import pytest
 import torch
 from PIL import Image
 
-from semiseg.config import load_config
+from semiseg.configure import load_config
 from semiseg.errors import SemisegError
 from semiseg.models import build_model
 from semiseg.models.efficientnet import EfficientNetLite0, shipped_weights_path

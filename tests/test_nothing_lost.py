@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from semiseg.cli import main
-from semiseg.config import load_config
+from semiseg.configure import load_config
 from semiseg.data.check import check_layout
 from semiseg.data.presets import resolve_layout
 from semiseg.engine.checkpoint import load_checkpoint

@@ -10,7 +10,7 @@ from PIL import Image
 
 import semiseg
 from semiseg.cli import run
-from semiseg.config import load_config
+from semiseg.configure import load_config
 from semiseg.data.check import check_layout
 from semiseg.data.presets import resolve_layout
 from semiseg.data.splits import Sample, write_split

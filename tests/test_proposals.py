@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from semiseg.cli import run
-from semiseg.config import load_config
+from semiseg.configure import load_config
 from semiseg.data.dataset import SegDataset
 from semiseg.data.loaders import semantic_batches
 from semiseg.data.presets import resolve_layout

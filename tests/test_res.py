@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from semiseg.config import load_config
+from semiseg.configure import load_config
 from semiseg.errors import SemisegError
 from semiseg.res.sources import load_sample, read_refs_pickle, refcoco_samples, referring_scene_samples
 from semiseg.res.metrics import res_metrics
@@ -118,7 +118,7 @@ def test_refs_pickle_with_code_is_refused(tmp_path):
 
 
 def test_referring_segmenter_conditions_on_the_sentence():
-    from semiseg.config import load_config
+    from semiseg.configure import load_config
     from semiseg.models import build_backbone
     from semiseg.res.model import ReferringSegmenter
     from semiseg.res.text import BuiltinTextEncoder, build_text_encoder

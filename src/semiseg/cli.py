@@ -197,7 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _config(path: Optional[str], overrides: List[str]):
-    from semiseg.config import load_config
+    from semiseg.configure import load_config
 
     return load_config(path, overrides)
 

@@ -1,11 +1,9 @@
-"""Typed defaults + a YAML file of differences + ``a.b=c`` overrides, merged once with OmegaConf.
+"""The typed schema: defaults, choices and bounds of every key, and the readers of its layers (YAML files
+with ``_base_``, ``a.b=c`` overrides). It imports nothing of the rooms it describes: loading a config
+against the registries (methods, selectors, presets...) is ``semiseg.configure``'s, above them.
 
-The schema below is the single source of defaults. A YAML file lists only what differs; command
-line overrides come last (``model.dilations=[6,12,18]`` parses lists). Unknown keys and values of the
-wrong type stop with a message that names the file or override and lists the valid keys.
-
-The ``method`` section is open in the schema and checked against the chosen method's own
-``Config`` dataclass (see ``semiseg.methods``), so every method validates its own knobs.
+The ``method`` section is open here and checked against the chosen method's own ``Config`` dataclass
+there, so every method validates its own knobs.
 """
 from __future__ import annotations
 
@@ -19,7 +17,6 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from semiseg.config_check import check_config, leaves
 from semiseg.errors import SemisegError
 
 
@@ -137,23 +134,23 @@ class Config:
     proposals: Dict[str, Any] = field(default_factory=lambda: {"name": "superpixel"})
 
 
-class _Loader(yaml.SafeLoader):
+class YamlLoader(yaml.SafeLoader):
     """YAML without YAML 1.1's underscores in numbers: the field names splits ``1_16``, not 116.
 
     Also reads ``1e-3`` as a float (plain YAML 1.1 needs ``1.0e-3``)."""
 
 
 _INT, _FLOAT = "tag:yaml.org,2002:int", "tag:yaml.org,2002:float"
-_Loader.yaml_implicit_resolvers = {
+YamlLoader.yaml_implicit_resolvers = {
     k: [(tag, rx) for tag, rx in v if tag not in (_INT, _FLOAT)] for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()
 }
-_Loader.add_implicit_resolver(_INT, re.compile(r"^[-+]?(0|[1-9][0-9]*)$"), list("-+0123456789"))
-_Loader.add_implicit_resolver(
+YamlLoader.add_implicit_resolver(_INT, re.compile(r"^[-+]?(0|[1-9][0-9]*)$"), list("-+0123456789"))
+YamlLoader.add_implicit_resolver(
     _FLOAT, re.compile(r"^[-+]?([0-9]+\.[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?$|^[-+]?[0-9]+[eE][-+]?[0-9]+$"
                        r"|^[-+]?\.(inf|Inf|INF)$|^\.(nan|NaN|NAN)$"), list("-+0123456789."))
 
 
-def _check_keys(user: Any, schema: Any, where: str, prefix: str = "") -> None:
+def check_keys(user: Any, schema: Any, where: str, prefix: str = "") -> None:
     """Reject keys the schema does not know, naming the valid ones (OmegaConf's message is terse)."""
     if not isinstance(user, dict) or not dataclasses.is_dataclass(schema):
         return
@@ -171,11 +168,11 @@ def _check_keys(user: Any, schema: Any, where: str, prefix: str = "") -> None:
             raise SemisegError(f"{where}: bad value for '{prefix}{key}': {value!r}; valid: a "
                                + ("mapping (key: value, ...)" if kind is dict else "list [a, b, ...]"))
         if dataclasses.is_dataclass(sub):
-            _check_keys(value, sub, where, f"{prefix}{key}.")
+            check_keys(value, sub, where, f"{prefix}{key}.")
 
 
-def _merge(base: DictConfig, user: Dict[str, Any], schema: Any, where: str) -> DictConfig:
-    _check_keys(user, schema, where)
+def merge_layer(base: DictConfig, user: Dict[str, Any], schema: Any, where: str) -> DictConfig:
+    check_keys(user, schema, where)
     try:
         return OmegaConf.merge(base, user)
     except OmegaConfBaseException as e:
@@ -192,7 +189,7 @@ def parse_overrides(overrides: Sequence[str]) -> Dict[str, Any]:
         if not sep or not key:
             raise SemisegError(f"override {item!r} is not of the form key=value (e.g. train.iters=100)")
         try:
-            value = yaml.load(text, Loader=_Loader) if text else ""
+            value = yaml.load(text, Loader=YamlLoader) if text else ""
         except yaml.YAMLError as e:
             raise SemisegError(f"override {item!r}: cannot parse the value: {e}") from None
         node = out
@@ -205,14 +202,14 @@ def parse_overrides(overrides: Sequence[str]) -> Dict[str, Any]:
     return out
 
 
-def _deep_merge(base: Dict[str, Any], top: Dict[str, Any]) -> Dict[str, Any]:
+def deep_merge(base: Dict[str, Any], top: Dict[str, Any]) -> Dict[str, Any]:
     """Nested merge, except that a component spec (a mapping with a ``name``) whose name changes is
     replaced as a whole: ``selector={name: class_aware}`` must not inherit the old selector's options."""
     if "name" in top and "name" in base and top["name"] != base["name"]:
         return dict(top)
     out = dict(base)
     for k, v in top.items():
-        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+        out[k] = deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
     return out
 
 
@@ -224,7 +221,7 @@ def read_yaml(path: str | Path, _seen: tuple = ()) -> Dict[str, Any]:
     if path.resolve() in _seen:
         raise SemisegError(f"config file {path} includes itself through _base_")
     try:
-        data = yaml.load(path.read_text(), Loader=_Loader) or {}
+        data = yaml.load(path.read_text(), Loader=YamlLoader) or {}
     except yaml.YAMLError as e:
         raise SemisegError(f"config file {path} is not valid YAML: {e}") from None
     if not isinstance(data, dict):
@@ -233,83 +230,15 @@ def read_yaml(path: str | Path, _seen: tuple = ()) -> Dict[str, Any]:
     if base is not None and not isinstance(base, str):
         raise SemisegError(f"config file {path}: _base_ must name one file (a path relative to it), not {base!r}")
     if base:
-        data = _deep_merge(read_yaml(path.parent / base, _seen + (path.resolve(),)), data)
+        data = deep_merge(read_yaml(path.parent / base, _seen + (path.resolve(),)), data)
     return data
 
 
-def load_config(
-    path: Optional[str | Path] = None,
-    overrides: Sequence[str] = (),
-    extra: Optional[Dict[str, Any]] = None,
-) -> DictConfig:
-    """Defaults <- ``extra`` (e.g. a checkpoint's config) <- YAML file <- overrides; validated.
-
-    Each layer is checked on its own (so errors name the file or the override), then the layers are
-    merged with the component-spec rule of :func:`_deep_merge` and applied to the defaults once."""
+def from_dict(values: Dict[str, Any], where: str = "embedded config") -> DictConfig:
+    """A resolved config (a checkpoint's, a run folder's) back as the typed schema: keys and types checked,
+    nothing resolved against the registries (that was done when it was written)."""
     schema = Config()
-    layers = []
-    if extra:
-        layers.append((extra, "embedded config"))
-    if path is not None:
-        layers.append((read_yaml(path), str(path)))
-    if overrides:
-        layers.append((parse_overrides(overrides), "command line override"))
-    user: Dict[str, Any] = {}
-    origin: Dict[str, str] = {}  # dotted key -> the layer that set it last, for error messages
-    rank: Dict[str, int] = {}  # dotted key -> the index of the file or override layer that set it last
-    for i, (layer, where) in enumerate(layers):
-        _merge(OmegaConf.structured(schema), layer, schema, where)
-        user = _deep_merge(user, layer)
-        origin.update({key: where for key, _ in leaves(layer)})
-        if layer is not extra:
-            rank.update({key: i for key, _ in leaves(layer)})
-    cfg = resolve_method(_merge(OmegaConf.structured(schema), user, schema, "config"), origin)
-    check_config(cfg, origin)
-    _iters_or_epochs(cfg, rank, origin)
-    return cfg
-
-
-def _iters_or_epochs(cfg: DictConfig, rank: Dict[str, int], origin: Dict[str, str]) -> None:
-    """``train.epochs`` > 0 sets the schedule in epochs; a ``train.iters`` given after it (an override of a
-    file that sets epochs) wins instead of being silently ignored; both in one place is an error."""
-    if not cfg.train.epochs and cfg.train.iters < 1:
-        raise SemisegError(f"{origin.get('train.iters', 'config')}: bad value for 'train.iters': {cfg.train.iters}; "
-                           "valid: at least 1 step (or train.epochs > 0)")
-    iters, epochs = rank.get("train.iters"), rank.get("train.epochs")
-    if not cfg.train.epochs or iters is None:
-        return
-    if iters == epochs:
-        raise SemisegError(f"{origin['train.iters']}: sets both train.iters and train.epochs (a _base_ file counts as "
-                           "part of it); keep one: epochs > 0 counts passes over the unlabeled set, "
-                           "train.epochs: 0 lets train.iters count steps")
-    if epochs is None or iters > epochs:
-        cfg.train.epochs = 0
-
-
-def resolve_method(cfg: DictConfig, origin: Optional[Dict[str, str]] = None) -> DictConfig:
-    """Validate ``cfg.method`` against the chosen method's Config and fill its defaults."""
-    # upward on purpose (tests/test_layers.py lists it): each method declares its own typed Config, the one
-    # schema of its section; late, because methods import models and the rooms that import this module
-    from semiseg.methods import METHODS
-
-    origin = origin or {}
-    method = OmegaConf.to_container(cfg.method)
-    name = method.pop("name", "supervised")
-    if not isinstance(name, str) or name not in METHODS:
-        raise SemisegError(f"{origin.get('method.name', 'config')}: bad value for 'method.name': {name!r}; "
-                           f"valid: {', '.join(METHODS.names())}")
-    mschema = METHODS.get(name).Config()
-    _check_keys(method, mschema, origin.get("method", "method section"), "method.")
-    try:  # merging into the dataclass node validates every value's type and names the key
-        OmegaConf.merge(OmegaConf.structured(mschema), method)
-    except OmegaConfBaseException as e:
-        key = f"method.{getattr(e, 'full_key', '') or '?'}"
-        where = origin.get(key, "method section")
-        raise SemisegError(f"{where}: bad value for '{key}': {str(e).splitlines()[0]}") from None
-    # the values themselves with the component rule: a selector of another name drops the old options
-    merged = _deep_merge(dataclasses.asdict(mschema), method)
-    cfg.method = {"name": name, **OmegaConf.to_container(OmegaConf.structured(type(mschema)(**merged)))}
-    return cfg
+    return merge_layer(OmegaConf.structured(schema), values, schema, where)
 
 
 def to_yaml(cfg: DictConfig) -> str:

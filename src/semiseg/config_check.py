@@ -1,7 +1,8 @@
-"""Every configuration value checked when the config is loaded, before any work: enumerated keys against
-their choices, registered names against their registries, and a component's options (selector, refiner,
-proposals) against its builder's keyword arguments, by name and by type. An error is one line that names
-the key, where it was set (the file or the command line) and what is valid."""
+"""The checks of single values against what the schema or a registry declares: enumerated keys against their
+choices, numbers against their bounds, and a component's options (selector, refiner, proposals) against its
+builder's keyword arguments, by name and by type. An error is one line that names the key, where it was set
+(the file or the command line) and what is valid. They take the registry as an argument and import none:
+``semiseg.configure`` runs them with the registries when a config loads."""
 from __future__ import annotations
 
 import dataclasses
@@ -100,33 +101,3 @@ def check_component(registry, spec: Dict[str, Any], origin: Dict[str, str], key:
             raise _fail(origin, where, value, f"a {type(options[opt]).__name__}")
         if opt in choices:
             check_choice(origin, where, value, choices[opt])
-
-
-def check_config(cfg, origin: Dict[str, str]) -> None:
-    """Every name in the config against the registries that own it. The registries live in the rooms above
-    (data.presets, models, pseudo, methods), so these imports run upward on purpose and late, at load: a
-    config is where every room's names meet, and a misspelled name must fail when the file is read, naming
-    it, not at the first step. Nothing else in config/ reaches up (tests/test_layers.py lists these)."""
-    from semiseg.config import Config
-    from semiseg.data.presets import PRESETS
-    from semiseg.methods import METHODS
-    from semiseg.models import backbone_names
-    from semiseg.pseudo.proposals import PROPOSALS
-    from semiseg.pseudo.refiners import REFINERS
-    from semiseg.pseudo.selectors import SELECTORS
-
-    check_fields(cfg, Config(), origin, "")
-    if cfg.task == "semantic":  # a referring data set is named where its samples are read (res.sources)
-        check_choice(origin, "data.dataset", cfg.data.dataset, list(PRESETS))
-    check_choice(origin, "model.backbone", cfg.model.backbone, backbone_names())
-    method = cfg.method
-    if cfg.task not in METHODS.get(method["name"]).tasks:
-        trains = [n for n in METHODS.names() if cfg.task in METHODS.get(n).tasks]
-        raise SemisegError(f"{origin.get('method.name', 'config')}: method {method['name']!r} does not train task "
-                           f"{cfg.task!r}; for it: {', '.join(trains)}")
-    check_fields(dict(method), METHODS.get(method["name"]).Config(), origin, "method.")
-    if "selector" in method:
-        check_component(SELECTORS, dict(method["selector"]), origin, "method.selector")
-    if method.get("refiner"):
-        check_component(REFINERS, dict(method["refiner"]), origin, "method.refiner")
-    check_component(PROPOSALS, dict(cfg.proposals), origin, "proposals")

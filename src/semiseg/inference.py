@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
-from semiseg.config import load_config
+from semiseg.config import from_dict
 from semiseg.data.io import IMAGE_EXTS, output_names, read_image, save_mask, to_rgb
 from semiseg.data.presets import CITYSCAPES_ID_TO_TRAINID
 from semiseg.data.transforms import normalize, resize_long_side
@@ -86,7 +86,7 @@ class Predictor:
         if ckpt.get("task", "semantic") != "semantic":  # its model takes an expression beside the image
             raise SemisegError(f"checkpoint {path} is a referring segmentation model (task: {ckpt['task']}): it reads "
                                "an expression too; `semiseg predict CKPT --text ...` applies it (no export yet)")
-        cfg = load_config(None, extra=ckpt["config"])
+        cfg = from_dict(ckpt["config"], f"the config in {path}")
         meta = ckpt.get("meta") or {}
         names = meta.get("class_names") or list(cfg.data.class_names)
         palette = meta.get("palette") or [list(p) for p in cfg.data.palette]

@@ -51,12 +51,12 @@ from semiseg.errors import SemisegError
 
 
 def read_suite(path: str | Path) -> dict:
-    from semiseg.config import _Loader
+    from semiseg.config import YamlLoader
 
     path = Path(path)
     if not path.is_file():
         raise SemisegError(f"suite file {path} does not exist")
-    suite = yaml.load(path.read_text(), Loader=_Loader) or {}
+    suite = yaml.load(path.read_text(), Loader=YamlLoader) or {}
     for key in ("name", "runs"):
         if key not in suite:
             raise SemisegError(f"suite file {path} has no '{key}'")
@@ -125,7 +125,7 @@ def run_suite(suite: dict, out: Path, only: Optional[List[str]] = None, jobs: in
     runs = [r for r in suite["runs"] if not only or r["name"] in only]
     pairs = [(r, seed) for seed in (seeds if seeds is not None else suite.get("seeds", [0])) for r in runs]
     todo = [(r, s) for r, s in pairs if final_eval(out / r["name"] / f"seed{s}") is None]
-    from semiseg.config import load_config
+    from semiseg.configure import load_config
 
     for r in runs:  # every run's config checked before the first one trains, not hours into the suite
         try:

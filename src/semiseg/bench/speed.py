@@ -23,7 +23,7 @@ from typing import Callable, Dict, List
 
 import torch
 
-from semiseg.config import load_config
+from semiseg.configure import load_config
 
 
 def _median_time(fn: Callable[[], object], steps: int, warmup: int, sync: Callable[[], None]) -> List[float]:

@@ -76,7 +76,7 @@ def _split_refs(args, root: Path) -> int:
 
 
 def _check(args) -> int:
-    from semiseg.config import load_config
+    from semiseg.configure import load_config
     from semiseg.data.check import check_layout
     from semiseg.data.presets import resolve_layout
 

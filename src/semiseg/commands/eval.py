@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from semiseg.config import load_config
+from semiseg.configure import load_config
 from semiseg.engine.checkpoint import load_checkpoint
 from semiseg.engine.tasks import build_task
 

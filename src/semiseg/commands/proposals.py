@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import time
 
-from semiseg.config import as_dict, load_config
+from semiseg.config import as_dict
+from semiseg.configure import load_config
 from semiseg.data.io import read_image
 from semiseg.data.presets import resolve_layout
 from semiseg.engine.logging import fmt_time

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from semiseg.config import load_config
+from semiseg.configure import load_config
 from semiseg.engine.trainer import Trainer
 
 

@@ -105,9 +105,13 @@ class InstanceProposals:
         self.folder = folder
 
     def __call__(self, image_path: Path) -> np.ndarray:
-        from semiseg.data.io import read_mask
+        from PIL import Image
 
-        ids = read_mask(Path(image_path).parent.parent / self.folder / Path(image_path).name)
+        path = Path(image_path).parent.parent / self.folder / Path(image_path).name
+        if not path.is_file():
+            raise SemisegError(f"oracle proposals: {path} does not exist (the instances of {image_path})")
+        with Image.open(path) as im:
+            ids = np.asarray(im)
         return np.stack([ids == v for v in np.unique(ids)])
 
 

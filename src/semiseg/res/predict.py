@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from semiseg.config import load_config
+from semiseg.config import from_dict
 from semiseg.data.io import output_names, read_image, save_mask
 from semiseg.res.dataset import resized_image
 from semiseg.res.model import build_res_model
@@ -19,7 +19,7 @@ class ResPredictor:
     """The teacher where the checkpoint has one (the network a teacher-student RES run is scored on)."""
 
     def __init__(self, ckpt: dict) -> None:
-        self.cfg = load_config(None, extra=ckpt["config"])
+        self.cfg = from_dict(ckpt["config"], "the checkpoint's config")
         self.cfg.model.pretrained = ""  # the checkpoint has the weights
         self.model = build_res_model(self.cfg.model, ckpt["meta"]["vocabulary"])
         self.model.load_state_dict(ckpt["method"].get("teacher", ckpt["model"]))
