@@ -1,5 +1,7 @@
 """UniMatch V2's network: the DINOv2 encoder against the dinov2 package's model, the DPT head behind the model
 contract, strict loading of released checkpoints, and every method on a tiny DINOv2-shaped encoder."""
+import json
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -89,7 +91,15 @@ def test_every_method_steps_on_a_dinov2_encoder(name, tiny_scenes, tiny_store):
 def test_unimatch_v2_on_a_small_vit_trains_and_is_evaluated_on_the_scenes(tiny_scenes, tmp_path):
     from semiseg.engine.trainer import train
 
+    from semiseg.engine.checkpoint import load_checkpoint
+
     metrics = train(tiny_cfg(tiny_scenes, "method.name=unimatch_v2", "train.iters=2", "train.eval_interval=2",
                              "train.report=false", "train.optimizer=adamw", "train.lr_multi=40", *DPT),
                     work_dir=str(tmp_path))
-    assert 0 <= metrics["mIoU"] <= 100 and 0 <= metrics["teacher_mIoU"] <= 100
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    evals = [r for r in rows if r["kind"] == "eval"]
+    assert [r["step"] for r in evals] == [2] and evals[0]["mIoU"] == metrics["mIoU"]
+    assert evals[0]["teacher_mIoU"] == metrics["teacher_mIoU"]
+    ckpt = load_checkpoint(tmp_path / "latest.pth")  # the student moved, and the EMA teacher with it
+    student, teacher = ckpt["model"], ckpt["method"]["teacher"]
+    assert any(not torch.equal(student[k], teacher[k]) for k in student if student[k].is_floating_point())

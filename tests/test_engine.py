@@ -42,11 +42,19 @@ def test_resume_is_exact(tiny_scenes, tmp_path):
 
 
 def test_checkpoint_holds_everything_and_best_is_written(tiny_scenes, tmp_path):
-    metrics = train(tiny_cfg(tiny_scenes, "train.iters=2", "train.eval_interval=2"), work_dir=str(tmp_path))
-    assert 0 <= metrics["mIoU"] <= 100
+    trainer = Trainer(tiny_cfg(tiny_scenes, "train.iters=2", "train.eval_interval=2"), work_dir=str(tmp_path))
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    try:
+        metrics = trainer.run()
+    finally:
+        trainer.close()
     ckpt = load_checkpoint(tmp_path / "latest.pth")
     assert {"model", "method", "optimizer", "scaler", "step", "best", "rng", "config", "meta"} <= set(ckpt)
     assert ckpt["step"] == 2 and ckpt["config"]["train"]["iters"] == 2
+    assert any(not torch.equal(before[k], v) for k, v in ckpt["model"].items() if v.is_floating_point())
+    last_eval = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()][-1]
+    assert last_eval["kind"] == "eval" and metrics["mIoU"] == last_eval["mIoU"]  # the run returns its evaluation
+    assert ckpt["best"]["mIoU"] == metrics["mIoU"] and ckpt["best"]["step"] == 2
     assert not any(k.startswith("module.") for k in ckpt["model"])
     assert (tmp_path / "best.pth").is_file() and (tmp_path / "config.yaml").is_file()
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]

@@ -114,14 +114,26 @@ def test_each_map_is_refined_once_and_logged_labels_are_the_refined_ones(name, m
 
 def test_refined_method_trains_through_the_trainer(tiny_scenes, tiny_store, tmp_path):
     """The Trainer logs whatever a step returns, including a refiner's plain-float miss rate."""
-    from semiseg.engine.trainer import train
+    from semiseg.engine.trainer import Trainer
 
     cfg = load_config(None, TINY + [f"data.root={tiny_scenes}", "method.name=unimatch", "method.refiner={name: iom}",
                                     f"data.proposal_store={tiny_store}", "train.iters=2", "train.eval_interval=2"])
-    train(cfg, work_dir=str(tmp_path))
+    trainer = Trainer(cfg, work_dir=str(tmp_path))
+    returned, step = [], trainer.method.training_step
+
+    def recorded(batch, i):
+        out = step(batch, i)
+        returned.append(float(out["miss_rate"]))
+        return out
+
+    trainer.method.training_step = recorded
+    try:
+        trainer.run()
+    finally:
+        trainer.close()
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
-    assert all(0.0 <= r["miss_rate"] <= 1.0 for r in rows if r["kind"] == "train")
-    assert any(r["kind"] == "eval" for r in rows)
+    assert [r["miss_rate"] for r in rows if r["kind"] == "train"] == pytest.approx(returned, abs=1e-12)
+    assert len(returned) == 2 and [r["step"] for r in rows if r["kind"] == "eval"] == [2]
 
 
 @pytest.mark.parametrize("mix,shift", [("roll", lambda i, n: (i - 1) % n), ("flip", lambda i, n: n - 1 - i)])
