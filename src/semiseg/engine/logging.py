@@ -61,13 +61,13 @@ class RunLogger:
             if not path.is_file():
                 continue
             if path.suffix == ".jsonl":
-                kept = [json.dumps(r) + "\n" for r in read_jsonl(path) if r.get("step", 0) <= step]
+                text = "".join(json.dumps(r) + "\n" for r in read_jsonl(path) if r.get("step", 0) <= step)
             else:
                 header, rows = read_csv(path)
                 kept = [r for r in rows if _int(r.get("step")) is not None and _int(r["step"]) <= step]
-                kept = _csv_text(header, kept) if kept else []  # header alone: start the file anew
+                text = _csv_text(header, kept) if kept else ""  # header alone: start the file anew
             with atomic_file(path, "w") as f:
-                f.write("".join(kept))
+                f.write(text)
 
     def info(self, msg: str) -> None:
         if self.enabled:
@@ -117,7 +117,7 @@ class RunLogger:
             header = header + [k for k in row if k not in header]
             rows = read_csv(path)[1] if path.is_file() else []
             with atomic_file(path, "w") as f:
-                f.write("".join(_csv_text(header, rows + [row])))
+                f.write(_csv_text(header, rows + [row]))
             self._csv_headers[path.name] = header
             return
         with open(path, "a", newline="") as f:
@@ -160,12 +160,12 @@ def read_csv(path: Path) -> Tuple[List[str], List[dict]]:
     return header, [dict(zip(header, r)) for r in rows]
 
 
-def _csv_text(header: List[str], rows: List[dict]) -> List[str]:
+def _csv_text(header: List[str], rows: List[dict]) -> str:
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=header, restval="", extrasaction="ignore")
     w.writeheader()
     w.writerows(rows)
-    return [buf.getvalue()]
+    return buf.getvalue()
 
 
 def _int(value) -> Optional[int]:
