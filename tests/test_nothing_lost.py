@@ -195,11 +195,13 @@ def test_a_lock_left_by_a_killed_run_is_taken_over_with_a_note(tiny_scenes, tmp_
     work = tmp_path / "w"
     p = subprocess.Popen(train_cmd(tmp_path, work, "train.iters=100000", "train.ckpt_interval=2"),
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV)
-    wait_for(lambda: (work / "latest.pth").exists() and steps_logged(work) >= 2)
-    with pytest.raises(SemisegError, match=rf"is in use by another run \(PID {p.pid} on "):
-        Trainer(short(tiny_scenes), work_dir=str(work), resume="auto")
-    p.kill()
-    p.wait()
+    try:
+        wait_for(lambda: (work / "latest.pth").exists() and steps_logged(work) >= 2)
+        with pytest.raises(SemisegError, match=rf"is in use by another run \(PID {p.pid} on "):
+            Trainer(short(tiny_scenes), work_dir=str(work), resume="auto")
+    finally:  # a failed assertion must not leave a 100000-step run behind
+        p.kill()
+        p.wait()
     assert json.loads((work / ".semiseg.lock").read_text())["pid"] == p.pid  # SIGKILL leaves it
     trainer = Trainer(tiny_cfg(tiny_scenes, "train.iters=100000", "train.deterministic=true", "train.seed=1",
                                "train.threads=1"), work_dir=str(work), resume="auto")
