@@ -1,7 +1,10 @@
 """Shared fixtures: tiny datasets written into tmp_path in the layouts users have."""
 from __future__ import annotations
 
+import json
 import os
+import sys
+import time
 from pathlib import Path
 from typing import List
 
@@ -67,6 +70,11 @@ def tiny_cfg(root, *extra: str):
     return load_config(None, TINY + [f"data.root={root}", *extra])
 
 
+def short(root, *extra: str):
+    """tiny_cfg for two steps, evaluated at the end, without the HTML report."""
+    return tiny_cfg(root, "train.iters=2", "train.eval_interval=2", "train.report=false", *extra)
+
+
 @pytest.fixture(scope="session")
 def tiny_store(tiny_scenes, tmp_path_factory) -> Path:
     """Superpixel proposals for the tiny scenes' 1/16 unlabeled split."""
@@ -81,3 +89,32 @@ def tiny_store(tiny_scenes, tmp_path_factory) -> Path:
         for s in read_split(tiny_scenes / "splits/1_16/unlabeled.txt", require_mask=False):
             store.add(s.image, gen(read_image(tiny_scenes / s.image)), fh)
     return out
+
+
+# ---------------------------------------------------------------- runs in their own processes (kills, signals)
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+def train_cmd(root, work, *extra):
+    return [sys.executable, "-m", "semiseg", "train", str(root / "c.yaml"), *TINY, "train.threads=1",
+            "train.deterministic=true", "train.seed=1", *extra, "--work-dir", str(work)]
+
+
+def write_cfg(root, data):
+    (root / "c.yaml").write_text(f"data:\n  root: {data}\n")
+
+
+def wait_for(pred, timeout=120.0):
+    t = time.time()
+    while not pred():
+        if time.time() - t > timeout:
+            raise TimeoutError
+        time.sleep(0.2)
+
+
+def steps_logged(work):
+    path = work / "metrics.jsonl"
+    if not path.is_file():
+        return 0
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.endswith("}")]
+    return max((r["step"] for r in rows if r["kind"] == "train"), default=0)

@@ -16,8 +16,7 @@ from semiseg.data.io import read_image
 from semiseg.data.presets import resolve_layout
 from semiseg.errors import SemisegError
 
-from conftest import write_pair
-from test_promises import short
+from conftest import short, write_pair
 
 ORIENTATION = 0x0112  # the EXIF tag
 

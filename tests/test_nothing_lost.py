@@ -21,12 +21,7 @@ from semiseg.engine.logging import RunLogger
 from semiseg.engine.trainer import Trainer, train
 from semiseg.errors import SemisegError
 
-from conftest import TINY, tiny_cfg
-from test_reliability import ENV, steps_logged, train_cmd, wait_for, write_cfg
-
-
-def short(root, *extra):
-    return tiny_cfg(root, "train.iters=2", "train.eval_interval=2", "train.report=false", *extra)
+from conftest import ENV, TINY, short, steps_logged, tiny_cfg, train_cmd, wait_for, write_cfg
 
 
 def cli(capsys, *argv):

@@ -18,11 +18,7 @@ from semiseg.engine.checkpoint import load_checkpoint
 from semiseg.engine.trainer import Trainer, train
 from semiseg.errors import SemisegError
 
-from conftest import TINY, tiny_cfg, write_list, write_pair
-
-
-def short(root, *extra):
-    return tiny_cfg(root, "train.iters=2", "train.eval_interval=2", "train.report=false", *extra)
+from conftest import TINY, short, write_list, write_pair
 
 
 def test_a_new_run_never_replaces_another_runs_checkpoints(tiny_scenes, tmp_path):

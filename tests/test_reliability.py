@@ -13,35 +13,7 @@ import torch
 from semiseg.engine.checkpoint import load_checkpoint
 from semiseg.errors import SemisegError
 
-from conftest import TINY
-
-ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
-
-
-def train_cmd(root, work, *extra):
-    return [sys.executable, "-m", "semiseg", "train", str(root / "c.yaml"), *TINY, "train.threads=1",
-            "train.deterministic=true", "train.seed=1", *extra, "--work-dir", str(work)]
-
-
-def write_cfg(root, data):
-    (root / "c.yaml").write_text(f"data:\n  root: {data}\n")
-
-
-def wait_for(pred, timeout=120.0):
-    t = time.time()
-    while not pred():
-        if time.time() - t > timeout:
-            raise TimeoutError
-        time.sleep(0.2)
-
-
-def steps_logged(work):
-    path = work / "metrics.jsonl"
-    if not path.is_file():
-        return 0
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.endswith("}")]
-    return max((r["step"] for r in rows if r["kind"] == "train"), default=0)
-
+from conftest import ENV, TINY, steps_logged, train_cmd, wait_for, write_cfg
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_sigterm_writes_a_checkpoint_and_stops_cleanly(tiny_scenes, tmp_path, sig):
