@@ -207,7 +207,7 @@ def test_res_suite_table_gains_per_baseline(tmp_path):
     fake_res_run(tmp_path, "pending", 0, 99.0, finished=False)
     assert final_eval(tmp_path / "pending" / "seed0") is None
     text = table(suite, tmp_path)
-    assert "| semires-1pct | 1 | 32.50 | 31.50 | 50.00 | 30.00 | 5.00 | +12.50 | 0.40 |" in text  # the teacher's
+    assert "| semires-1pct | 1 | 32.50 | 31.50 | 50.00 | 30.00 | 5.00 | +12.50 | - | - | 0.40 |" in text  # the teacher's
     assert "| semires-10pct | 1 | 40.00" not in text and "| -1.00 |" in text
     assert "| sup-1pct | 1 | 20.00 | 19.00 | 50.00 | 30.00 | 5.00 | - |" in text
     assert "| pending | 0 | - |" in text

@@ -72,7 +72,7 @@ def test_a_frozen_encoder_gets_no_gradient_and_no_optimizer_state():
     model = build_model(cfg.model, 3)
     model(torch.randn(2, 3, 28, 28)).sum().backward()
     assert all(p.grad is None for p in model.backbone.parameters())
-    optimizer = build_optimizer(cfg.train, model)
+    optimizer = build_optimizer(cfg.train, model, [(model.head_parameters(), cfg.train.lr_multi)])
     optimized = {id(p) for g in optimizer.param_groups for p in g["params"]}
     assert optimized == {id(p) for p in model.head.parameters()}
 

@@ -8,8 +8,7 @@ import pytest
 import torch
 
 from semiseg.engine.checkpoint import load_checkpoint
-from semiseg.engine.evaluator import confusion, metrics_from_confusion, slide_logits
-from semiseg.engine.logging import iou_table
+from semiseg.tasks.semantic.evaluator import confusion, iou_table, metrics_from_confusion, slide_logits
 from semiseg.engine.trainer import Trainer, train
 from semiseg.errors import SemisegError
 

@@ -123,7 +123,7 @@ def test_data_split_pairs_cityscapes_city_folders_and_predict_writes_label_ids(t
     from semiseg.cli import run
     from semiseg.data.splits import read_split
     from semiseg.engine.trainer import train
-    from semiseg.inference import Predictor, predict_files
+    from semiseg.inference import load
 
     root = tmp_path / "cityscapes"
     ids = np.full((32, 64), 7, np.uint8)
@@ -145,10 +145,10 @@ def test_data_split_pairs_cityscapes_city_folders_and_predict_writes_label_ids(t
                              "model.head_channels=16", "data.crop_size=32", "data.batch_size=2", "data.num_workers=0",
                              "train.iters=1", "train.amp=none", "train.report=false"])
     train(cfg, work_dir=str(tmp_path / "run"))
-    predictor = Predictor.from_checkpoint(str(tmp_path / "run" / "latest.pth"))
+    predictor = load(tmp_path / "run" / "latest.pth")
     img = root / pairs[0].image
-    predict_files(predictor, [img], tmp_path / "ids", label_ids=True)
-    predict_files(predictor, [img], tmp_path / "train_ids")
+    predictor.predict_files([img], tmp_path / "ids", options={"label_ids": True})
+    predictor.predict_files([img], tmp_path / "train_ids")
     name = img.stem + ".png"
     label_ids = np.asarray(Image.open(tmp_path / "ids" / "index" / name))
     train_ids = np.asarray(Image.open(tmp_path / "train_ids" / "index" / name))

@@ -43,7 +43,7 @@ def cli_error(argv, capsys) -> str:
 # 1. high bit depth
 
 def test_a_16_bit_gray_png_reads_as_value_over_257(ckpt, tmp_path):
-    from semiseg.inference import as_rgb
+    from semiseg.data.io import as_rgb
 
     values = np.array([[1542, 49087, 0], [65535, 128, 129]], np.uint16)  # 128/257 rounds to 0, 129/257 to 1
     big = np.kron(values, np.ones((8, 8), np.uint16))
@@ -132,7 +132,7 @@ def test_a_dinov2_dpt_model_exports_to_onnx_and_torchscript(tmp_path, monkeypatc
     pytest.importorskip("onnxruntime")
     pytest.importorskip("onnx")
     from semiseg import export
-    from semiseg.inference import Predictor
+    from semiseg.tasks.semantic.predict import SemanticPredictor as Predictor
     from semiseg.models import build_model
 
     cfg = load_config(None, ["model.arch=dpt", "model.backbone=dinov2_tiny", "data.crop_size=56"])
@@ -195,7 +195,7 @@ def test_report_export_and_predict_refuse_bad_folders_and_devices_in_one_line(ck
 
 def test_a_split_file_with_a_bom_reads_its_first_path(tmp_path):
     from semiseg.data.splits import read_split
-    from semiseg.res.sources import read_ids
+    from semiseg.tasks.referring.sources import read_ids
 
     root = tmp_path / "bom"
     for i in range(2):
@@ -212,7 +212,7 @@ def test_a_split_file_with_a_bom_reads_its_first_path(tmp_path):
 # 16. the predict API's inputs
 
 def test_predict_refuses_empty_arrays_and_lists_and_folders_find_gifs(ckpt, tmp_path):
-    from semiseg.inference import expand_inputs
+    from semiseg.data.io import expand_inputs
 
     predictor = semiseg.load(ckpt)
     with pytest.raises(SemisegError, match=r"^predict got an empty image of shape \(0, 0, 3\)$"):

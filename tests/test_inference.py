@@ -56,7 +56,7 @@ def test_export_of_the_scenes_model_runs_at_any_size(tiny_scenes, tmp_path, fmt,
 
     from semiseg import export
     from semiseg.configure import load_config
-    from semiseg.inference import Predictor
+    from semiseg.tasks.semantic.predict import SemanticPredictor as Predictor
     from semiseg.models import build_model
 
     cfg = load_config("configs/scenes/supervised.yaml", ["model.pretrained=", "model.head_channels=32"])

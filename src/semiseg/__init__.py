@@ -2,8 +2,9 @@
 from semiseg.version import __version__  # noqa: F401
 
 
-def load(ckpt: str, device: str = "cpu"):
-    """Load a checkpoint for inference: returns a :class:`semiseg.inference.Predictor` with ``.predict(image)``."""
-    from semiseg.inference import Predictor
+def load(ckpt: str, device: str = "cpu", teacher=None):
+    """Load a checkpoint for inference: its task's predictor, with ``.predict(image)`` (and, for a referring
+    model, ``.predict(image, text=...)``)."""
+    from semiseg.inference import load as load_predictor
 
-    return Predictor.from_checkpoint(ckpt, device=device)
+    return load_predictor(ckpt, device=device, teacher=teacher)

@@ -124,7 +124,7 @@ class EvalConfig:
 @dataclass
 class Config:
     work_dir: str = "runs/default"
-    task: str = choice("semantic", "res")  # res: referring expression segmentation (a sentence picks one object)
+    task: str = "semantic"  # a registered task (semiseg.tasks): semantic, or res (referring expressions)
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)

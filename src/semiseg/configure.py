@@ -14,14 +14,14 @@ from omegaconf.errors import OmegaConfBaseException
 
 from semiseg.config import Config, check_keys, deep_merge, merge_layer, parse_overrides, read_yaml
 from semiseg.config_check import check_choice, check_component, check_fields, leaves
-from semiseg.data.presets import PRESETS
+
 from semiseg.errors import SemisegError
 from semiseg.methods import METHODS
 from semiseg.models import backbone_names
 from semiseg.pseudo.proposals import PROPOSALS
 from semiseg.pseudo.refiners import REFINERS
 from semiseg.pseudo.selectors import SELECTORS
-
+from semiseg.tasks import TASKS
 
 def load_config(
     path: Optional[str | Path] = None,
@@ -54,7 +54,6 @@ def load_config(
     _iters_or_epochs(cfg, rank, origin)
     return cfg
 
-
 def _iters_or_epochs(cfg: DictConfig, rank: Dict[str, int], origin: Dict[str, str]) -> None:
     """``train.epochs`` > 0 sets the schedule in epochs; a ``train.iters`` given after it (an override of a
     file that sets epochs) wins instead of being silently ignored; both in one place is an error."""
@@ -70,7 +69,6 @@ def _iters_or_epochs(cfg: DictConfig, rank: Dict[str, int], origin: Dict[str, st
                            "train.epochs: 0 lets train.iters count steps")
     if epochs is None or iters > epochs:
         cfg.train.epochs = 0
-
 
 def resolve_method(cfg: DictConfig, origin: Optional[Dict[str, str]] = None) -> DictConfig:
     """Validate ``cfg.method`` against the chosen method's Config and fill its defaults."""
@@ -93,13 +91,12 @@ def resolve_method(cfg: DictConfig, origin: Optional[Dict[str, str]] = None) -> 
     cfg.method = {"name": name, **OmegaConf.to_container(OmegaConf.structured(type(mschema)(**merged)))}
     return cfg
 
-
 def check_config(cfg, origin: Dict[str, str]) -> None:
     """Every name in the config against the registries that own it: a misspelled name fails when the file is
     read, naming it, not at the first step."""
     check_fields(cfg, Config(), origin, "")
-    if cfg.task == "semantic":  # a referring data set is named where its samples are read (res.sources)
-        check_choice(origin, "data.dataset", cfg.data.dataset, list(PRESETS))
+    check_choice(origin, "task", cfg.task, TASKS.names())
+    TASKS.get(cfg.task).check_config(cfg, origin)  # the task's own names (a semantic data preset)
     check_choice(origin, "model.backbone", cfg.model.backbone, backbone_names())
     method = cfg.method
     if cfg.task not in METHODS.get(method["name"]).tasks:

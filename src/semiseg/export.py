@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 
 from semiseg.errors import SemisegError
-from semiseg.inference import Predictor
+from semiseg.tasks.base import Predictor
 from semiseg.version import __version__
 
 
@@ -32,32 +32,36 @@ def check_sizes(size: Tuple[int, int]) -> List[Tuple[int, int]]:
 
 def export_model(predictor: Predictor, fmt: str, out: Path, size: Tuple[int, int]) -> Dict[Tuple[int, int], float]:
     """Export with dynamic height and width, re-run the exported model at several sizes and return the
-    largest |exported - eager| at each; refuse (and remove the file) where one exceeds the tolerance."""
-    model = predictor.model.float().eval()
-    x = torch.randn(1, 3, *size)
+    largest |exported - eager| at each; refuse (and remove the file) where one exceeds the tolerance. The
+    task's predictor says what the network reads (``export_inputs``: the image, and e.g. an expression's
+    word ids) and which module takes them (``export_module``)."""
+    model = predictor.export_module().float().eval()
+    example = predictor.export_inputs(size)
+    names = list(example)
     if fmt == "torchscript":
         with torch.no_grad():
-            torch.jit.trace(model, x).save(str(out))
+            torch.jit.trace(model, tuple(example.values())).save(str(out))
         exported = torch.jit.load(str(out))
-        run = lambda inp: exported(inp).detach().numpy()  # noqa: E731
+        run = lambda inp: exported(*inp.values()).detach().numpy()  # noqa: E731
     elif fmt == "onnx":
         try:
             import onnxruntime as ort
         except ImportError:
             raise SemisegError("ONNX export needs the export extra: pip install 'semiseg[export]'") from None
         axes = {0: "batch", 2: "height", 3: "width"}
-        torch.onnx.export(model, (x,), str(out), input_names=["image"], output_names=["logits"], opset_version=17,
-                          dynamic_axes={"image": axes, "logits": axes}, dynamo=False)
-        write_metadata(out, preprocessing(predictor))
+        dynamic = {n: ({0: "batch"} if n != "image" else axes) for n in names}
+        torch.onnx.export(model, tuple(example.values()), str(out), input_names=names, output_names=["logits"],
+                          opset_version=17, dynamic_axes={**dynamic, "logits": axes}, dynamo=False)
+        write_metadata(out, {**preprocessing(predictor), **predictor.export_metadata()})
         sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
-        run = lambda inp: sess.run(None, {"image": inp.numpy()})[0]  # noqa: E731
+        run = lambda inp: sess.run(None, {k: v.numpy() for k, v in inp.items()})[0]  # noqa: E731
     else:
         raise SemisegError(f"unknown export format {fmt!r}; valid: onnx, torchscript")
     diffs = {}
     for hw in check_sizes(size):
-        inp = torch.randn(1, 3, *hw)
+        inp = predictor.export_inputs(hw, seed=hw[0] * 1000 + hw[1])
         with torch.no_grad():
-            ref = model(inp).numpy()
+            ref = model(*inp.values()).numpy()
         try:
             got = run(inp)
         except Exception as e:  # noqa: BLE001 (the runtime's own error types)

@@ -19,9 +19,10 @@ from scipy.stats import rankdata
 
 from semiseg.data.dataset import SegDataset
 from semiseg.data.presets import resolve_layout
-from semiseg.engine.evaluator import confusion, metrics_from_confusion
+from semiseg.tasks.semantic.evaluator import confusion, metrics_from_confusion
 from semiseg.errors import SemisegError
-from semiseg.inference import Predictor
+from semiseg.inference import load
+from semiseg.tasks.base import Predictor
 from semiseg.pseudo.refiners import build_refiner
 from semiseg.pseudo.selectors import build_selector, selected
 
@@ -141,7 +142,7 @@ def format_pseudo(res: Dict[str, object]) -> str:
 
 
 def pseudo_from_cli(args) -> int:
-    predictor = Predictor.from_checkpoint(args.ckpt, teacher=args.teacher)
+    predictor = load(args.ckpt, teacher=args.teacher)
     layout = resolve_layout(predictor.cfg.data)
     if layout.unlabeled is None or any(s.mask is None for s in layout.unlabeled):
         raise SemisegError("bench pseudo needs an unlabeled split whose lines keep their (hidden) masks")

@@ -21,13 +21,14 @@ lists them first, marked "(reference)".
 
 Each run trains in its own process into ``OUT/<name>/seed<k>`` (``--resume`` when a checkpoint exists);
 finished runs are skipped, so a killed suite continues where it stopped; ``--jobs N`` runs N at a time,
-``--seeds`` and ``--only`` pick what runs now. The table (mean and spread of the final mIoU over seeds,
+``--seeds`` and ``--only`` pick what runs now. The table (mean and spread of the final score over seeds,
 teacher too where there is one, the gain and gap closed against the baseline's runs with the same seeds and
 the gain's 95% confidence interval paired by seed, a sentence per run on which differences that interval
 supports, per-class IoU, step time) is printed and, with ``--doc``, written between ``<!-- semiseg:NAME -->``
 markers of a Markdown file. ``--step N`` tabulates the finished runs' evaluations at step N instead of
-their last (section ``NAME-stepN``): how far each method is partway through the schedule. Suites of
-referring segmentation runs (``task: res`` configs) tabulate oIoU, mIoU and precision at IoU thresholds.
+their last (section ``NAME-stepN``): how far each method is partway through the schedule. The runs' task
+gives the score columns and the headline score (referring segmentation: oIoU, mIoU and precision at IoU
+thresholds, of the teacher where a run has one).
 """
 from __future__ import annotations
 
@@ -218,7 +219,7 @@ def verdicts(suite: dict, res: Dict[str, List[dict]]) -> List[str]:
         for ref in dict.fromkeys([r.get("baseline", suite.get("baseline")), suite.get("versus")]):
             if not ref or name in (ref, suite.get("baseline"), suite.get("full")) or not res.get(ref):
                 continue
-            ci = paired_ci(res[ref], res[name], "mIoU")
+            ci = paired_ci(res[ref], res[name], "headline")
             if ci is None:
                 continue
             mean, low, high = ci
@@ -230,24 +231,6 @@ def verdicts(suite: dict, res: Dict[str, List[dict]]) -> List[str]:
     return lines
 
 
-def res_table(suite: dict, res: Dict[str, List[dict]]) -> str:
-    """Referring segmentation: overall IoU (the field's model-selection metric), mean IoU and precision at
-    IoU thresholds, of the teacher where the run has one (as SemiRES reports); the gain is in oIoU over the
-    run's ``baseline`` (per run, else the suite's)."""
-    cols = ["oIoU", "mIoU", "P@0.5", "P@0.7", "P@0.9"]
-    res = {name: [{**e, **{c: e.get(f"teacher_{c}", e[c]) for c in cols}} for e in evals] for name, evals in res.items()}
-    lines = ["| run | seeds | " + " | ".join(cols) + " | oIoU gain | s/step |", "| --- |" + " --- |" * (len(cols) + 3)]
-    for r in suite["runs"]:
-        evals, base = res[r["name"]], res.get(r.get("baseline", suite.get("baseline", "")), [])
-        gain = "-"
-        if evals and base and r["name"] != r.get("baseline", suite.get("baseline")):
-            gain = f"{statistics.mean(e['oIoU'] for e in evals) - paired_mean(base, evals, 'oIoU'):+.2f}"
-        cells = [_mean_sd([e[c] for e in evals]) for c in cols]
-        step = _mean_sd([e["s_per_step"] for e in evals]) if evals else "-"
-        lines.append(f"| {r['name']} | {len(evals)} | " + " | ".join(cells) + f" | {gain} | {step} |")
-    return "\n".join(lines)
-
-
 def run_time(suite: dict, res: Dict[str, List[dict]]) -> str:
     """How long the suite's own finished runs trained (s/step x steps, summed), in all and per seed: what a
     user plans a rerun by. Runs that shared the CPU count at their shared speed."""
@@ -257,34 +240,55 @@ def run_time(suite: dict, res: Dict[str, List[dict]]) -> str:
     return f"Run time of the finished runs (s/step x steps, summed): {fmt_time(sum(per_seed.values()))} ({parts})."
 
 
+def suite_task(suite: dict, out: Path):
+    """The task of a suite's runs: the first run folder's config.yaml (written when a run starts), else the
+    task its first config names."""
+    from semiseg.tasks import TASKS
+
+    for r in suite["runs"]:
+        for s in suite.get("seeds", [0]):
+            cfg_file = out / r["name"] / f"seed{s}" / "config.yaml"
+            if cfg_file.is_file():
+                return TASKS.get((yaml.safe_load(cfg_file.read_text()) or {}).get("task", "semantic"))
+    first = suite["runs"][0].get("config")
+    named = (yaml.safe_load(Path(first).read_text()) or {}).get("task") if first and Path(first).is_file() else None
+    return TASKS.get(named or "semantic")
+
+
 def table(suite: dict, out: Path, step: Optional[int] = None) -> str:
+    """Each run's scores (the task's columns, mean ± sd over seeds), its gain in the task's headline score over
+    its baseline with the paired 95% interval, the share of the baseline-to-all-labels gap it closes, and
+    its speed; then per-class IoU where the task reports it."""
     res = suite_results(suite, out, step)
-    if any("oIoU" in e for evals in res.values() for e in evals):  # the runs are referring segmentation's
-        return res_table(suite, res) + "\n\n" + run_time(suite, res)
-    lines = ["| run | seeds | mIoU (student) | mIoU (teacher) | gain | gain 95% CI (paired) | gap closed | s/step |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    task = suite_task(suite, out)
+    res = {name: [{**e, "headline": task.headline(e)} for e in evals] for name, evals in res.items()}
+    columns = list(task.table_scores(next((e for evals in res.values() for e in evals), {task.key: 0.0})))
+    lines = ["| run | seeds | " + " | ".join(columns) + " | gain | gain 95% CI (paired) | gap closed | s/step |",
+             "| --- | --- | " + "--- | " * len(columns) + "--- | --- | --- | --- |"]
     own = {r["name"] for r in suite["runs"]}
     label = lambda n: n if n in own else f"{n} (reference)"  # noqa: E731 (runs read from the suite's reference)
     for r in [{"name": n} for n in res if n not in own] + suite["runs"]:  # against the run's baseline, on its seeds
         name, evals = r["name"], res[r["name"]]
         base_name = r.get("baseline", suite.get("baseline"))
-        base = paired_mean(res.get(base_name or "", []), evals, "mIoU")
-        full = paired_mean(res.get(suite.get("full", ""), []), evals, "mIoU")
-        teacher = [e["teacher_mIoU"] for e in evals if "teacher_mIoU" in e]
+        base = paired_mean(res.get(base_name or "", []), evals, "headline")
+        full = paired_mean(res.get(suite.get("full", ""), []), evals, "headline")
         gain = gap = interval = "-"
         if base is not None and evals and name not in (base_name, suite.get("full")):
-            m = statistics.mean(e["mIoU"] for e in evals)
+            m = statistics.mean(e["headline"] for e in evals)
             gain = f"{m - base:+.2f}"
-            interval = paired_interval(res.get(base_name or "", []), evals, "mIoU")
+            interval = paired_interval(res.get(base_name or "", []), evals, "headline")
             if full is not None and full != base:
                 gap = f"{100 * (m - base) / (full - base):+.0f}%"
+        scores = [task.table_scores(e) for e in evals]
+        cells = [_mean_sd([v for sc in scores if (v := sc[c]) == v]) for c in columns]  # NaN: a run without it
         speed = _mean_sd([e["s_per_step"] for e in evals]) if evals else "-"
-        lines.append(f"| {label(name)} | {len(evals)} | {_mean_sd([e['mIoU'] for e in evals])} "
-                     f"| {_mean_sd(teacher)} | {gain} | {interval} | {gap} | {speed} |")
+        lines.append(f"| {label(name)} | {len(evals)} | " + " | ".join(cells) + f" | {gain} | {interval} | {gap} "
+                     f"| {speed} |")
     lines += ["", run_time(suite, res)]
     said = verdicts(suite, res)
     if said:
-        lines += ["", "What the paired 95% intervals support (mIoU, method minus reference, by seed):", "", *said]
+        lines += ["", f"What the paired 95% intervals support ({task.key}, method minus reference, by seed):", "",
+                  *said]
     classes: List[str] = []  # union over runs, first-seen order (runs may use different class sets)
     for evals in res.values():
         for e in evals[:1]:

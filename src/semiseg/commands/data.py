@@ -27,7 +27,7 @@ def run(args) -> int:
         print(f"wrote {args.labeled} labeled, {args.unlabeled} unlabeled and {args.val} validation images to {args.out}")
         return 0
     if args.data_verb == "referring":
-        from semiseg.res.referring import generate_referring
+        from semiseg.tasks.referring.referring import generate_referring
 
         counts = generate_referring(args.root, args.seed)
         print(f"wrote {counts['refs']} referring expressions over {counts['train_images']} training images to "
@@ -62,7 +62,7 @@ def _split(args) -> int:
 
 
 def _split_refs(args, root: Path) -> int:
-    from semiseg.res.sources import draw_ref_split
+    from semiseg.tasks.referring.sources import draw_ref_split
 
     refs = Path(args.refs) if Path(args.refs).is_absolute() else root / args.refs
     labeled, unlabeled, images = draw_ref_split(refs, args.seed, args.count, args.ratio)

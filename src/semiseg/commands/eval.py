@@ -5,7 +5,7 @@ import torch
 
 from semiseg.configure import load_config
 from semiseg.engine.checkpoint import load_checkpoint
-from semiseg.engine.tasks import build_task
+from semiseg.tasks import build_task
 
 
 def run(args) -> int:

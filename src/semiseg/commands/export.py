@@ -1,4 +1,5 @@
-"""``semiseg export CKPT --format onnx|torchscript``: the student as a file that runs at any input size."""
+"""``semiseg export CKPT --format onnx|torchscript``: the network ``predict`` uses (the task's
+rule: the student, or a referring run's teacher) as a file that runs at any input size."""
 from __future__ import annotations
 
 import os
@@ -6,7 +7,7 @@ from pathlib import Path
 
 from semiseg.errors import SemisegError
 from semiseg.export import export_model
-from semiseg.inference import Predictor
+from semiseg.inference import load
 
 
 def output_file(args) -> Path:
@@ -27,7 +28,7 @@ def output_file(args) -> Path:
 
 
 def run(args) -> int:
-    predictor = Predictor.from_checkpoint(args.ckpt)
+    predictor = load(args.ckpt)
     d = predictor.cfg.data
     size = tuple(args.input_size) if args.input_size else (d.resize or d.crop_size,) * 2
     out = output_file(args)

@@ -1,12 +1,12 @@
 """``semiseg predict CKPT --input GLOB --output DIR``: class-id, colour and overlay PNGs per image; with
-``--text``, a referring segmenter's referent masks (the checkpoint's task says which)."""
+``--text``, a referring segmenter's referent masks (the checkpoint's task says what its model reads)."""
 from __future__ import annotations
 
 from pathlib import Path
 
-from semiseg.engine.checkpoint import load_checkpoint
+from semiseg.data.io import expand_inputs
 from semiseg.errors import SemisegError
-from semiseg.inference import Predictor, expand_inputs, predict_files
+from semiseg.inference import load
 
 
 def output_folder(path: str) -> Path:
@@ -25,19 +25,14 @@ def output_folder(path: str) -> Path:
 def run(args) -> int:
     files = expand_inputs(args.input)
     out = output_folder(args.output)
-    ckpt = load_checkpoint(args.ckpt)
-    res = ckpt.get("task") == "res"
-    if res != bool(args.text):
-        raise SemisegError(f"{args.ckpt} is a referring segmentation checkpoint: give the expression with --text" if res
-                           else f"--text goes with referring segmentation checkpoints (task: res); {args.ckpt} is not one")
-    if res:
-        from semiseg.res.predict import predict_res
-
-        predict_res(ckpt, files, args.text, out, args.opacity)
-        print(f"{len(files)} image(s): referent masks in {args.output}/index, overlays in {args.output}/overlay")
-        return 0
-    predictor = Predictor.from_checkpoint(args.ckpt, device=args.device)
-    predict_files(predictor, files, out, args.opacity, args.mode, args.label_ids)
+    predictor = load(args.ckpt, device=args.device)
+    given = {"text": args.text} if args.text else {}
+    for name, what in predictor.inputs.items():  # the checkpoint's task says what its model reads
+        if name not in given:
+            raise SemisegError(f"{args.ckpt}'s model reads {what} besides the image: give {what} with --{name}")
+    for name in set(given) - set(predictor.inputs):
+        raise SemisegError(f"--{name} is not read by {args.ckpt}'s model (task: {predictor.cfg.task}); leave it out")
+    predictor.predict_files(files, out, args.opacity, {"mode": args.mode, "label_ids": args.label_ids}, **given)
     print(f"{len(files)} image(s): class ids in {args.output}/index, colours in {args.output}/color, "
           f"overlays in {args.output}/overlay")
     return 0

@@ -6,6 +6,7 @@ orientation, so an image, its mask and every size check see what a viewer shows.
 """
 from __future__ import annotations
 
+import glob
 import os
 from contextlib import contextmanager
 from pathlib import Path
@@ -123,3 +124,45 @@ def output_names(inputs: List[Path]) -> List[str]:
         root = Path(os.path.commonpath(resolved))
         names = [str(r.relative_to(root)).replace(os.sep, "__") for r in resolved]
     return [n + ".png" for n in names]
+
+
+def as_rgb(image) -> np.ndarray:
+    """Whatever ``predict`` accepts, as (H, W, 3) uint8 RGB, or a one-line reason it cannot be. A PIL image is
+    read as a path to its file would be: turned upright by its EXIF orientation, high bit depths scaled."""
+    if isinstance(image, (str, Path)):
+        img = read_image(image)
+    elif isinstance(image, Image.Image):
+        img = to_rgb(ImageOps.exif_transpose(image))
+    elif isinstance(image, (list, tuple)) and image and isinstance(image[0], (str, Path, Image.Image, np.ndarray)):
+        raise SemisegError(f"predict takes one image, got a {type(image).__name__} of {len(image)}; "
+                           "loop over them: [predictor.predict(x) for x in images]")
+    else:
+        img = _array_rgb(np.asarray(image))
+    if img.shape[0] == 0 or img.shape[1] == 0:  # nothing to resize or segment (resize would divide by 0)
+        shape = image.shape if isinstance(image, np.ndarray) else img.shape  # the caller's, not the RGB one
+        raise SemisegError(f"predict got an empty image of shape {shape}")
+    return img
+
+
+def _array_rgb(img: np.ndarray) -> np.ndarray:
+    if img.dtype != np.uint8:
+        raise SemisegError(f"predict expects uint8 pixel values 0-255, got an array of {img.dtype}; "
+                           "for floats in [0, 1] pass (img * 255).round().astype(np.uint8)")
+    if img.ndim == 2:
+        img = np.repeat(img[..., None], 3, axis=2)
+    if img.ndim != 3 or img.shape[2] not in (3, 4):
+        raise SemisegError(f"predict expects an RGB image (H, W, 3) or a gray one (H, W), got shape {img.shape}")
+    return np.ascontiguousarray(img[..., :3])
+
+
+def expand_inputs(spec: str) -> List[Path]:
+    """A file (taken as it is), or the images of a folder or a glob: the files whose extension the reader
+    reads (``IMAGE_EXTS``, one list for both, so a folder and ``folder/*`` find the same images)."""
+    p = Path(spec)
+    if p.is_file():
+        return [p]
+    found = p.iterdir() if p.is_dir() else (Path(f) for f in glob.glob(spec))
+    files = sorted(f for f in found if f.suffix.lower() in IMAGE_EXTS and f.is_file())
+    if not files:
+        raise SemisegError(f"--input {spec} matches no image file")
+    return files

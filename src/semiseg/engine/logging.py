@@ -21,18 +21,6 @@ def fmt_time(seconds: float) -> str:
     return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"
 
 
-def iou_table(names: List[str], iou: List[float], extra: Dict[str, float], share_pred: List[float],
-              share_true: List[float]) -> str:
-    """Per-class IoU table, the form users diff against published logs, with each class's percentage of
-    the labeled pixels as predicted and as labeled."""
-    width = max(12, max(len(n) for n in names) + 2)
-    lines = [f"{'class':<{width}}{'IoU':>8}{'pred%':>8}{'true%':>8}"]
-    lines += [f"{n:<{width}}{v:>8.2f}{p:>8.1f}{t:>8.1f}" for n, v, p, t in zip(names, iou, share_pred, share_true)]
-    lines.append("-" * (width + 24))
-    lines += [f"{k:<{width}}{v:>8.2f}" for k, v in extra.items()]
-    return "\n".join(lines)
-
-
 class RunLogger:
     def __init__(self, work_dir: str | Path, enabled: bool, total_steps: int, start_step: int = 0) -> None:
         self.enabled, self.total, self.start_step = enabled, total_steps, start_step

@@ -1,21 +1,20 @@
 """Optimizer with the backbone/head LR split and the poly schedule of the UniMatch family."""
 from __future__ import annotations
 
+from typing import List, Tuple
+
 import torch
 from torch import nn
 
 from semiseg.errors import SemisegError
 
 
-def build_optimizer(train_cfg, model: nn.Module) -> torch.optim.Optimizer:
-    """Groups with an ``lr_scale`` each (the schedule's LR times it): the backbone (1), the head
-    (``lr_multi``) and a referring model's text encoder (``text_lr`` / ``lr``; 1 when unset)."""
+def build_optimizer(train_cfg, model: nn.Module, scaled: List[Tuple[list, float]]) -> torch.optim.Optimizer:
+    """Groups with an ``lr_scale`` each (the schedule's LR times it): the backbone (1) and the task's groups
+    (``scaled``: the head at ``lr_multi``; a referring model's text encoder at ``text_lr`` / ``lr``)."""
     lr = train_cfg.lr
     if lr <= 0:  # the other groups' rates are multiples of it
         raise SemisegError(f"train.lr must be positive, got {lr}")
-    scaled = [(model.head_parameters(), train_cfg.lr_multi)]
-    if hasattr(model, "text_parameters"):
-        scaled.append((model.text_parameters(), train_cfg.text_lr / lr if train_cfg.text_lr else 1.0))
     own = {id(p) for params, _ in scaled for p in params}
     # a frozen encoder (model.freeze_backbone) has no trainable parameters and no optimizer state
     backbone = [p for p in model.parameters() if id(p) not in own and p.requires_grad]

@@ -29,12 +29,12 @@ from semiseg.engine.lock import WorkDirLock
 from semiseg.engine.logging import RunLogger
 from semiseg.engine.optim import build_optimizer, poly_lr, set_lr
 from semiseg.engine.precision import amp_dtype
-from semiseg.engine.tasks import build_task
 from semiseg.errors import SemisegError
 from semiseg.losses import build_criterion
 from semiseg.methods import METHODS
 from semiseg.methods.teacher import teacher_horizon_note
 from semiseg.models.weights import load_weights
+from semiseg.tasks import build_task
 from semiseg.version import __version__
 
 
@@ -107,7 +107,7 @@ class Trainer:
         if getattr(self.method, "needs_proposals", False) and not cfg.data.proposal_store:
             raise SemisegError(f"method {cfg.method.name} refines pseudo-labels with mask proposals: make a store with "
                                "`semiseg proposals CONFIG --out DIR` and set data.proposal_store=DIR")
-        self.optimizer = build_optimizer(t, model)
+        self.optimizer = build_optimizer(t, model, self.task.lr_groups(model))
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp == torch.float16)
         self.batches = self.task.train_batches(self.method.unlabeled_streams, self.device)
         self.val_loader = self.task.val_loader()
@@ -289,7 +289,7 @@ class Trainer:
             nets["teacher_"] = self.method.teacher
         scalars: Dict[str, float] = {}
         for prefix, net in nets.items():
-            scores, table = self.task.evaluate(net, self.val_loader, self.device, self.amp)
+            scores, table = self.task.evaluate(net, self.val_loader, self.device, self.amp, dist.all_reduce_sum)
             scalars.update({f"{prefix}{k}": v for k, v in scores.items()})
             self.log.info(f"{prefix or 'student_'}eval at step {self.step}:\n" + table)
             key, score = f"{prefix}{self.task.key}", scores[self.task.key]

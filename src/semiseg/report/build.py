@@ -13,10 +13,10 @@ import base64
 import html
 import io
 from pathlib import Path
-from typing import Dict, List, Sequence, Tuple
+from types import SimpleNamespace
+from typing import Dict, List, Sequence
 
 import numpy as np
-import torch
 import yaml
 from PIL import Image
 
@@ -64,14 +64,42 @@ def _series(rows: List[dict], keys: List[str]) -> Dict[str, list]:
     return {k: [(r["step"], r[k]) for r in rows if k in r] for k in keys if any(k in r for r in rows)}
 
 
-SCORES = ("oIoU", "mIoU", "aAcc", "mAcc", "P@0.5", "P@0.7", "P@0.9")  # semantic: mIoU, aAcc, mAcc; referring: the rest
+def run_task(folder: Path):
+    """The task class of a run folder (its config.yaml's ``task``; semantic for runs that predate tasks)."""
+    from semiseg.tasks import TASKS
+
+    cfg = yaml.safe_load((folder / "config.yaml").read_text()) if (folder / "config.yaml").is_file() else {}
+    return TASKS.get((cfg or {}).get("task", "semantic"))
+
+
+def image_table(rows: List[List], header: Sequence[str] = ()) -> str:
+    """Rows of cells: (RGB array, alt text) as an embedded PNG, or a string as text."""
+    head = "<tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr>" if header else ""
+
+    def cell(c) -> str:
+        return f"<td>{html.escape(c)}</td>" if isinstance(c, str) else \
+            f'<td><img src="{_png(c[0])}" alt="{html.escape(c[1])}"></td>'
+
+    cells = head + "".join("<tr>" + "".join(cell(c) for c in row) + "</tr>" for row in rows)
+    return f'<table class="grid">{cells}</table>'
+
+
+def _load(path: Path) -> dict:
+    from semiseg.engine.checkpoint import load_checkpoint
+
+    return load_checkpoint(path)
+
+
+# what a task's report sections draw with (the renderers live here, above the tasks)
+DRAW = SimpleNamespace(image_table=image_table, heatmap=heatmap, load=_load, escape=html.escape)
 
 
 def run_sections(work: Path, rows: List[dict], max_images: int) -> List[str]:
     train = [r for r in rows if r["kind"] == "train"]
     evals = [r for r in rows if r["kind"] == "eval"]
     keys = sorted({k for r in train for k in r})
-    key = "oIoU" if any("oIoU" in r for r in evals) else "mIoU"  # the score that selects the model
+    task = run_task(work)
+    key = task.key  # the score that selects the model
     parts = ['<h2 id="curves">Curves</h2><div class="charts">',
              line_chart(_series(train, [k for k in keys if k.startswith("loss")]), "training losses", ylabel="loss"),
              line_chart(_series(evals, [key, f"teacher_{key}"]), f"validation {key}", ylabel=key),
@@ -86,147 +114,32 @@ def run_sections(work: Path, rows: List[dict], max_images: int) -> List[str]:
         body = "".join(f"<tr><td>{html.escape(n)}</td><td>{last['IoU_' + n]:.2f}</td>"
                        + (f"<td>{last.get('teacher_IoU_' + n, float('nan')):.2f}</td>" if teacher else "")
                        + "</tr>" for n in names)
-        summary = "".join(f"<tr><td>{k}</td><td>{last[k]:.2f}</td>"
+        scores = [k for k in last if k not in ("kind", "step", "time") and not k.startswith(("IoU_", "teacher_"))]
+        summary = "".join(f"<tr><td>{html.escape(k)}</td><td>{last[k]:.2f}</td>"
                           + (f"<td>{last['teacher_' + k]:.2f}</td>" if "teacher_" + k in last else "") + "</tr>"
-                          for k in SCORES if k in last)
+                          for k in scores)
         title = "Per-class IoU" if names else "Scores"
         parts.append(f'<h2 id="iou">{title} at step {last["step"]}</h2><table>{head}</tr>{body}{summary}</table>')
     ckpt = work / "latest.pth"
     if ckpt.is_file():
-        from semiseg.engine.checkpoint import load_checkpoint
-
-        task = load_checkpoint(ckpt).get("task", "semantic")
-        parts += {"semantic": prediction_sections, "res": referring_sections}[task](ckpt, max_images)
+        parts += task.report_sections(ckpt, max_images, DRAW)
     return parts
 
 
-def referring_sections(ckpt: Path, max_images: int) -> List[str]:
-    """The first validation expressions: image, the referent, the prediction (the teacher's where there is one)."""
-    from semiseg.engine.checkpoint import load_checkpoint
-    from semiseg.res.predict import ResPredictor, overlay
-    from semiseg.res.sources import load_sample, res_splits
-
-    state = load_checkpoint(ckpt)
-    predictor = ResPredictor(state)
-    d = predictor.cfg.data
-    val = res_splits(d.dataset, d.root, d.split, d.refs, d.instances, d.images, d.val_split)[2][:max_images]
-    colour = state["meta"]["palette"][1]
-    rows = []
-    for s in val:
-        img, mask = load_sample(s)
-        cells = (img, overlay(img, mask, colour), overlay(img, predictor.predict(img, s.sentence), colour))
-        rows.append("<tr>" + "".join(f'<td><img src="{_png(a)}" alt="{n}"></td>'
-                                     for a, n in zip(cells, ("image", "referent", "prediction")))
-                    + f"<td>{html.escape(s.sentence)}</td></tr>")
-    return ['<h2 id="images">Validation expressions</h2><p>Columns: image, the referent, the prediction, '
-            'the expression.</p>', f'<table class="grid">{"".join(rows)}</table>']
-
-
-class RunImages:
-    """What one semantic checkpoint makes of the validation images: its prediction, and the pseudo-label its
-    method would train on (the teacher's scores, or the model's, through the method's selector)."""
-
-    def __init__(self, ckpt: Path) -> None:
-        from semiseg.data.dataset import SegDataset
-        from semiseg.data.presets import resolve_layout
-        from semiseg.engine.checkpoint import load_checkpoint
-        from semiseg.inference import Predictor
-        from semiseg.methods.common import SemiMethod
-        from semiseg.methods.registry import METHODS
-        from semiseg.pseudo.selectors import build_selector
-
-        self.student = Predictor.from_checkpoint(str(ckpt))
-        cfg = self.student.cfg
-        self.has_teacher = "teacher" in load_checkpoint(ckpt).get("method", {})
-        self.labeler = Predictor.from_checkpoint(str(ckpt), teacher=True) if self.has_teacher else self.student
-        self.trains_on_pseudo_labels = issubclass(METHODS.get(cfg.method["name"]), SemiMethod)
-        self.selector = build_selector(cfg.method.get("selector") or {"name": "none"})
-        self.layout = resolve_layout(cfg.data)
-        self.ds = SegDataset(self.layout.val, self.layout, cfg.data, "val")
-
-    def __len__(self) -> int:
-        return len(self.ds)
-
-    def _scores(self, model, item) -> torch.Tensor:
-        return torch.nn.functional.interpolate(model(item["image"][None]).float(), size=item["mask"].shape,
-                                               mode="bilinear", align_corners=True)
-
-    @torch.no_grad()
-    def prediction(self, i: int) -> Tuple[torch.Tensor, torch.Tensor]:
-        """(prediction, ground truth) of image i as class maps at the mask's size."""
-        item = self.ds[i]
-        return self._scores(self.student.model, item).argmax(1)[0], item["mask"]
-
-    @torch.no_grad()
-    def views(self, i: int) -> Dict[str, np.ndarray]:
-        """Image i, its ground truth, prediction and pseudo-label (unselected pixels black), as RGB arrays."""
-        from semiseg.data.io import read_image
-        from semiseg.pseudo.selectors import selected
-
-        item, colorize = self.ds[i], self.student.colorize
-        gt = item["mask"].numpy()
-        scores = self._scores(self.student.model, item)
-        labels = scores if self.labeler is self.student else self._scores(self.labeler.model, item)
-        pl, w = self.selector(labels.softmax(1), torch.zeros(1, *gt.shape, dtype=torch.bool))
-        return {"image": read_image(self.layout.root / self.ds.samples[i].image),
-                "ground truth": colorize(np.where(gt == 255, 0, gt).astype(np.uint8)),
-                "prediction": colorize(scores.argmax(1)[0].byte().numpy()),
-                "pseudo-label": (colorize(pl[0].byte().numpy()) * selected(w[0]).numpy()[..., None]).astype(np.uint8)}
-
-
-def _image_table(rows: List[List[Tuple[np.ndarray, str]]], header: Sequence[str] = ()) -> str:
-    head = "<tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr>" if header else ""
-    cells = head + "".join("<tr>" + "".join(f'<td><img src="{_png(a)}" alt="{html.escape(n)}"></td>' for a, n in row)
-                    + "</tr>" for row in rows)
-    return f'<table class="grid">{cells}</table>'
-
-
-def prediction_sections(ckpt: Path, max_images: int) -> List[str]:
-    from semiseg.engine.evaluator import confusion
-
-    run = RunImages(ckpt)
-    names = run.student.class_names
-    cm = torch.zeros(len(names), len(names), dtype=torch.long)
-    for i in range(len(run)):
-        cm += confusion(*run.prediction(i), len(names), 255)
-    rows = [[(a, n) for n, a in run.views(i).items()] for i in range(min(max_images, len(run)))]
-    who = "teacher" if run.has_teacher else "model"
-    return [f'<h2 id="images">Validation images</h2><p>Columns: image, ground truth, prediction, pseudo-label '
-            f'(the {who}\'s scores through the method\'s selector; unselected pixels black).</p>' + _image_table(rows),
-            f'<h2 id="confusion">Confusion matrix ({len(run)} validation images, % of each true class)</h2>',
-            heatmap(cm.tolist(), names, "rows: ground truth, columns: prediction")]
-
-
-def comparison_images(suite: dict, work: Path, max_images: int) -> List[str]:
-    """The same validation images through every run of a semantic suite (its first seed with a checkpoint):
-    each run's prediction, and for runs that train on pseudo-labels the pseudo-label their method makes."""
-    runs = []
+def comparison_images(suite: dict, work: Path, max_images: int, task) -> List[str]:
+    """The same validation images through every run of a suite (its first seed with a checkpoint), as the
+    suite's task draws them."""
+    ckpts = []
     for r in suite["runs"]:
         ckpt = next((c for s in suite.get("seeds", [0]) if (c := work / r["name"] / f"seed{s}" / "latest.pth").is_file()),
                     None)
         if ckpt is not None:
-            runs.append((r["name"], ckpt.parent.name, RunImages(ckpt)))
-    if not runs:
-        return []
-    columns, rows = ["image", "ground truth"], []
-    for name, seed, run in runs:
-        columns += [f"{name} ({seed}) prediction"] + ([f"{name} ({seed}) pseudo-label"] if run.trains_on_pseudo_labels
-                                                      else [])
-    for i in range(min(max_images, len(runs[0][2]))):
-        views = [run.views(i) for _, _, run in runs]
-        row = [(views[0][n], n) for n in ("image", "ground truth")]
-        for (name, _, run), v in zip(runs, views):
-            row += [(v["prediction"], f"{name} prediction")]
-            if run.trains_on_pseudo_labels:
-                row += [(v["pseudo-label"], f"{name} pseudo-label")]
-        rows.append(row)
-    return ['<h2 id="images">Validation images, run by run</h2><p>Columns: ' + html.escape(", ".join(columns))
-            + " (pseudo-labels: the teacher's scores, or the model's, through the method's selector; unselected "
-            "pixels black).</p>" + _image_table(rows, columns)]
+            ckpts.append((f"{r['name']} ({ckpt.parent.name})", ckpt))
+    return task.comparison_sections(ckpts, max_images, DRAW) if ckpts else []
 
 
 def suite_sections(work: Path, max_images: int = 8) -> List[str]:
-    from semiseg.bench.quality import suite_results, table
+    from semiseg.bench.quality import suite_results, suite_task, table
 
     suite_file = work / "suite.yaml"
     if suite_file.is_file():
@@ -234,15 +147,14 @@ def suite_sections(work: Path, max_images: int = 8) -> List[str]:
     else:
         suite = {"name": work.name, "runs": [{"name": d.name} for d in sorted(work.iterdir()) if d.is_dir()]}
     results = suite_results(suite, work)
-    metric = "oIoU" if any("oIoU" in e for evals in results.values() for e in evals) else "mIoU"
-    # referring runs are scored on the teacher where there is one (as SemiRES and the suite table do)
-    score = (lambda e: e.get("teacher_oIoU", e["oIoU"])) if metric == "oIoU" else (lambda e: e["mIoU"])  # noqa: E731
-    means = {name: float(np.mean([score(e) for e in evals])) for name, evals in results.items() if evals}
+    task = suite_task(suite, work)
+    metric = task.key
+    means = {name: float(np.mean([task.headline(e) for e in evals])) for name, evals in results.items() if evals}
     return [f'<h2 id="quality">Suite {html.escape(suite["name"])}</h2>', md_table(table(suite, work)),
             bar_chart(means, f"final {metric} (mean over seeds)"),
             '<h2 id="curves">Validation curves</h2>', line_chart(suite_curves(suite, work, metric),
                                                                  f"{metric} during training (mean over seeds)"),
-            *(comparison_images(suite, work, max_images) if metric == "mIoU" else [])]
+            *comparison_images(suite, work, max_images, task)]
 
 
 def suite_curves(suite: dict, work: Path, metric: str = "mIoU") -> Dict[str, list]:

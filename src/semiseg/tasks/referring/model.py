@@ -13,7 +13,7 @@ from torch import nn
 
 from semiseg.models import build_backbone
 from semiseg.models.deeplabv3plus import conv_bn_relu
-from semiseg.res.text import build_text_encoder
+from semiseg.tasks.referring.text import build_text_encoder
 
 
 class PixelWordAttention(nn.Module):
@@ -56,8 +56,11 @@ class ReferringSegmenter(nn.Module):
         return list(self.text.parameters())
 
     def forward(self, x: torch.Tensor, sentences) -> torch.Tensor:
+        return self.segment(x, *self.text(sentences))
+
+    def segment(self, x: torch.Tensor, words: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Background/referent logits at the input's size from the image and the encoded expression."""
         h, w = x.shape[-2:]
-        words, mask = self.text(sentences)
         c1, _, c3, c4 = self.backbone(x)
         f4 = self.reduce4(self.fuse4(c4, words, mask))
         f3 = self.reduce3(self.fuse3(c3, words, mask))

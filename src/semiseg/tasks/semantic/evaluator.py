@@ -1,14 +1,14 @@
-"""Evaluation: whole image or sliding window, a confusion matrix reduced across processes, mIoU/aAcc/mAcc."""
+"""The semantic task's evaluator: whole image or sliding window, a confusion matrix added up across
+processes, mIoU/aAcc/mAcc and the per-class table."""
 from __future__ import annotations
 
-import contextlib
 from typing import Dict, List
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from semiseg.engine.dist import all_reduce_sum
+from semiseg.tasks.base import eval_loop, no_reduce
 
 
 @torch.no_grad()
@@ -68,27 +68,23 @@ def metrics_from_confusion(cm: torch.Tensor) -> Dict[str, object]:
             "share_pred": (100 * pr / total).tolist(), "share_true": (100 * gt / total).tolist()}
 
 
-@torch.no_grad()
 def evaluate(model: nn.Module, loader, num_classes: int, ignore_index: int, device: torch.device,
-             mode: str = "whole", window: int = 64, amp_dtype=None) -> Dict[str, object]:
-    was_training = model.training
-    model.eval()
+             mode: str = "whole", window: int = 64, amp_dtype=None, reduce=no_reduce) -> Dict[str, object]:
     cm = torch.zeros(num_classes, num_classes, dtype=torch.long, device=device)
-    autocast = (torch.autocast(device.type, dtype=amp_dtype) if amp_dtype is not None
-                else contextlib.nullcontext())
-    with autocast:
-        for batch in loader:
-            images, masks = batch["image"], batch["mask"]
-            if isinstance(images, torch.Tensor):
-                pairs = [(images, masks)]
-            else:  # images of different sizes: one at a time
-                pairs = [(i[None], m[None]) for i, m in zip(images, masks)]
-            for image, mask in pairs:
-                image, mask = image.to(device), mask.to(device)
-                logits = predict_logits(model, image, num_classes, mode, window, mask.shape[-2:])
-                cm += confusion(logits.argmax(1), mask, num_classes, ignore_index)
-    model.train(was_training)
-    return metrics_from_confusion(all_reduce_sum(cm))
+
+    def score(batch: dict) -> None:
+        images, masks = batch["image"], batch["mask"]
+        if isinstance(images, torch.Tensor):
+            pairs = [(images, masks)]
+        else:  # images of different sizes: one at a time
+            pairs = [(i[None], m[None]) for i, m in zip(images, masks)]
+        for image, mask in pairs:
+            image, mask = image.to(device), mask.to(device)
+            logits = predict_logits(model, image, num_classes, mode, window, mask.shape[-2:])
+            cm.add_(confusion(logits.argmax(1), mask, num_classes, ignore_index))
+
+    eval_loop(model, loader, device, amp_dtype, score)
+    return metrics_from_confusion(reduce(cm))
 
 
 def summary(prefix: str, m: Dict[str, object], names: List[str]) -> Dict[str, float]:
@@ -96,3 +92,15 @@ def summary(prefix: str, m: Dict[str, object], names: List[str]) -> Dict[str, fl
     out = {f"{prefix}{k}": float(m[k]) for k in ("mIoU", "aAcc", "mAcc")}
     out.update({f"{prefix}IoU_{n}": float(v) for n, v in zip(names, m["iou"])})
     return out
+
+
+def iou_table(names: List[str], iou: List[float], extra: Dict[str, float], share_pred: List[float],
+              share_true: List[float]) -> str:
+    """Per-class IoU table, the form users diff against published logs, with each class's percentage of
+    the labeled pixels as predicted and as labeled."""
+    width = max(12, max(len(n) for n in names) + 2)
+    lines = [f"{'class':<{width}}{'IoU':>8}{'pred%':>8}{'true%':>8}"]
+    lines += [f"{n:<{width}}{v:>8.2f}{p:>8.1f}{t:>8.1f}" for n, v, p, t in zip(names, iou, share_pred, share_true)]
+    lines.append("-" * (width + 24))
+    lines += [f"{k:<{width}}{v:>8.2f}" for k, v in extra.items()]
+    return "\n".join(lines)

@@ -13,7 +13,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from semiseg.data.io import read_image
-from semiseg.res.sources import RefSample
+from semiseg.tasks.referring.sources import RefSample
 
 
 def resized_image(img: np.ndarray, size: int, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:

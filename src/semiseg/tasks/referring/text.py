@@ -48,7 +48,10 @@ class BuiltinTextEncoder(nn.Module):
         return ids
 
     def forward(self, sentences: Sequence[str]) -> Tuple[torch.Tensor, torch.Tensor]:
-        ids = self.tokenize(sentences).to(self.pos.device)
+        return self.encode(self.tokenize(sentences).to(self.pos.device))
+
+    def encode(self, ids: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Word ids (B, MAX_TOKENS) from :meth:`tokenize` -> token features and mask (an exported model's input)."""
         mask = ids != self.PAD
         x = self.embed(ids) + self.pos[: ids.shape[1]]
         return self.encoder(x, src_key_padding_mask=~mask), mask

@@ -1,0 +1,1 @@
+"""Referring expression segmentation: a sentence picks one object."""

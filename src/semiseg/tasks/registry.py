@@ -1,0 +1,3 @@
+from semiseg.registry import Registry
+
+TASKS: Registry = Registry("task")

@@ -1,0 +1,1 @@
+"""Semantic segmentation: a data preset, a segmentation model, mIoU per class."""
