@@ -118,3 +118,53 @@ def steps_logged(work):
         return 0
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.endswith("}")]
     return max((r["step"] for r in rows if r["kind"] == "train"), default=0)
+
+
+def built_method(cfg):
+    """The configured method on its task's model, and the task's first training batch (seeded)."""
+    from semiseg.losses import build_criterion
+    from semiseg.methods import METHODS
+    from semiseg.tasks import build_task
+
+    torch.manual_seed(0)
+    task = build_task(cfg)
+    model = task.build_model()
+    n = len(task.class_names)
+    method = METHODS.get(cfg.method.name)(cfg.method, model, build_criterion(cfg.train, 255, n), n)
+    batches = task.train_batches(method.unlabeled_streams, torch.device("cpu"))
+    return method, model, next(batches)
+
+
+def make_method(name, root, store, *extra):
+    """A semantic method on the tiny scenes (1/16 split, superpixel proposals)."""
+    return built_method(tiny_cfg(root, f"method.name={name}", f"data.proposal_store={store}", *extra))
+
+
+@pytest.fixture(scope="session")
+def res_scenes(tiny_scenes, tmp_path_factory):
+    """The tiny scenes with their referring expressions and superpixel proposals of every training image."""
+    from semiseg.data.io import read_image
+    from semiseg.pseudo.proposals import SuperpixelProposals
+    from semiseg.pseudo.store import ProposalStore
+    from semiseg.tasks.referring.referring import generate_referring
+
+    generate_referring(tiny_scenes, seed=0)
+    props = tmp_path_factory.mktemp("res_props")
+    store = ProposalStore(props)
+    with open(store.lines, "a") as fh:
+        for img in sorted((tiny_scenes / "images").glob("train_*.png")):
+            store.add(f"images/{img.name}", SuperpixelProposals(min_area=4)(read_image(img)), fh)
+    return tiny_scenes, props
+
+
+RES_TINY = ["task=res", "model.backbone=resnet18", "model.width=0.25", "model.pretrained=", "data.crop_size=32",
+            "data.batch_size=4", "data.num_workers=0", "train.amp=none", "train.log_interval=1", "train.optimizer=adamw",
+            "train.lr=0.001", "train.lr_multi=1", "train.class_weights=[0.9,1.1]", "eval.batch_size=16"]
+
+
+def res_cfg(res_scenes, *overrides):
+    from semiseg.configure import load_config
+
+    root, props = res_scenes
+    return load_config(None, [*RES_TINY, f"data.root={root}", "data.split=10pct", f"data.proposal_store={props}",
+                              *overrides])

@@ -85,7 +85,7 @@ def test_ignored_and_all_ignored():
 
 def test_tmp_erases_exactly_the_reliable_pixels_inside_the_chosen_blocks(tiny_scenes, tiny_store, monkeypatch):
     import semiseg.methods.csl as csl
-    from test_methods import make_method
+    from conftest import make_method
 
     method, _, batch = make_method("csl", tiny_scenes, tiny_store)
     u = batch["u"]

@@ -79,7 +79,7 @@ def test_a_frozen_encoder_gets_no_gradient_and_no_optimizer_state():
 
 @pytest.mark.parametrize("name", ["supervised", "fixmatch", "unimatch", "unimatch_v2", "dssn", "csl", "semires"])
 def test_every_method_steps_on_a_dinov2_encoder(name, tiny_scenes, tiny_store):
-    from test_methods import make_method
+    from conftest import make_method
 
     method, model, batch = make_method(name, tiny_scenes, tiny_store, *DPT)
     out = method.training_step(batch, step=5)

@@ -14,7 +14,7 @@ from semiseg.models.deeplabv3plus import complementary_dropout
 from semiseg.pseudo.csl import csl_features
 
 from conftest import TINY
-from test_methods import make_method
+from conftest import make_method
 
 
 def test_aspp_has_no_dropout_by_default_so_train_mode_forwards_repeat():

@@ -7,24 +7,10 @@ import pytest
 import torch
 
 from semiseg.configure import load_config
-from semiseg.data.loaders import semantic_batches
-from semiseg.data.presets import resolve_layout
 from semiseg.errors import SemisegError
-from semiseg.losses import build_criterion
 from semiseg.methods import METHODS
-from semiseg.models import build_model
 
-from conftest import TINY
-
-
-def make_method(name, root, store, *extra):
-    cfg = load_config(None, TINY + [f"data.root={root}", f"method.name={name}", f"data.proposal_store={store}", *extra])
-    torch.manual_seed(0)
-    layout = resolve_layout(cfg.data)
-    model = build_model(cfg.model, len(layout.class_names))
-    method = METHODS.get(name)(cfg.method, model, build_criterion(cfg.train, 255, len(layout.class_names)), len(layout.class_names))
-    batches = semantic_batches(cfg, layout, 0, 1, method.unlabeled_streams, torch.device("cpu"))
-    return method, model, next(batches)
+from conftest import TINY, make_method
 
 
 TEACHERS = {"dssn", "unimatch_v2", "semires"}  # the methods whose authors keep an EMA teacher

@@ -17,6 +17,8 @@ from semiseg.tasks.referring.sources import load_sample, read_refs_pickle, refco
 from semiseg.tasks.referring.metrics import res_metrics
 from semiseg.tasks.referring.referring import ORDINALS, generate_referring
 
+from conftest import RES_TINY, res_cfg
+
 
 def centre(i):
     x0, y0, x1, y1 = i["bbox"]
@@ -118,7 +120,6 @@ def test_refs_pickle_with_code_is_refused(tmp_path):
 
 
 def test_referring_segmenter_conditions_on_the_sentence():
-    from semiseg.configure import load_config
     from semiseg.models import build_backbone
     from semiseg.tasks.referring.model import ReferringSegmenter
     from semiseg.tasks.referring.text import BuiltinTextEncoder, build_text_encoder
@@ -151,34 +152,9 @@ def test_minilm_encoder_loads_offline_when_installed():
     assert words_.shape[0] == 2 and words_.shape[2] == 384 and mask.dtype == torch.bool
 
 
-@pytest.fixture(scope="module")
-def res_scenes(tiny_scenes, tmp_path_factory):
-    """The tiny scenes with their referring expressions and superpixel proposals of every training image."""
-    from semiseg.data.io import read_image
-    from semiseg.pseudo.proposals import SuperpixelProposals
-    from semiseg.pseudo.store import ProposalStore
-
-    generate_referring(tiny_scenes, seed=0)
-    props = tmp_path_factory.mktemp("res_props")
-    store = ProposalStore(props)
-    with open(store.lines, "a") as fh:
-        for img in sorted((tiny_scenes / "images").glob("train_*.png")):
-            store.add(f"images/{img.name}", SuperpixelProposals(min_area=4)(read_image(img)), fh)
-    return tiny_scenes, props
-
-
-RES_TINY = ["task=res", "model.backbone=resnet18", "model.width=0.25", "model.pretrained=", "data.crop_size=32",
-            "data.batch_size=4", "data.num_workers=0", "train.amp=none", "train.log_interval=1", "train.optimizer=adamw",
-            "train.lr=0.001", "train.lr_multi=1", "train.class_weights=[0.9,1.1]", "eval.batch_size=16"]
 RECIPES = {"supervised": ["method.name=supervised"],
            "teacher_student": ["method.name=semires_res", "method.matcher=none", "method.burn_in_steps=1"],
            "semires": ["method.name=semires_res", "method.matcher=iom", "method.burn_in_steps=1"]}
-
-
-def res_cfg(res_scenes, *overrides):
-    root, props = res_scenes
-    return load_config(None, [*RES_TINY, f"data.root={root}", "data.split=10pct", f"data.proposal_store={props}",
-                              *overrides])
 
 
 @pytest.mark.parametrize("recipe", list(RECIPES))

@@ -243,16 +243,16 @@ def run_time(suite: dict, res: Dict[str, List[dict]]) -> str:
 def suite_task(suite: dict, out: Path):
     """The task of a suite's runs: the first run folder's config.yaml (written when a run starts), else the
     task its first config names."""
-    from semiseg.tasks import TASKS
+    from semiseg.tasks import task_named
 
     for r in suite["runs"]:
         for s in suite.get("seeds", [0]):
             cfg_file = out / r["name"] / f"seed{s}" / "config.yaml"
             if cfg_file.is_file():
-                return TASKS.get((yaml.safe_load(cfg_file.read_text()) or {}).get("task", "semantic"))
+                return task_named((yaml.safe_load(cfg_file.read_text()) or {}).get("task"))
     first = suite["runs"][0].get("config")
     named = (yaml.safe_load(Path(first).read_text()) or {}).get("task") if first and Path(first).is_file() else None
-    return TASKS.get(named or "semantic")
+    return task_named(named)
 
 
 def table(suite: dict, out: Path, step: Optional[int] = None) -> str:

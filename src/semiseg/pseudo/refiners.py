@@ -69,7 +69,7 @@ def refine_image(probs: torch.Tensor, props: torch.Tensor, ignore: torch.Tensor,
     c, h, w = probs.shape
     conf, pl = probs.max(0)
     classes = torch.unique(pl[~ignore]) if (~ignore).any() else pl.new_zeros(0)
-    props = props.reshape(props.shape[0], -1).float()
+    props = props.reshape(props.shape[0], h * w).float()  # K may be 0: an image without proposals
     props = props[props.sum(1) > 0]
     teacher_masks = torch.stack([(pl == k) & ~ignore for k in classes]).reshape(len(classes), -1).float() \
         if len(classes) else props.new_zeros(0, h * w)

@@ -66,10 +66,10 @@ def _series(rows: List[dict], keys: List[str]) -> Dict[str, list]:
 
 def run_task(folder: Path):
     """The task class of a run folder (its config.yaml's ``task``; semantic for runs that predate tasks)."""
-    from semiseg.tasks import TASKS
+    from semiseg.tasks import task_named
 
     cfg = yaml.safe_load((folder / "config.yaml").read_text()) if (folder / "config.yaml").is_file() else {}
-    return TASKS.get((cfg or {}).get("task", "semantic"))
+    return task_named((cfg or {}).get("task"))
 
 
 def image_table(rows: List[List], header: Sequence[str] = ()) -> str:
@@ -157,7 +157,7 @@ def suite_sections(work: Path, max_images: int = 8) -> List[str]:
             *comparison_images(suite, work, max_images, task)]
 
 
-def suite_curves(suite: dict, work: Path, metric: str = "mIoU") -> Dict[str, list]:
+def suite_curves(suite: dict, work: Path, metric: str) -> Dict[str, list]:
     """Each run's evaluations by step, averaged over the seeds evaluated at that step (finished or not)."""
     from semiseg.bench.quality import read_rows
 
