@@ -13,6 +13,8 @@ import pytest
 import torch
 from PIL import Image
 
+REPO = Path(__file__).resolve().parents[1]  # configs/ and docs/ are read from here, wherever pytest runs
+
 # CI runs the tests alone on 2 cores; next to a running job, SEMISEG_TEST_THREADS=1 avoids OpenMP
 # threads spin-waiting on each other (oversubscription slows both sides by 10x here)
 torch.set_num_threads(int(os.environ.get("SEMISEG_TEST_THREADS", "2")))

@@ -7,7 +7,7 @@ from semiseg.configure import load_config
 from semiseg.errors import SemisegError
 from semiseg.losses import consistency
 
-from conftest import write_list, write_pair
+from conftest import REPO, write_list, write_pair
 
 
 def test_dssn_consistency_is_smooth_at_two_classes():
@@ -39,7 +39,7 @@ def test_hidden_labels_on_data_without_unlabeled_masks_is_refused(binary_folder)
     from semiseg.data.loaders import semantic_batches
     from semiseg.data.presets import resolve_layout
 
-    cfg = load_config("configs/scenes/unimatch.yaml", ["data.dataset=folder", f"data.root={binary_folder}",
+    cfg = load_config(REPO / "configs/scenes/unimatch.yaml", ["data.dataset=folder", f"data.root={binary_folder}",
                                                        "data.class_names=[good, defect]", "data.num_workers=0"])
     assert cfg.data.hidden_labels  # inherited from the scenes config
     with pytest.raises(SemisegError, match="data.hidden_labels is on, but 8 of the 8 unlabeled samples"):
@@ -58,7 +58,7 @@ def test_csl_says_its_separation_is_a_confidence_split_at_two_classes(binary_fol
 
 
 def test_a_command_line_iters_wins_over_a_files_epochs(tmp_path):
-    voc = "configs/voc/unimatch_r101-deeplabv3p_4xb2_voc-732.yaml"
+    voc = REPO / "configs/voc/unimatch_r101-deeplabv3p_4xb2_voc-732.yaml"
     assert load_config(voc).train.epochs > 0
     cfg = load_config(voc, ["train.iters=2"])
     assert cfg.train.iters == 2 and cfg.train.epochs == 0
@@ -111,7 +111,7 @@ def test_data_check_sees_what_loading_sees_on_cityscapes_label_ids(tmp_path):
 def test_a_missing_weights_file_says_which_file_and_the_alternatives():
     from semiseg.models import build_model
 
-    cfg = load_config("configs/voc/unimatch_r101-deeplabv3p_4xb2_voc-732.yaml", ["model.pretrained=nope/resnet101.pth"])
+    cfg = load_config(REPO / "configs/voc/unimatch_r101-deeplabv3p_4xb2_voc-732.yaml", ["model.pretrained=nope/resnet101.pth"])
     with pytest.raises(SemisegError, match="(?s)nope/resnet101.pth does not exist.*working directory.*deep-stem.*"
                                            "model.stem=standard.*model.pretrained= trains from scratch"):
         build_model(cfg.model, 21)
@@ -183,7 +183,7 @@ def test_data_check_counts_the_labeled_list_alone_on_voc(voc_root):
 
 
 def test_coco_has_a_reference_config():
-    cfg = load_config("configs/coco/unimatch_r101-deeplabv3p_4xb2_coco-1_512.yaml")
+    cfg = load_config(REPO / "configs/coco/unimatch_r101-deeplabv3p_4xb2_coco-1_512.yaml")
     assert cfg.data.dataset == "coco" and cfg.data.split == "1_512" and cfg.train.epochs == 30
 
 

@@ -8,7 +8,7 @@ from semiseg.cli import run
 from semiseg.engine.trainer import train
 from semiseg.errors import SemisegError
 
-from conftest import tiny_cfg
+from conftest import REPO, tiny_cfg
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +59,7 @@ def test_export_of_the_scenes_model_runs_at_any_size(tiny_scenes, tmp_path, fmt,
     from semiseg.tasks.semantic.predict import SemanticPredictor as Predictor
     from semiseg.models import build_model
 
-    cfg = load_config("configs/scenes/supervised.yaml", ["model.pretrained=", "model.head_channels=32"])
+    cfg = load_config(REPO / "configs/scenes/supervised.yaml", ["model.pretrained=", "model.head_channels=32"])
     torch.manual_seed(0)
     predictor = Predictor(build_model(cfg.model, 6), cfg, [str(i) for i in range(6)], [[0, 0, 0]] * 6)
     sizes = [(96, 96), (128, 128), (43, 64), (100, 37)]

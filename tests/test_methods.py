@@ -1,66 +1,13 @@
-"""One shared contract for every registered method: a new method is covered by registering it."""
-import copy
-import importlib.util
+"""Method behaviour beyond the shared contract (tests/test_contracts.py): warm-ups, refinement per map, the
+CutMix partner's proposals."""
 import json
 
 import pytest
 import torch
 
 from semiseg.configure import load_config
-from semiseg.errors import SemisegError
-from semiseg.methods import METHODS
 
 from conftest import TINY, make_method
-
-
-TEACHERS = {"dssn", "unimatch_v2", "semires"}  # the methods whose authors keep an EMA teacher
-SEMANTIC = [name for name in METHODS.names() if "semantic" in METHODS.get(name).tasks]  # RES ones: test_res.py
-CASES = [(name, ()) for name in SEMANTIC] + [
-    ("unimatch", ("method.refiner={name: cpi}",)),  # a refiner after any selector
-    ("csl", ("method.selector={name: class_aware}",)),  # any selector in any method
-    ("unimatch", ("method.selector={name: csl}", "method.mix=roll")),
-]
-if importlib.util.find_spec("dinov2"):  # any method on UniMatch V2's network (a tiny DINOv2 + DPT)
-    CASES += [(name, ("model.arch=dpt", "model.backbone=dinov2_tiny")) for name in SEMANTIC]
-
-
-@pytest.mark.parametrize("name,extra", CASES)
-def test_method_contract(name, extra, tiny_scenes, tiny_store):
-    method, model, batch = make_method(name, tiny_scenes, tiny_store, *extra)
-    assert type(method.cfg) is METHODS.get(name).Config  # its own typed settings, not the config node
-    out = method.training_step(batch, step=5)  # past every warm-up: DSSN's strong-view losses are on
-    assert torch.isfinite(out["loss"]) and out["loss"].requires_grad
-    per_class = lambda k: k.rpartition("_c")[2].isdigit()  # noqa: E731 (NaN = no pixel of that class)
-    assert all(torch.isfinite(torch.as_tensor(v)) for k, v in out.items() if not per_class(k))
-    out["loss"].backward()
-    grads = [p.grad for p in model.parameters() if p.requires_grad]
-    assert any(g is not None and g.abs().sum() > 0 for g in grads), "no gradient reached the student"
-    teacher = method.teacher
-    if name in TEACHERS:
-        assert teacher is not None
-        assert all(p.grad is None for p in teacher.parameters()), "gradient reached the teacher"
-        before = copy.deepcopy(teacher.module.state_dict())
-        with torch.no_grad():
-            for p in model.parameters():
-                p.add_(0.1)
-        student = model.state_dict()
-        method.after_step(step=5)
-        m = teacher.rate(5)
-        for k, v in teacher.module.state_dict().items():
-            if v.dtype.is_floating_point:  # t <- m t + (1 - m) s, parameters and buffers
-                assert torch.allclose(v, m * before[k] + (1 - m) * student[k], atol=1e-6), k
-    else:
-        assert teacher is None
-    # state round trip: a teacher's state is all a method holds beyond the student
-    state = method.state_dict()
-    assert set(state) == ({"teacher"} if name in TEACHERS else set())
-    other, _, _ = make_method(name, tiny_scenes, tiny_store, *extra)
-    other.load_state_dict(state)
-    for k, v in state.get("teacher", {}).items():
-        assert torch.equal(v, other.teacher.module.state_dict()[k])
-    if other.teacher is not None:  # the resume path: a teacher of another model names the file
-        with pytest.raises(SemisegError, match=r"run/latest.pth: its teacher weights do not fit"):
-            other.load_state_dict({"teacher": {k: v for k, v in list(state["teacher"].items())[1:]}}, "run/latest.pth")
 
 
 def test_dssn_warm_up_drops_the_strong_views_and_copies_the_student(tiny_scenes, tiny_store):

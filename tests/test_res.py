@@ -161,11 +161,19 @@ RECIPES = {"supervised": ["method.name=supervised"],
 def test_res_recipes_train_and_evaluate_on_the_engine(res_scenes, tmp_path, recipe, capsys):
     from semiseg.engine.trainer import train
 
-    final = train(res_cfg(res_scenes, *RECIPES[recipe], "train.iters=4", "train.eval_interval=4"),
-                  work_dir=str(tmp_path / "w"))
-    assert set(final) >= {"oIoU", "mIoU", "P@0.5"} and 0 <= final["oIoU"] <= 100
+    from semiseg.engine.checkpoint import load_checkpoint
+    from semiseg.tasks import build_task
+
+    cfg = res_cfg(res_scenes, *RECIPES[recipe], "train.iters=4", "train.eval_interval=4")
+    final = train(cfg, work_dir=str(tmp_path / "w"))
     assert ("teacher_oIoU" in final) == (recipe != "supervised")
     rows = [json.loads(line) for line in (tmp_path / "w/metrics.jsonl").read_text().splitlines()]
+    last = [r for r in rows if r["kind"] == "eval"][-1]
+    assert last["step"] == 4 and all(last[k] == v for k, v in final.items())  # the returned scores are the logged
+    assert last["P@0.5"] >= last["P@0.7"] >= last["P@0.9"]
+    torch.manual_seed(cfg.train.seed)  # the trainer's initial weights; training moved them
+    initial, trained = build_task(cfg).build_model().state_dict(), load_checkpoint(tmp_path / "w/latest.pth")["model"]
+    assert any(not torch.equal(v, trained[k]) for k, v in initial.items() if v.is_floating_point())
     train_rows = [r for r in rows if r["kind"] == "train"]
     assert ("loss_u" in train_rows[-1]) == (recipe != "supervised") and "loss_u" not in train_rows[0]  # burn-in
     if recipe == "teacher_student":
@@ -331,10 +339,13 @@ def test_refcoco_split_labels_whole_images_and_trains_from_the_command_line(tmp_
                 "data.refs=refcoco/refs(unc).p", "data.instances=refcoco/instances.json", "data.images=train2014",
                 "method.name=supervised", "model.backbone=resnet18", "model.width=0.25", "model.pretrained=",
                 "data.crop_size=32", "data.batch_size=2", "data.num_workers=0", "train.iters=2", "train.eval_interval=2",
+                "train.log_interval=1",
                 "--work-dir", str(tmp_path / "run")]) == 0
     rows = [json.loads(line) for line in (tmp_path / "run/metrics.jsonl").read_text().splitlines()]
     final = [r for r in rows if r["kind"] == "eval"][-1]
-    assert 0 <= final["oIoU"] <= 100 and "P@0.5" in final
+    assert final["step"] == 2 and final["P@0.5"] >= final["P@0.7"] >= final["P@0.9"]
+    losses = [r["loss_x"] for r in rows if r["kind"] == "train"]
+    assert len(losses) == 2 and all(np.isfinite(losses))  # both steps trained on the RefCOCO-format samples
 
 
 def test_refcoco_without_a_split_names_the_missing_file(tmp_path):
