@@ -7,7 +7,7 @@ import torch
 from PIL import Image
 
 from semiseg.configure import load_config
-from semiseg.data.dataset import SegDataset
+from semiseg.tasks.semantic.dataset import SegDataset
 from semiseg.data.presets import resolve_layout
 from semiseg.data.splits import Sample, draw_split, read_split
 from semiseg.data.transforms import PAD_UNLABELED

@@ -36,14 +36,13 @@ def binary_folder(tmp_path):
 
 
 def test_hidden_labels_on_data_without_unlabeled_masks_is_refused(binary_folder):
-    from semiseg.data.loaders import semantic_batches
-    from semiseg.data.presets import resolve_layout
+    from semiseg.tasks import build_task
 
     cfg = load_config(REPO / "configs/scenes/unimatch.yaml", ["data.dataset=folder", f"data.root={binary_folder}",
                                                        "data.class_names=[good, defect]", "data.num_workers=0"])
     assert cfg.data.hidden_labels  # inherited from the scenes config
     with pytest.raises(SemisegError, match="data.hidden_labels is on, but 8 of the 8 unlabeled samples"):
-        semantic_batches(cfg, resolve_layout(cfg.data), 0, 1, 1, torch.device("cpu"))
+        build_task(cfg).train_batches(1, torch.device("cpu"))
 
 
 def test_csl_says_its_separation_is_a_confidence_split_at_two_classes(binary_folder, capsys):

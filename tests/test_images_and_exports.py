@@ -104,7 +104,7 @@ def test_exif_orientation_is_applied_by_the_reader_predict_and_data_check(ckpt, 
 
 def test_data_check_takes_0_and_255_as_class_0_and_ignore_on_multi_class_data(voc_root, tmp_path, capsys):
     from semiseg.data.io import is_binary_255
-    from semiseg.data.loaders import check_binary_masks
+    from semiseg.tasks.semantic.dataset import check_binary_masks
 
     border = np.zeros((40, 48), np.uint8)
     border[:3], border[-3:] = 255, 255  # background and VOC's void border, nothing else

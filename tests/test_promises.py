@@ -133,7 +133,7 @@ def test_labeled_and_unlabeled_overlap_is_reported(voc_root):
 
 
 def test_training_refuses_or_warns_on_binary_0_255_masks(tmp_path, capfd):
-    from semiseg.data.loaders import semantic_batches
+    from semiseg.tasks import build_task
 
     root = tmp_path / "f"
     for i in range(4):
@@ -142,9 +142,9 @@ def test_training_refuses_or_warns_on_binary_0_255_masks(tmp_path, capfd):
     cfg = load_config(None, TINY + ["data.dataset=folder", f"data.root={root}", "data.class_names=[bg, fg]",
                                     "data.val=", "train.iters=1"])
     with pytest.raises(SemisegError, match="4 of the 4 labeled masks hold only 0 and 255"):  # all: refused
-        semantic_batches(cfg, resolve_layout(cfg.data), 0, 1, 0, torch.device("cpu"))
+        build_task(cfg).train_batches(0, torch.device("cpu"))
     write_pair(root, "images/im0.png", "masks/im0.png", size=(40, 40), classes=2, seed=0)  # some: a warning
-    semantic_batches(cfg, resolve_layout(cfg.data), 0, 1, 0, torch.device("cpu"))
+    build_task(cfg).train_batches(0, torch.device("cpu"))
     assert "3 of the 4 labeled masks hold only 0 and 255" in capfd.readouterr().err
 
 

@@ -7,8 +7,8 @@ import torch
 
 from semiseg.cli import run
 from semiseg.configure import load_config
-from semiseg.data.dataset import SegDataset
-from semiseg.data.loaders import semantic_batches
+from semiseg.tasks.semantic.dataset import SegDataset
+from semiseg.tasks import build_task
 from semiseg.data.presets import resolve_layout
 from semiseg.errors import SemisegError
 from semiseg.pseudo.proposals import SamProposals, SuperpixelProposals
@@ -94,9 +94,9 @@ def test_proposals_get_the_same_geometry_as_the_image(tiny_scenes, tmp_path):
             values = hidden[p].unique()
             assert len(values) <= 1, values
     cfg.data.proposal_store = str(tmp_path)
-    batch = next(semantic_batches(load_config(None, [f"data.root={tiny_scenes}", "data.crop_size=32", "data.num_workers=0",
-                                                 f"data.proposal_store={tmp_path}", "method.name=fixmatch"]),
-                              layout, 0, 1, 1, torch.device("cpu")))
+    batch = next(build_task(load_config(None, [f"data.root={tiny_scenes}", "data.crop_size=32", "data.num_workers=0",
+                                               f"data.proposal_store={tmp_path}", "method.name=fixmatch"]))
+                 .train_batches(1, torch.device("cpu")))
     assert isinstance(batch["u_props"], list) and batch["u_props"][0].dtype == torch.bool
 
 

@@ -359,3 +359,19 @@ def test_refcoco_without_a_split_names_the_missing_file(tmp_path):
     (root / "refcoco" / "instances.json").write_text(json.dumps({"images": [], "annotations": []}))
     with pytest.raises(SemisegError, match="does not hold"):
         refcoco_samples(root / "refcoco" / "refs(unc).p", root / "refcoco" / "instances.json", root, "train")
+
+
+def test_a_semi_supervised_res_method_on_a_split_without_unlabeled_refs_is_refused(res_scenes, tmp_path):
+    """Every training image labeled: SemiRES's teacher would have nothing to label, so the run stops before any
+    step, naming the split (it used to blame data.batch_size for an empty unlabeled stream)."""
+    from semiseg.engine.trainer import Trainer
+
+    root, _ = res_scenes
+    splits = root / "referring" / "splits"
+    (splits / "every").mkdir(exist_ok=True)
+    ids = [(splits / "10pct" / f).read_text().split() for f in ("labeled.txt", "unlabeled.txt")]
+    (splits / "every" / "labeled.txt").write_text("\n".join(ids[0] + ids[1]) + "\n")
+    (splits / "every" / "unlabeled.txt").write_text("")
+    with pytest.raises(SemisegError, match="needs unlabeled refs, but data.split=every labels every training image"):
+        Trainer(res_cfg(res_scenes, *RECIPES["semires"], "data.split=every"), work_dir=str(tmp_path / "w"))
+    assert not (tmp_path / "w" / "latest.pth").exists()

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from scipy.stats import rankdata
 
-from semiseg.data.dataset import SegDataset
+from semiseg.tasks.semantic.dataset import SegDataset
 from semiseg.data.presets import resolve_layout
 from semiseg.tasks.semantic.evaluator import confusion, metrics_from_confusion
 from semiseg.errors import SemisegError

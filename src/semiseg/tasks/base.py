@@ -188,8 +188,8 @@ class Task:
         return self.model_from(self.cfg, {**self.meta(), **(meta or {})})
 
     def lr_groups(self, model: nn.Module) -> List[Tuple[list, float]]:
-        """(parameters, LR scale) beside the backbone's group (scale 1): the head at ``train.lr_multi``."""
-        return [(model.head_parameters(), self.cfg.train.lr_multi)]
+        """(parameters, LR scale) beside the backbone's group (scale 1), e.g. the head at ``train.lr_multi``."""
+        raise NotImplementedError
 
     # data and evaluation ---------------------------------------------------------------------------------
     def train_batches(self, unlabeled_streams: int, device):

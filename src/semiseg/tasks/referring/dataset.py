@@ -13,6 +13,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from semiseg.data.io import read_image
+from semiseg.errors import SemisegError
 from semiseg.tasks.referring.sources import RefSample
 
 
@@ -61,3 +62,15 @@ class RefDataset(Dataset):
         out["mask"] = (torch.from_numpy(np.asarray(mask, np.int64)) if self.mode == "val"
                        else resized_masks(mask[None], self.size)[0].long())
         return out
+
+
+def check_refs(cfg, labeled: List[RefSample], unlabeled: List[RefSample], unlabeled_streams: int) -> None:
+    """The split's refs before any step: labeled ones, unlabeled ones when the method reads them, and no
+    CutMix partner stream (referring segmentation mixes nothing: expressions say left and right)."""
+    if unlabeled_streams > 1:
+        raise SemisegError(f"method {cfg.method.name} asks for a CutMix partner stream, which task res has not")
+    if not labeled:
+        raise SemisegError(f"data.split={cfg.data.split}: no labeled refs under {cfg.data.root}")
+    if unlabeled_streams and not unlabeled:
+        raise SemisegError(f"method {cfg.method.name} needs unlabeled refs, but data.split={cfg.data.split} "
+                           f"labels every training image under {cfg.data.root}")

@@ -15,7 +15,7 @@ from semiseg.data.loaders import TrainBatches, leave_stopping_to_the_main_proces
 from semiseg.errors import SemisegError
 from semiseg.pseudo.store import ProposalStore
 from semiseg.tasks.base import Task, no_reduce
-from semiseg.tasks.referring.dataset import RefDataset
+from semiseg.tasks.referring.dataset import RefDataset, check_refs
 from semiseg.tasks.referring.evaluator import evaluate_res
 from semiseg.tasks.referring.model import build_res_model
 from semiseg.tasks.referring.predict import ReferringPredictor, overlay
@@ -55,21 +55,20 @@ class ReferringTask(Task):
         return build_res_model(cfg.model, meta["vocabulary"])
 
     def lr_groups(self, model: nn.Module) -> List[Tuple[list, float]]:
-        """The text encoder has a group of its own at ``train.text_lr`` (the base LR when unset)."""
+        """The fusion and decoder at ``train.lr_multi``; the text encoder at ``train.text_lr`` (the base LR when unset)."""
         t = self.cfg.train
-        return super().lr_groups(model) + [(model.text_parameters(), t.text_lr / t.lr if t.text_lr else 1.0)]
+        return [(model.head_parameters(), t.lr_multi), (model.text_parameters(), t.text_lr / t.lr if t.text_lr else 1.0)]
 
     def train_batches(self, unlabeled_streams: int, device) -> TrainBatches:
         d, seed = self.cfg.data, self.cfg.train.seed
-        if unlabeled_streams > 1:
-            raise SemisegError(f"method {self.cfg.method.name} asks for a CutMix partner stream, which task res has not")
+        check_refs(self.cfg, self.labeled, self.unlabeled, unlabeled_streams)
+        store = None
+        if d.proposal_store and unlabeled_streams:
+            store = ProposalStore(d.proposal_store)  # keyed by image path under data.root, as RefDataset reads it
+            store.verify(sorted({str(s.image.relative_to(Path(d.root))) for s in self.unlabeled}), "the unlabeled refs")
         streams = {"x": (RefDataset(self.labeled, d.root, d, "train_l"), seed)}
         if unlabeled_streams:
-            store = ProposalStore(d.proposal_store) if d.proposal_store else None
-            unlabeled = RefDataset(self.unlabeled, d.root, d, "train_u", store)
-            if store is not None:
-                store.verify(sorted({unlabeled.store_key(s) for s in self.unlabeled}), "the unlabeled refs")
-            streams["u"] = (unlabeled, seed + 7919)
+            streams["u"] = (RefDataset(self.unlabeled, d.root, d, "train_u", store), seed + 7919)
         length = len(self.unlabeled) if unlabeled_streams else len(self.labeled)
         return TrainBatches(streams, length, d.batch_size, self.rank, self.world, d.num_workers, device)
 

@@ -10,7 +10,7 @@ from typing import Dict, List, Tuple
 import numpy as np
 import torch
 
-from semiseg.data.dataset import SegDataset
+from semiseg.tasks.semantic.dataset import SegDataset
 from semiseg.data.io import read_image
 from semiseg.data.presets import resolve_layout
 from semiseg.methods.common import SemiMethod

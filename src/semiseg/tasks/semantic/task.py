@@ -10,12 +10,16 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from semiseg.config_check import check_choice
-from semiseg.data.loaders import TrainBatches, build_val_loader, semantic_batches, verify_val
+from semiseg.data.dataset import collate_val
+from semiseg.data.loaders import TrainBatches, leave_stopping_to_the_main_process
 from semiseg.data.presets import PRESETS, resolve_layout
+from semiseg.errors import SemisegError
 from semiseg.models import build_model
+from semiseg.pseudo.store import ProposalStore
 from semiseg.tasks.base import Task, no_reduce
 from semiseg.tasks.registry import TASKS
 from semiseg.tasks.semantic import report
+from semiseg.tasks.semantic.dataset import SegDataset, check_lists, verify_val
 from semiseg.tasks.semantic.evaluator import evaluate, iou_table, summary
 from semiseg.tasks.semantic.predict import SemanticPredictor
 
@@ -46,13 +50,37 @@ class SemanticTask(Task):
     def model_from(cls, cfg, meta: Dict[str, Any]) -> nn.Module:
         return build_model(cfg.model, len(meta["class_names"]))
 
+    def lr_groups(self, model: nn.Module) -> List[Tuple[list, float]]:
+        """The head at ``train.lr_multi`` (the field's x10 for a pretrained encoder)."""
+        return [(model.head_parameters(), self.cfg.train.lr_multi)]
+
     def train_batches(self, unlabeled_streams: int, device) -> TrainBatches:
-        return semantic_batches(self.cfg, self.layout, self.rank, self.world, unlabeled_streams, device)
+        """Labeled ``x``, then ``u`` and the CutMix partner ``mix`` as the method asks; the split's files, masks
+        and proposals checked before any step."""
+        d, seed, layout = self.cfg.data, self.cfg.train.seed, self.layout
+        check_lists(self.cfg, layout, unlabeled_streams)
+        store = None
+        if d.proposal_store and unlabeled_streams:
+            store = ProposalStore(d.proposal_store)
+            store.verify([s.image for s in layout.unlabeled], layout.sources.get("unlabeled", "the unlabeled split"))
+        streams = {"x": (SegDataset(layout.labeled, layout, d, "train_l", seed=seed), seed)}
+        for k, name in enumerate(["u", "mix"][:unlabeled_streams]):
+            s = seed + 7919 * (k + 1)
+            streams[name] = (SegDataset(layout.unlabeled, layout, d, "train_u", seed=s,
+                                        with_hidden=d.hidden_labels and name == "u", proposals=store), s)
+        kind = "unlabeled" if unlabeled_streams else "labeled"
+        return TrainBatches(streams, len(getattr(layout, kind)), d.batch_size, self.rank, self.world, d.num_workers,
+                            device, source=layout.sources.get(kind, f"the {kind} list"))
 
     def val_loader(self) -> DataLoader:
-        loader = build_val_loader(self.cfg, self.layout, self.rank, self.world)
-        verify_val(loader.dataset, self.layout.sources.get("val", "the validation split"), self.cfg.data.on_error)
-        return loader
+        e, d, layout = self.cfg.eval, self.cfg.data, self.layout
+        if layout.val is None:
+            raise SemisegError(f"no validation split found under {layout.root} (set data.val or add splits/val.txt)")
+        samples = layout.val[: e.max_images] if e.max_images else layout.val
+        ds = SegDataset(samples[self.rank :: self.world], layout, d, "val")
+        verify_val(ds, layout.sources.get("val", "the validation split"), d.on_error)
+        return DataLoader(ds, batch_size=e.batch_size, shuffle=False, num_workers=min(d.num_workers, 2),
+                          collate_fn=collate_val, worker_init_fn=leave_stopping_to_the_main_process)
 
     def evaluate(self, net: nn.Module, loader, device, amp=None, reduce=no_reduce) -> Tuple[Dict[str, float], str]:
         e, d = self.cfg.eval, self.cfg.data
