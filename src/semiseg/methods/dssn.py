@@ -9,7 +9,7 @@ prediction, as in the authors' code. Pseudo-labels are selected by CPLG (``class
 
 L_img / L_feat pull each pair together pixel by pixel over all pixels, gradients into both branches.
 
-Deviations and switches (``../shared/reference/methods.md`` A.1):
+Deviations and switches (docs/methods.md, "dssn"):
 - ``consistency: mse`` (default) is the code's MSE of channel-standardised logits; ``gaussian`` is the
   paper's Gaussian-similarity form 1 - exp(-||z1 - z2||^2 / 2 sigma^2). With two classes the standardised
   logits are +-1/sqrt(2), the sign of the logit difference (no gradient but at ties, where it explodes):

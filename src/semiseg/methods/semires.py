@@ -1,5 +1,5 @@
 """SemiRES (ICML 2024, "SAM as the guide") for semantic segmentation: mask proposals refine the pseudo-labels
-of an EMA teacher (code github nini0919/SemiRES; ``../shared/reference/methods.md`` A.3).
+of an EMA teacher (code github nini0919/SemiRES; docs/methods.md, "semires").
 
     burn-in (optional): L = L_x, teacher copied from the student at its end
     then:               L = sup_weight * L_x + unsup_weight * L_u

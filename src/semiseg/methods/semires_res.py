@@ -1,5 +1,5 @@
 """SemiRES for referring expression segmentation, the task of its paper (ICML 2024; code
-github nini0919/SemiRES; ``../shared/reference/methods.md`` A.3): one referent per expression.
+github nini0919/SemiRES; docs/methods.md, "semires_res"): one referent per expression.
 
     burn-in (burn_in_steps):  L = L_x                          (teacher copied from the student at its end)
     then:                     L = sup_weight * L_x + L_u       (IOM script: sup_weight 10; CPI script: 1)

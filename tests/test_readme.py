@@ -1,0 +1,43 @@
+"""The README is a newcomer's first page: at most 120 lines, and its folder config, copied as it is, trains
+on a folder of images (only the folder's place and the schedule changed, to fit a test)."""
+import re
+
+import yaml
+
+from semiseg.cli import run
+
+from conftest import REPO, write_pair
+
+README = (REPO / "README.md").read_text()
+
+
+def readme_config() -> str:
+    section = README[README.index("## Train on your own images"):]
+    return re.search(r"```yaml\n(.*?)```", section, re.S).group(1)
+
+
+def test_the_readme_stays_short():
+    assert len(README.splitlines()) <= 120
+
+
+def test_the_readme_config_trains_on_a_folder_of_images(tmp_path, capsys):
+    root = tmp_path / "mine"
+    for i in range(4):
+        write_pair(root, f"images/l{i}.png", f"masks/l{i}.png", size=(48, 64), classes=2, seed=i)
+    for i in range(8):
+        write_pair(root, f"unlabeled/u{i}.png", None, size=(48, 64), seed=10 + i)
+    for i in range(2):
+        write_pair(root, f"val/images/v{i}.png", f"val/masks/v{i}.png", size=(48, 64), classes=2, seed=20 + i)
+    text = readme_config()
+    cfg = yaml.safe_load(text)
+    assert cfg["data"]["dataset"] == "folder" and cfg["method"]["name"] == "dssn"  # the config a newcomer copies
+    (tmp_path / "mine.yaml").write_text(text)
+    fit = [f"data.root={root}", "train.iters=2", "train.eval_interval=2", "data.crop_size=32",
+           "data.batch_size=2", "data.num_workers=0", "train.report=false", "--work-dir", str(tmp_path / "run")]
+    assert run(["data", "check", str(tmp_path / "mine.yaml"), f"data.root={root}"]) == 0
+    assert run(["train", str(tmp_path / "mine.yaml"), *fit]) == 0
+    out = capsys.readouterr().out
+    assert "IoU_defect" in (tmp_path / "run" / "metrics.jsonl").read_text() and "defect" in out
+    assert run(["predict", str(tmp_path / "run" / "best.pth"), "--input", str(root / "val" / "images"),
+                "--output", str(tmp_path / "preds")]) == 0
+    assert sorted(p.name for p in (tmp_path / "preds" / "index").iterdir()) == ["v0.png", "v1.png"]
