@@ -151,6 +151,7 @@ def profile_step(cfg, top: int = 15, steps: int = 3) -> str:
         shapes = ", ".join(str(tuple(s)) for s in e.input_shapes if s)[:90]
         lines.append(f"| {e.key} | {shapes} | {e.self_cpu_time_total / 1000 / steps:.1f} | "
                      f"{100 * e.self_cpu_time_total / total:.1f}% |")
+    lines.append(f"| all operators | | {total / 1000 / steps:.1f} | 100.0% |")  # what each share is a part of
     return "\n".join(lines)
 
 
