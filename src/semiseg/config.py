@@ -69,7 +69,7 @@ class DataConfig:
 @dataclass
 class ModelConfig:
     arch: str = choice("deeplabv3plus", "dpt")  # dpt: UniMatch V2's head, with a dinov2_* backbone
-    backbone: str = "resnet18"  # resnet18/34/50/101 | efficientnet_lite0 | dinov2_small/base/large (dpt)
+    backbone: str = "resnet18"  # resnet18/34/50/101 | efficientnet_lite0/1/2 | dinov2_small/base/large (dpt)
     width: float = bounded(1.0, 1e-3)  # channel multiplier for ResNets (0.5 = half width for CPU)
     stem: str = choice("deep", "standard")  # deep (3x conv3x3, the field's checkpoints) | standard (7x7)
     output_stride: int = choice(16, 8, 32)

