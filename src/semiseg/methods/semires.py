@@ -27,7 +27,7 @@ from semiseg.config import choice
 from semiseg.losses import masked_ce
 from semiseg.methods.common import SemiMethod, TeacherConfig
 from semiseg.methods.registry import METHODS
-from semiseg.methods.teacher import EMATeacher
+from semiseg.methods.teacher import BurnIn, EMATeacher
 
 
 @dataclass
@@ -44,7 +44,7 @@ class SemiRESConfig(TeacherConfig):
 
 
 @METHODS.register("semires")
-class SemiRES(SemiMethod):
+class SemiRES(BurnIn, SemiMethod):
     Config = SemiRESConfig
     needs_proposals = True
 
@@ -55,7 +55,7 @@ class SemiRES(SemiMethod):
     def training_step(self, batch: Dict[str, torch.Tensor], step: int) -> Dict[str, torch.Tensor]:
         c = self.cfg
         x, y = batch["x"], batch["y"]
-        if step < c.burn_in_steps:
+        if self.burning_in(step):
             loss_x = self.criterion(self.model(x), y)
             return {"loss": loss_x, "loss_x": loss_x.detach()}
         u_w, ign_u = batch["u"], batch["u_ignore"]
@@ -81,6 +81,3 @@ class SemiRES(SemiMethod):
         loss = c.sup_weight * loss_x + c.unsup_weight * loss_u
         return {"loss": loss, "loss_x": loss_x.detach(), "loss_u": loss_u.detach(),
                 **stats, **self.refine_stats()}
-
-    def after_step(self, step: int) -> None:
-        self.teacher.follow(self.student, step, copy_until=self.cfg.burn_in_steps)  # starts from the burned-in student

@@ -26,7 +26,7 @@ from semiseg.data.augment import SEMIRES_STRONG, strong_photometric
 from semiseg.methods.base import Method, MethodConfig
 from semiseg.methods.registry import METHODS
 from semiseg.methods.semires import SemiRESConfig
-from semiseg.methods.teacher import EMATeacher
+from semiseg.methods.teacher import BurnIn, EMATeacher
 from semiseg.pseudo.refiners import refine_binary
 
 
@@ -40,7 +40,7 @@ class ReferringSemiRESConfig(MethodConfig):
 
 
 @METHODS.register("semires_res")
-class ReferringSemiRES(Method):
+class ReferringSemiRES(BurnIn, Method):
     Config = ReferringSemiRESConfig
     tasks = ("res",)
     unlabeled_streams = 1
@@ -53,7 +53,7 @@ class ReferringSemiRES(Method):
     def training_step(self, batch: Dict[str, torch.Tensor], step: int) -> Dict[str, torch.Tensor]:
         c = self.cfg
         loss_x = self.criterion(self.model(batch["x"], batch["text"]), batch["y"])
-        if step < c.burn_in_steps:
+        if self.burning_in(step):
             return {"loss": loss_x, "loss_x": loss_x.detach()}
         u, text = batch["u"], batch["u_text"]
         p_fg = self.teacher.probs(u, text=text)[:, 1]
@@ -78,6 +78,3 @@ class ReferringSemiRES(Method):
         loss = c.sup_weight * loss_x + loss_u
         return {"loss": loss, "loss_x": loss_x.detach(), "loss_u": loss_u.detach(),
                 "miss_rate": (~refined).float().mean()}
-
-    def after_step(self, step: int) -> None:
-        self.teacher.follow(self.student, step, copy_until=self.cfg.burn_in_steps)

@@ -62,6 +62,18 @@ class EMATeacher(nn.Module):
             self.update(student, step)
 
 
+class BurnIn:
+    """SemiRES's schedule, shared by its recipes for both tasks: the labeled loss alone for ``burn_in_steps``
+    steps with the teacher a copy of the student, then the teacher's EMA (from the burned-in student) and the
+    unlabeled loss. A method using it has ``self.cfg.burn_in_steps``, ``self.teacher`` and ``self.student``."""
+
+    def burning_in(self, step: int) -> bool:
+        return step < self.cfg.burn_in_steps
+
+    def after_step(self, step: int) -> None:
+        self.teacher.follow(self.student, step, copy_until=self.cfg.burn_in_steps)
+
+
 def horizon(momentum: float) -> float:
     """Steps an EMA with this momentum reaches back (older weights decay by 1/e over them): 1 / (1 - m)."""
     return 1 / (1 - momentum) if momentum < 1 else float("inf")

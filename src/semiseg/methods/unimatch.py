@@ -56,11 +56,18 @@ class UniMatch(SemiMethod):
 
         loss_x = self.criterion(pred_x, y)
         losses = {f"loss_s{i + 1}": masked_ce(pred, *lab) for i, (pred, lab) in enumerate(zip(preds_s, labels))}
-        w_image = (0.5 if self.cfg.fp else 1.0) / len(boxes)
-        loss_u = w_image * sum(losses.values())
         if self.cfg.fp:
             losses["loss_fp"] = masked_ce(preds_fp[n:], pl_w, w_w, ign_u)
-            loss_u = loss_u + 0.5 * losses["loss_fp"]
-        loss = (loss_x + loss_u) / 2
+        loss = (loss_x + self.unlabeled_loss(**losses)) / 2
         return {"loss": loss, "loss_x": loss_x.detach(), **{k: v.detach() for k, v in losses.items()},
                 **self.stats(pl_w, w_w, ign_u, batch), **self.refine_stats()}
+
+    def unlabeled_loss(self, loss_s1, loss_s2=None, loss_fp=None) -> torch.Tensor:
+        """The paper's weights, and its ablation's: the image-level streams share what the FP stream leaves."""
+        if self.cfg.fp and self.cfg.dual:
+            return 0.25 * loss_s1 + 0.25 * loss_s2 + 0.5 * loss_fp  # UniMatch
+        if self.cfg.fp:
+            return 0.5 * loss_s1 + 0.5 * loss_fp  # without the second strong view
+        if self.cfg.dual:
+            return 0.5 * loss_s1 + 0.5 * loss_s2  # without the FP stream
+        return loss_s1  # FixMatch
