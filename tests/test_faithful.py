@@ -89,13 +89,13 @@ def test_semires_losses_are_a_plain_mean_of_class_weighted_pixel_ce():
 
 
 def test_semires_strong_view_is_its_mild_colour_jitter_and_burn_in_is_plain_ce(tiny_scenes, tiny_store, monkeypatch):
-    import semiseg.methods.common as common
+    import semiseg.methods.parts as parts
 
     method, _, batch = make_method("semires", tiny_scenes, tiny_store, "method.burn_in_steps=2")
     out = method.training_step(batch, step=0)
     assert torch.allclose(out["loss"].detach(), out["loss_x"])  # not x sup_weight (10)
     seen = []
-    monkeypatch.setattr(common, "strong_photometric", lambda x, mean, std, **kw: seen.append(kw) or x)
+    monkeypatch.setattr(parts, "strong_photometric", lambda x, mean, std, **kw: seen.append(kw) or x)
     method.training_step(batch, step=5)
     semires_view = {"p_jitter": 0.5, "p_gray": 0.0, "p_blur": 0.0, "jitter": (0.25, 0.25, 0.25, 0.25)}
     assert seen == [semires_view]

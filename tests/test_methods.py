@@ -28,7 +28,7 @@ def test_each_map_is_refined_once_and_logged_labels_are_the_refined_ones(name, m
     """Weak view and CutMix partner once each (DSSN also the student's weak view, for its FP branches);
     the logged selection statistics describe the refined labels, not the selection before refinement."""
     method, _, batch = make_method(name, tiny_scenes, tiny_store, "method.refiner={name: iom}")
-    calls, refine = [], method.refine
+    calls, refine = [], method.labeler.refine
 
     class Counting:
         miss_rate = property(lambda self: refine.miss_rate)
@@ -37,10 +37,10 @@ def test_each_map_is_refined_once_and_logged_labels_are_the_refined_ones(name, m
             calls.append(probs)
             return refine(probs, props, ignore)
 
-    method.refine = Counting()
+    method.labeler.refine = Counting()
     out = method.training_step(batch, step=1)
     assert len(calls) == maps
-    pl, weight = method.pseudo(calls[-2] if name == "dssn" else calls[0], batch["u_ignore"], batch["u_props"])
+    pl, weight = method.labeler(calls[-2] if name == "dssn" else calls[0], batch["u_ignore"], batch["u_props"])
     expected = method.stats(pl, weight, batch["u_ignore"], batch)
     assert torch.allclose(out["mask_ratio"], expected["mask_ratio"])
 
@@ -72,8 +72,8 @@ def test_refined_method_trains_through_the_trainer(tiny_scenes, tiny_store, tmp_
 @pytest.mark.parametrize("mix,shift", [("roll", lambda i, n: (i - 1) % n), ("flip", lambda i, n: n - 1 - i)])
 def test_in_batch_partner_images_and_proposals_match(mix, shift, tiny_scenes, tiny_store):
     method, _, batch = make_method("unimatch", tiny_scenes, tiny_store, f"method.mix={mix}", "method.refiner={name: iom}")
-    u_mix, ign_mix = method.partner(batch)
-    props = method.partner_props(batch)
+    u_mix, ign_mix = method.partner.images(batch)
+    props = method.partner.proposals(batch)
     n = batch["u"].shape[0]
     for i in range(n):
         j = shift(i, n)

@@ -33,8 +33,9 @@ class Method(ABC):
     forward passes, pseudo-labels, losses and (optionally) a teacher.
 
     Flags the trainer reads instead of method names, set on the class and changed by an instance where
-    its config decides them: ``tasks`` (the ``task`` values it trains), ``unlabeled_streams`` (0: labeled only; 1: one unlabeled batch; 2: plus a
-    CutMix partner batch; ``mix`` decides), ``needs_proposals`` (a refiner in the config turns it on).
+    its config decides them: ``tasks`` (the ``task`` values it trains), ``unlabeled_streams`` (0: labeled
+    only; 1: one unlabeled batch; 2: plus a CutMix partner batch, which ``mix`` decides), ``needs_proposals``
+    (a refiner in the config turns it on).
     A method with an EMA teacher sets ``self.teacher``; the trainer evaluates, saves and restores it.
     """
 

@@ -67,17 +67,17 @@ class CSL(SemiMethod):
 
     def training_step(self, batch: Dict[str, torch.Tensor], step: int) -> Dict[str, torch.Tensor]:
         x, y, u_w, ign_u = batch["x"], batch["y"], batch["u"], batch["u_ignore"]
-        u_mix, ign_mix = self.partner(batch)
+        u_mix, ign_mix = self.partner.images(batch)
         probs_mix = self.predict_partner(u_mix)
-        pl_mix, w_mix = self.pseudo(probs_mix, ign_mix, self.partner_props(batch))
+        pl_mix, w_mix = self.labeler(probs_mix, ign_mix, self.partner.proposals(batch))
 
         n = x.shape[0]
         preds, (preds_fp,) = self.model(torch.cat([x, u_w]), fp_branches=1)
         pred_x, pred_u_w = preds.split([n, u_w.shape[0]])
         pred_u_w_fp = preds_fp[n:]
-        pl_w, w_w = self.pseudo(pred_u_w.detach().float().softmax(1), ign_u, batch.get("u_props"))
+        pl_w, w_w = self.labeler(pred_u_w.detach().float().softmax(1), ign_u, batch.get("u_props"))
 
-        box = self.box(u_w)
+        box = self.partner.box(u_w)
         u_s = mix(self.strong(u_w), self.strong(u_mix), box)
         pl_s, w_s, ign_s = mix(pl_w, pl_mix, box), mix(w_w, w_mix, box), mix(ign_u, ign_mix, box)
         u_m = self.masked_view(u_w, w_w)
@@ -91,4 +91,4 @@ class CSL(SemiMethod):
         loss = (loss_x + 0.25 * loss_s + 0.25 * loss_m + 0.5 * loss_fp) / 2
         return {"loss": loss, "loss_x": loss_x.detach(), "loss_s": loss_s.detach(), "loss_m": loss_m.detach(),
                 "loss_fp": loss_fp.detach(), "mean_weight": (w_w.sum() / (~ign_u).sum().clamp(min=1)).detach(),
-                **self.stats(pl_w, w_w, ign_u, batch), **self.refine_stats()}
+                **self.stats(pl_w, w_w, ign_u, batch), **self.labeler.log()}

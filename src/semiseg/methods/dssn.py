@@ -38,6 +38,7 @@ from semiseg.data.augment import mix
 from semiseg.data.augment_extra import random_ops
 from semiseg.losses import consistency, masked_ce
 from semiseg.methods.common import SemiMethod, TeacherConfig
+from semiseg.methods.parts import StrongView
 from semiseg.methods.registry import METHODS
 from semiseg.methods.teacher import EMATeacher
 
@@ -62,19 +63,17 @@ class DSSN(SemiMethod):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.teacher = EMATeacher(self.student, self.cfg.ema_momentum)
-
-    def strong(self, x: torch.Tensor) -> torch.Tensor:
-        x = super().strong(x)
-        return random_ops(x, self.mean, self.std) if self.cfg.extra_aug else x
+        if self.cfg.extra_aug:  # AugSeg's random operations after the strong view's photometric part
+            self.strong = StrongView(self.cfg.strong_view, self.mean, self.std, then=random_ops)
 
     def training_step(self, batch: Dict[str, torch.Tensor], step: int) -> Dict[str, torch.Tensor]:
         c = self.cfg
         x, y, u_w, ign_u = batch["x"], batch["y"], batch["u"], batch["u_ignore"]
-        u_mix, ign_mix = self.partner(batch)
+        u_mix, ign_mix = self.partner.images(batch)
         batch_stats = c.teacher_mode == "first_epoch" and step < self.steps_per_epoch
         t_w, t_mix = self.teacher.probs(u_w, batch_stats), self.teacher.probs(u_mix, batch_stats)
 
-        box1, box2 = self.box(u_w), self.box(u_w)
+        box1, box2 = self.partner.box(u_w), self.partner.box(u_w)
         u_s1 = mix(self.strong(u_w), self.strong(u_mix), box1)
         u_s2 = mix(self.strong(u_w), self.strong(u_mix), box2)
 
@@ -86,10 +85,11 @@ class DSSN(SemiMethod):
             p_s1, p_s2 = self.model(torch.cat([u_s1, u_s2])).chunk(2)
 
         # FP branches: the student's own weak prediction; strong views: the teacher's CutMixed map
-        pl_w, w_w = self.pseudo(pred_u_w.detach().float().softmax(1), ign_u, batch.get("u_props"))
-        pl_t, w_t = self.pseudo(t_w, ign_u, batch.get("u_props"))  # the teacher's weak-view labels (also logged)
-        (pl_s1, w_s1, ign_s1), (pl_s2, w_s2, ign_s2) = self.view_labels([box1, box2], t_w, ign_u, t_mix, ign_mix,
-                                                                         batch, (pl_t, w_t))
+        pl_w, w_w = self.labeler(pred_u_w.detach().float().softmax(1), ign_u, batch.get("u_props"))
+        pl_t, w_t = self.labeler(t_w, ign_u, batch.get("u_props"))  # the teacher's weak-view labels (also logged)
+        views = self.labeler.mixed_views([box1, box2], t_w, ign_u, t_mix, ign_mix, self.partner.proposals(batch),
+                                         (pl_t, w_t))
+        (pl_s1, w_s1, ign_s1), (pl_s2, w_s2, ign_s2) = views
 
         loss_x = self.criterion(pred_x, y)
         strong_on = float(step >= c.warmup_steps)
@@ -104,7 +104,7 @@ class DSSN(SemiMethod):
                 + c.consistency_weight * (loss_img + loss_feat)) / 2
         return {"loss": loss, "loss_x": loss_x.detach(), "loss_s1": loss_s1.detach(), "loss_s2": loss_s2.detach(),
                 "loss_fp": (loss_fp1 + loss_fp2).detach() / 2, "loss_img": loss_img.detach(),
-                "loss_feat": loss_feat.detach(), **self.stats(pl_t, w_t, ign_u, batch), **self.refine_stats()}
+                "loss_feat": loss_feat.detach(), **self.stats(pl_t, w_t, ign_u, batch), **self.labeler.log()}
 
     def after_step(self, step: int) -> None:
         self.teacher.follow(self.student, step, copy_until=self.cfg.warmup_steps)

@@ -21,10 +21,10 @@ from semiseg.methods.registry import METHODS
 class FixMatch(SemiMethod):
     def training_step(self, batch: Dict[str, torch.Tensor], step: int) -> Dict[str, torch.Tensor]:
         x, y, u_w, ign_u = batch["x"], batch["y"], batch["u"], batch["u_ignore"]
-        u_mix, ign_mix = self.partner(batch)
+        u_mix, ign_mix = self.partner.images(batch)
         probs_mix = self.predict_eval(u_mix)
 
-        box = self.box(u_w)
+        box = self.partner.box(u_w)
         u_s = mix(self.strong(u_w), self.strong(u_mix), box)
 
         pred_x, pred_u_w = self.model(torch.cat([x, u_w])).split([x.shape[0], u_w.shape[0]])
@@ -32,12 +32,13 @@ class FixMatch(SemiMethod):
             pred_u_s = self.model(u_s)
 
         probs_w = pred_u_w.detach().float().softmax(1)
-        pl_w, w_w = self.pseudo(probs_w, ign_u, batch.get("u_props"))
-        ((pl_s, w_s, ign_s),) = self.view_labels([box], probs_w, ign_u, probs_mix, ign_mix, batch, (pl_w, w_w))
+        pl_w, w_w = self.labeler(probs_w, ign_u, batch.get("u_props"))
+        ((pl_s, w_s, ign_s),) = self.labeler.mixed_views([box], probs_w, ign_u, probs_mix, ign_mix,
+                                                          self.partner.proposals(batch), (pl_w, w_w))
 
         loss_x = self.criterion(pred_x, y)
         loss_s = masked_ce(pred_u_s, pl_s, w_s, ign_s)
         loss = (loss_x + loss_s) / 2
         # statistics on the weak view's own selection: the hidden labels belong to u, not to the mixed view
-        return {"loss": loss, "loss_x": loss_x.detach(), "loss_s": loss_s.detach(), **self.stats(pl_w, w_w, ign_u, batch),
-                **self.refine_stats()}
+        return {"loss": loss, "loss_x": loss_x.detach(), "loss_s": loss_s.detach(),
+                **self.stats(pl_w, w_w, ign_u, batch), **self.labeler.log()}

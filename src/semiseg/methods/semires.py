@@ -60,15 +60,16 @@ class SemiRES(BurnIn, SemiMethod):
             return {"loss": loss_x, "loss_x": loss_x.detach()}
         u_w, ign_u = batch["u"], batch["u_ignore"]
         probs_w = self.teacher.probs(u_w)
-        pl, weight = self.pseudo(probs_w, ign_u, batch.get("u_props"))
+        pl, weight = self.labeler(probs_w, ign_u, batch.get("u_props"))
         stats = self.stats(pl, weight, ign_u, batch)  # before any CutMix: the hidden labels belong to u
         u_s = self.strong(u_w)
         if c.cutmix_p > 0:
-            u_mix, ign_mix = self.partner(batch)
+            u_mix, ign_mix = self.partner.images(batch)
             probs_mix = self.teacher.probs(u_mix)
-            box = self.box(u_w)
+            box = self.partner.box(u_w)
             u_s = torch.where(box.unsqueeze(1), self.strong(u_mix), u_s)
-            ((pl, weight, ign_u),) = self.view_labels([box], probs_w, ign_u, probs_mix, ign_mix, batch, (pl, weight))
+            ((pl, weight, ign_u),) = self.labeler.mixed_views([box], probs_w, ign_u, probs_mix, ign_mix,
+                                                              self.partner.proposals(batch), (pl, weight))
 
         if c.running_stats == "clean":  # the strong view alone, so that its statistics can be left out
             pred_x = self.model(x)
@@ -80,4 +81,4 @@ class SemiRES(BurnIn, SemiMethod):
         loss_u = masked_ce(pred_u_s, pl, weight, ign_u)
         loss = c.sup_weight * loss_x + c.unsup_weight * loss_u
         return {"loss": loss, "loss_x": loss_x.detach(), "loss_u": loss_u.detach(),
-                **stats, **self.refine_stats()}
+                **stats, **self.labeler.log()}

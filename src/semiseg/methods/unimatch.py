@@ -35,10 +35,10 @@ class UniMatch(SemiMethod):
 
     def training_step(self, batch: Dict[str, torch.Tensor], step: int) -> Dict[str, torch.Tensor]:
         x, y, u_w, ign_u = batch["x"], batch["y"], batch["u"], batch["u_ignore"]
-        u_mix, ign_mix = self.partner(batch)
+        u_mix, ign_mix = self.partner.images(batch)
         probs_mix = self.predict_eval(u_mix)
 
-        boxes = [self.box(u_w) for _ in range(2 if self.cfg.dual else 1)]
+        boxes = [self.partner.box(u_w) for _ in range(2 if self.cfg.dual else 1)]
         u_s = [mix(self.strong(u_w), self.strong(u_mix), box) for box in boxes]
 
         n = x.shape[0]
@@ -51,8 +51,9 @@ class UniMatch(SemiMethod):
             preds_s = self.model(torch.cat(u_s)).chunk(len(boxes))
 
         probs_w = pred_u_w.detach().float().softmax(1)
-        pl_w, w_w = self.pseudo(probs_w, ign_u, batch.get("u_props"))
-        labels = self.view_labels(boxes, probs_w, ign_u, probs_mix, ign_mix, batch, (pl_w, w_w))
+        pl_w, w_w = self.labeler(probs_w, ign_u, batch.get("u_props"))
+        labels = self.labeler.mixed_views(boxes, probs_w, ign_u, probs_mix, ign_mix, self.partner.proposals(batch),
+                                          (pl_w, w_w))
 
         loss_x = self.criterion(pred_x, y)
         losses = {f"loss_s{i + 1}": masked_ce(pred, *lab) for i, (pred, lab) in enumerate(zip(preds_s, labels))}
@@ -60,7 +61,7 @@ class UniMatch(SemiMethod):
             losses["loss_fp"] = masked_ce(preds_fp[n:], pl_w, w_w, ign_u)
         loss = (loss_x + self.unlabeled_loss(**losses)) / 2
         return {"loss": loss, "loss_x": loss_x.detach(), **{k: v.detach() for k, v in losses.items()},
-                **self.stats(pl_w, w_w, ign_u, batch), **self.refine_stats()}
+                **self.stats(pl_w, w_w, ign_u, batch), **self.labeler.log()}
 
     def unlabeled_loss(self, loss_s1, loss_s2=None, loss_fp=None) -> torch.Tensor:
         """The paper's weights, and its ablation's: the image-level streams share what the FP stream leaves."""

@@ -38,11 +38,11 @@ class UniMatchV2(SemiMethod):
 
     def training_step(self, batch: Dict[str, torch.Tensor], step: int) -> Dict[str, torch.Tensor]:
         x, y, u_w, ign_u = batch["x"], batch["y"], batch["u"], batch["u_ignore"]
-        u_mix, ign_mix = self.partner(batch)
+        u_mix, ign_mix = self.partner.images(batch)
         probs_w = self.teacher.probs(u_w)
         probs_mix = probs_w.flip(0) if self.cfg.mix == "flip" else self.teacher.probs(u_mix)
 
-        box1, box2 = self.box(u_w), self.box(u_w)
+        box1, box2 = self.partner.box(u_w), self.partner.box(u_w)
         u_s1 = mix(self.strong(u_w), self.strong(u_mix), box1)
         u_s2 = mix(self.strong(u_w), self.strong(u_mix), box2)
 
@@ -50,16 +50,17 @@ class UniMatchV2(SemiMethod):
         with self.perturbed_stats():
             pred_u_s1, pred_u_s2 = self.model(torch.cat([u_s1, u_s2]), comp_drop=True).chunk(2)
 
-        pl_w, w_w = self.pseudo(probs_w, ign_u, batch.get("u_props"))
-        (pl_s1, w_s1, ign_s1), (pl_s2, w_s2, ign_s2) = self.view_labels([box1, box2], probs_w, ign_u, probs_mix,
-                                                                         ign_mix, batch, (pl_w, w_w))
+        pl_w, w_w = self.labeler(probs_w, ign_u, batch.get("u_props"))
+        views = self.labeler.mixed_views([box1, box2], probs_w, ign_u, probs_mix, ign_mix,
+                                         self.partner.proposals(batch), (pl_w, w_w))
+        (pl_s1, w_s1, ign_s1), (pl_s2, w_s2, ign_s2) = views
 
         loss_x = self.criterion(pred_x, y)
         loss_s1 = masked_ce(pred_u_s1, pl_s1, w_s1, ign_s1)
         loss_s2 = masked_ce(pred_u_s2, pl_s2, w_s2, ign_s2)
         loss = (loss_x + 0.5 * (loss_s1 + loss_s2)) / 2
         return {"loss": loss, "loss_x": loss_x.detach(), "loss_s1": loss_s1.detach(), "loss_s2": loss_s2.detach(),
-                **self.stats(pl_w, w_w, ign_u, batch), **self.refine_stats()}
+                **self.stats(pl_w, w_w, ign_u, batch), **self.labeler.log()}
 
     def after_step(self, step: int) -> None:
         self.teacher.update(self.student, step)

@@ -1,0 +1,139 @@
+"""The small parts a semi-supervised method composes, each with one meaning:
+
+- :class:`StrongView`: the photometric half of a strong view (``strong_view``);
+- :class:`CutMixPartner`: which images are pasted into the CutMix boxes, and the boxes (``mix``, ``cutmix_p``);
+- :class:`PerturbedStats`: whether perturbed views' forwards move the BatchNorm running statistics
+  (``running_stats``);
+- :class:`PseudoLabeler`: pseudo-labels = the selector, then (if configured) the refiner against mask
+  proposals (``selector``, ``refiner``).
+
+A method file plus the parts it names is all a reader opens (docs/methods.md, "Shared parts").
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import Callable, Dict, List, Optional, Tuple
+
+import torch
+from torch import nn
+
+from semiseg.data.augment import SEMIRES_STRONG, cutmix_box, mix, strong_photometric
+from semiseg.errors import SemisegError
+from semiseg.pseudo.refiners import build_refiner
+from semiseg.pseudo.selectors import build_selector
+
+
+class StrongView:
+    """``unimatch``: the UniMatch family's jitter 0.5 (p 0.8), grayscale (p 0.2), blur up to sigma 2 (p 0.5);
+    ``semires``: SemiRES's jitter 0.25 (p 0.5) alone. Geometry is the weak view's; CutMix is the partner's."""
+
+    def __init__(self, kind: str, mean, std, then: Optional[Callable] = None) -> None:
+        self.options = SEMIRES_STRONG if kind == "semires" else {}
+        self.mean, self.std, self.then = mean, std, then  # then: more operations after it (DSSN's AugSeg ones)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        x = strong_photometric(x, self.mean, self.std, **self.options)
+        return self.then(x, self.mean, self.std) if self.then is not None else x
+
+
+class CutMixPartner:
+    """``batch``: another unlabeled batch (UniMatch V1; its author found a shuffled batch equal, UniMatch #51),
+    ``roll``: the batch rolled by one, ``flip``: the batch reversed (UniMatch V2). ``streams``: the unlabeled
+    loader streams this needs (a second one for ``batch``)."""
+
+    def __init__(self, mode: str, p: float) -> None:
+        self.mode, self.p = mode, p
+        self.streams = 2 if mode == "batch" else 1
+
+    def order(self, n: int) -> List[int]:
+        """Which unlabeled sample partners sample i when the partner comes from the same batch."""
+        return [(i - 1) % n for i in range(n)] if self.mode == "roll" else list(range(n - 1, -1, -1))
+
+    def images(self, batch: Dict[str, torch.Tensor]) -> Tuple[torch.Tensor, torch.Tensor]:
+        """The partner images and their ignore masks."""
+        if self.mode == "batch":
+            return batch["mix"], batch["mix_ignore"]
+        order = self.order(batch["u"].shape[0])
+        return batch["u"][order], batch["u_ignore"][order]
+
+    def proposals(self, batch) -> Optional[list]:
+        """The partner images' proposals, in the order of :meth:`images` (None without a proposal store)."""
+        if self.mode == "batch":
+            return batch.get("mix_props")
+        props = batch.get("u_props")
+        return None if props is None else [props[i] for i in self.order(len(props))]
+
+    def box(self, u: torch.Tensor) -> torch.Tensor:
+        """One CutMix box per image (area 2-40% of the crop, drawn with probability ``p``), (B, H, W) bool."""
+        b, _, h, w = u.shape
+        return cutmix_box(b, h, w, u.device, self.p)
+
+
+@contextlib.contextmanager
+def bn_stats_kept(model: nn.Module):
+    """Forwards inside use batch statistics as usual, but leave the BN running statistics as they were.
+    The saved statistics are put back as new tensors: autograd holds the updated ones for the backward."""
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = [(m.running_mean.clone(), m.running_var.clone(), m.num_batches_tracked.clone()) for m in bns]
+    try:
+        yield
+    finally:
+        for m, (mean, var, n) in zip(bns, saved):
+            m.running_mean, m.running_var, m.num_batches_tracked = mean, var, n
+
+
+class PerturbedStats:
+    """A context for the student's forwards of perturbed (strong, masked) or partner views. ``all``: they
+    update the BN running statistics (UniMatch, FixMatch, DSSN, SemiRES as authored); ``clean``: they leave
+    them as the labeled and weak forward set them (CSL's code), so that evaluation normalises with the
+    statistics of clean images."""
+
+    def __init__(self, mode: str, student: nn.Module) -> None:
+        self.mode, self.student = mode, student
+
+    def __call__(self):
+        return bn_stats_kept(self.student) if self.mode == "clean" else contextlib.nullcontext()
+
+
+class PseudoLabeler:
+    """Pseudo-labels and their per-pixel weights: the selector (``threshold``, ``class_aware``, ``csl``,
+    ``none``), then, with a refiner, the images' proposals (IOM or CPI, PWA where none matches). Refined
+    pixels keep weight 1 (the proposal is trusted); elsewhere the PWA weight times the selector's."""
+
+    def __init__(self, selector: dict, refiner: dict, num_classes: int) -> None:
+        self.select = build_selector(selector)
+        self.refine = build_refiner(refiner) if refiner else None
+        note = getattr(getattr(self.select, "func", self.select), "note", None)  # a selector's word on this data
+        self.notes = [n for n in [note(num_classes) if note else ""] if n]
+
+    @property
+    def needs_proposals(self) -> bool:
+        return self.refine is not None
+
+    def __call__(self, probs: torch.Tensor, ignore: torch.Tensor, props=None) -> Tuple[torch.Tensor, torch.Tensor]:
+        pl, weight = self.select(probs, ignore)
+        if self.refine is None:
+            return pl, weight
+        if props is None:
+            raise SemisegError("method.refiner is set but the batch has no proposals: set data.proposal_store to a "
+                               "store made by `semiseg proposals`")
+        pl_r, w_r = self.refine(probs, props, ignore)
+        return pl_r, torch.where(w_r == 1, w_r, w_r * weight)
+
+    def mixed_views(self, boxes, probs_u, ign_u, probs_mix, ign_mix, props_mix, weak):
+        """(pl, weight, ignore) of each CutMixed view (the partner inside each box). Without a refiner the
+        selector runs on the mixed scores, so per-image statistics span both images (DSSN's CPLG); with
+        one, each source image is labelled with its own proposals and the labels are pasted. ``weak``: this
+        labeler's (pl, weight) of ``probs_u``, which the caller has already, so that nothing is refined twice."""
+        if self.refine is None:
+            out = []
+            for box in boxes:
+                probs_s, ign_s = mix(probs_u, probs_mix, box), mix(ign_u, ign_mix, box)
+                out.append((*self.select(probs_s, ign_s), ign_s))
+            return out
+        (pl_u, w_u), (pl_m, w_m) = weak, self(probs_mix, ign_mix, props_mix)
+        return [(mix(pl_u, pl_m, box), mix(w_u, w_m, box), mix(ign_u, ign_mix, box)) for box in boxes]
+
+    def log(self) -> Dict[str, float]:
+        """The last batch's share of class masks that fell back to PWA (with a refiner)."""
+        return {"miss_rate": self.refine.miss_rate} if self.refine is not None else {}
