@@ -8,8 +8,6 @@ Refiners (selector ``none``, proposals from a store): pseudo-label mIoU and boun
 """
 from __future__ import annotations
 
-from datetime import date
-from pathlib import Path
 from typing import Dict, List
 
 import numpy as np
@@ -18,10 +16,7 @@ import torch.nn.functional as F
 from scipy.stats import rankdata
 
 from semiseg.tasks.semantic.dataset import SegDataset
-from semiseg.data.presets import resolve_layout
 from semiseg.tasks.semantic.evaluator import confusion, metrics_from_confusion
-from semiseg.errors import SemisegError
-from semiseg.inference import load
 from semiseg.tasks.base import Predictor
 from semiseg.pseudo.refiners import build_refiner
 from semiseg.pseudo.selectors import build_selector, selected
@@ -139,26 +134,3 @@ def format_pseudo(res: Dict[str, object]) -> str:
         lines.append(f"| {'prediction' if name == 'teacher' else 'refined by ' + name} | {r['mIoU']:.2f} | "
                      f"{r['boundary_F']:.2f} | {miss} |")
     return "\n".join(lines)
-
-
-def pseudo_from_cli(args) -> int:
-    predictor = load(args.ckpt, teacher=args.teacher)
-    layout = resolve_layout(predictor.cfg.data)
-    if layout.unlabeled is None or any(s.mask is None for s in layout.unlabeled):
-        raise SemisegError("bench pseudo needs an unlabeled split whose lines keep their (hidden) masks")
-    store = None
-    if args.proposals:
-        from semiseg.pseudo.store import ProposalStore
-
-        store = ProposalStore(args.proposals)
-        store.verify([s.image for s in layout.unlabeled[: args.max_images or None]], "the unlabeled split")
-    body = format_pseudo(evaluate_pseudo(predictor, layout.unlabeled, layout, store, args.max_images))
-    print(body)
-    if args.doc:
-        from semiseg.bench.quality import write_section
-
-        cmd = f"semiseg bench pseudo {args.ckpt}" + (" --teacher" if args.teacher else "") + \
-            (f" --proposals {args.proposals}" if args.proposals else "") + \
-            (f" --max-images {args.max_images}" if args.max_images else "")
-        write_section(Path(args.doc), args.section, f"Produced by `{cmd} --doc {args.doc}` on {date.today()}.\n\n{body}")
-    return 0

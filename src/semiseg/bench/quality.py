@@ -33,14 +33,12 @@ thresholds, of the teacher where a run has one).
 from __future__ import annotations
 
 import os
-import platform
 import statistics
 import subprocess
 import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from datetime import date
 from pathlib import Path
 from typing import Dict, List, Optional
 
@@ -314,25 +312,3 @@ def write_section(doc: Path, name: str, body: str) -> None:
     else:
         text = text.rstrip() + ("\n\n" if text else "") + block + "\n"
     doc.write_text(text)
-
-
-def quality_from_cli(args) -> int:
-    suite = read_suite(args.suite)
-    out = Path(args.out or f"runs/bench/{suite['name']}")
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "suite.yaml").write_text(yaml.safe_dump(suite))  # lets `semiseg report OUT` rebuild the table
-    if not args.table_only:
-        seeds = [int(x) for x in args.seeds.split(",")] if args.seeds else None
-        run_suite(suite, out, args.only.split(",") if args.only else None, args.jobs, seeds, args.echo)
-    body = table(suite, out, args.step)
-    print(body)
-    if args.doc:
-        cmd = f"semiseg bench quality {args.suite}" + (f" --out {args.out}" if args.out else "")
-        at = f" --table-only --step {args.step}" if args.step is not None else ""
-        header = (f"Suite `{suite['name']}` ({Path(args.suite).as_posix()}), produced by `{cmd}{at} --doc {args.doc}` "
-                  f"on {date.today().isoformat()}, {platform.machine()} with {os.cpu_count()} CPU(s); "
-                  f"overrides {suite.get('overrides', [])}, seeds {suite.get('seeds', [0])}"
-                  + (f"; evaluations at step {args.step}" if args.step is not None else "") + ".\n")
-        name = suite["name"] + (f"-step{args.step}" if args.step is not None else "")
-        write_section(Path(args.doc), name, header + "\n" + body)
-    return 0

@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import statistics
 import time
-from datetime import date
-from pathlib import Path
 
 import torch
 
@@ -14,7 +12,7 @@ from semiseg.pseudo.selectors import build_selector
 SHAPES = [(16, 11, 64, 64), (8, 21, 321, 321), (8, 6, 96, 96)]  # the last: one selection at the scenes config
 
 
-def _time(fn, repeats: int) -> float:
+def median_time(fn, repeats: int) -> float:
     fn()
     times = []
     for _ in range(repeats):
@@ -24,7 +22,8 @@ def _time(fn, repeats: int) -> float:
     return statistics.median(times)
 
 
-def selector_from_cli(args) -> int:
+def selector_table() -> str:
+    """Per probability shape: the loop's and the batched selector's median time, and their largest difference."""
     select = build_selector({"name": "csl"})
     lines = ["| probs (B, C, H, W) | per-image SVD loop (ms) | batched (ms) | speed-up | max weight difference |",
              "| --- | --- | --- | --- | --- |"]
@@ -33,15 +32,8 @@ def selector_from_cli(args) -> int:
         probs = (torch.randn(*shape, generator=g) * 3).softmax(1)
         ignore = torch.zeros(shape[0], *shape[2:], dtype=torch.bool)
         repeats = 10 if shape[-1] <= 64 else 3
-        loop = _time(lambda: csl_per_image(probs, ignore), repeats)
-        batched = _time(lambda: select(probs, ignore), repeats)
+        loop = median_time(lambda: csl_per_image(probs, ignore), repeats)
+        batched = median_time(lambda: select(probs, ignore), repeats)
         diff = (select(probs, ignore)[1] - csl_per_image(probs, ignore)[1]).abs().max().item()
         lines.append(f"| {tuple(shape)} | {1000 * loop:.1f} | {1000 * batched:.1f} | {loop / batched:.1f}x | {diff:.1e} |")
-    body = "\n".join(lines)
-    print(body)
-    if args.doc:
-        from semiseg.bench.quality import write_section
-
-        write_section(Path(args.doc), args.section, f"Produced by `semiseg bench selector --doc {args.doc}` on "
-                      f"{date.today()}, {torch.get_num_threads()} threads, medians.\n\n{body}")
-    return 0
+    return "\n".join(lines)

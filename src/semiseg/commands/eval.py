@@ -1,14 +1,22 @@
 """``semiseg eval CKPT``: the student (and the teacher, if the checkpoint has one) on the validation split."""
 from __future__ import annotations
 
-import torch
+HELP = "evaluate a checkpoint on its validation split"
 
-from semiseg.configure import load_config
-from semiseg.engine.checkpoint import load_checkpoint
-from semiseg.tasks import build_task
+
+def add_arguments(p, verb) -> None:
+    p.add_argument("ckpt", help="a checkpoint written by semiseg train (it carries its config)")
+    p.add_argument("overrides", nargs="*", help="a.b=c overrides of the checkpoint's config (e.g. data.root=...)")
+    p.add_argument("--mode", choices=["whole", "slide"], help="whole image or sliding window (default: eval.mode)")
 
 
 def run(args) -> int:
+    import torch
+
+    from semiseg.configure import load_config
+    from semiseg.engine.checkpoint import load_checkpoint
+    from semiseg.tasks import build_task
+
     ckpt = load_checkpoint(args.ckpt)
     cfg = load_config(None, args.overrides, extra=ckpt["config"])
     if args.mode:

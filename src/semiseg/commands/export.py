@@ -2,12 +2,29 @@
 rule: the student, or a referring run's teacher) as a file that runs at any input size."""
 from __future__ import annotations
 
+import argparse
 import os
 from pathlib import Path
 
 from semiseg.errors import SemisegError
-from semiseg.export import export_model
-from semiseg.inference import load
+
+HELP = "export a checkpoint's model and check it against eager"
+
+
+def side(text: str) -> int:
+    """An image side for export: at least 16 pixels (it is also checked at about half that size)."""
+    value = int(text)
+    if value < 16:
+        raise argparse.ArgumentTypeError(f"{text} is under 16 pixels")
+    return value
+
+
+def add_arguments(p, verb) -> None:
+    p.add_argument("ckpt", help="a checkpoint written by semiseg train")
+    p.add_argument("--format", choices=["onnx", "torchscript"], default="onnx", help="the exported file's format")
+    p.add_argument("--output", help="output file (default: next to the checkpoint)")
+    p.add_argument("--input-size", type=side, nargs=2, metavar=("H", "W"),
+                   help="the size traced (default: data.resize or data.crop_size); any size runs afterwards")
 
 
 def output_file(args) -> Path:
@@ -28,6 +45,9 @@ def output_file(args) -> Path:
 
 
 def run(args) -> int:
+    from semiseg.export import export_model
+    from semiseg.inference import load
+
     predictor = load(args.ckpt)
     d = predictor.cfg.data
     size = tuple(args.input_size) if args.input_size else (d.resize or d.crop_size,) * 2

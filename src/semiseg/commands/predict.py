@@ -2,11 +2,32 @@
 ``--text``, a referring segmenter's referent masks (the checkpoint's task says what its model reads)."""
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
-from semiseg.data.io import expand_inputs
 from semiseg.errors import SemisegError
-from semiseg.inference import load
+
+HELP = "segment images with a checkpoint"
+
+
+def share(text: str) -> float:
+    """A number in [0, 1] (argparse names the option and prints the reason on one line)."""
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"{text} is not in [0, 1]")
+    return value
+
+
+def add_arguments(p, verb) -> None:
+    p.add_argument("ckpt", help="a checkpoint written by semiseg train")
+    p.add_argument("--input", required=True, help="an image file, a folder or a glob")
+    p.add_argument("--output", required=True, help="folder for index/, color/ and overlay/ PNGs")
+    p.add_argument("--opacity", type=share, default=0.5, help="colour weight in the overlay, 0-1")
+    p.add_argument("--mode", choices=["whole", "slide"], default="whole", help="whole image or sliding window")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    p.add_argument("--text", help="the referring expression, for referring segmentation checkpoints (task: res)")
+    p.add_argument("--label-ids", action="store_true",
+                   help="Cityscapes: write labelIds (what its benchmark server takes) instead of train ids")
 
 
 def output_folder(path: str) -> Path:
@@ -23,6 +44,9 @@ def output_folder(path: str) -> Path:
 
 
 def run(args) -> int:
+    from semiseg.data.io import expand_inputs
+    from semiseg.inference import load
+
     files = expand_inputs(args.input)
     out = output_folder(args.output)
     predictor = load(args.ckpt, device=args.device)

@@ -1,19 +1,28 @@
 """``semiseg proposals CONFIG --out DIR``: precompute mask proposals for the unlabeled split, resumably."""
 from __future__ import annotations
 
-import time
+HELP = "precompute mask proposals for the unlabeled split (resumable)"
 
-from semiseg.config import as_dict
-from semiseg.configure import load_config
-from semiseg.data.io import read_image
-from semiseg.data.presets import resolve_layout
-from semiseg.engine.logging import fmt_time
-from semiseg.errors import SemisegError
-from semiseg.pseudo.proposals import build_proposals
-from semiseg.pseudo.store import ProposalStore
+
+def add_arguments(p, verb) -> None:
+    p.add_argument("config", help="experiment YAML: its unlabeled split and its proposals section")
+    p.add_argument("overrides", nargs="*", help="a.b=c overrides, applied after the file")
+    p.add_argument("--out", required=True, help="store folder (proposals.jsonl + index.json)")
+    p.add_argument("--limit", type=int, default=0, help="only the first N images (for a quick look)")
 
 
 def run(args) -> int:
+    import time
+
+    from semiseg.config import as_dict
+    from semiseg.configure import load_config
+    from semiseg.data.io import read_image
+    from semiseg.data.presets import resolve_layout
+    from semiseg.engine.logging import fmt_time
+    from semiseg.errors import SemisegError
+    from semiseg.pseudo.proposals import build_proposals
+    from semiseg.pseudo.store import ProposalStore
+
     cfg = load_config(args.config, args.overrides)
     layout = resolve_layout(cfg.data)
     if layout.unlabeled is None:

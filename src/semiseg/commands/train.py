@@ -5,8 +5,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from semiseg.configure import load_config
-from semiseg.engine.trainer import Trainer
 
 
 def write_report(work_dir: Path) -> None:
@@ -18,7 +16,24 @@ def write_report(work_dir: Path) -> None:
         print(f"warning: could not write the report: {e}", flush=True)
 
 
+HELP = "train a method from a config"
+
+
+def add_arguments(p, verb) -> None:
+    p.add_argument("config", nargs="?", help="experiment YAML (only what differs from the defaults); without one, "
+                                            "the defaults and the overrides")
+    p.add_argument("overrides", nargs="*", help="a.b=c overrides, applied after the file")
+    p.add_argument("--work-dir", help="where logs and checkpoints go (default: config work_dir)")
+    p.add_argument("--resume", nargs="?", const="auto", help="resume everything from CKPT (default: work_dir/latest.pth)")
+    p.add_argument("--load-from", help="initialise the weights from CKPT, starting at step 0")
+    p.add_argument("--force", action="store_true",
+                   help="start over in a work_dir that holds another run's checkpoints (they are replaced)")
+
+
 def run(args) -> int:
+    from semiseg.configure import load_config
+    from semiseg.engine.trainer import Trainer
+
     cfg = load_config(args.config, args.overrides)
     resume = args.resume
     work_dir = Path(args.work_dir or cfg.work_dir)
