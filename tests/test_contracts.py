@@ -12,6 +12,7 @@ import torch
 from PIL import Image
 
 from semiseg.cli import run
+from semiseg.data.loaders import Batch
 from semiseg.errors import SemisegError
 from semiseg.methods import METHODS
 from semiseg.models import backbone_names, build_model
@@ -49,6 +50,7 @@ def test_task_contract(name, request, tmp_path, capsys):
     # the model learns the task's own batches: ten steps on one batch lower its loss
     torch.manual_seed(0)
     method, model, batch = built_method(cfg)
+    assert set(batch) <= set(Batch.__annotations__), "a batch key the Batch type does not declare"
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
     losses = []
     for step in range(10):
@@ -137,6 +139,7 @@ def method_cfg(name, task, request, *extra):
 def test_method_contract(name, task, extra, request):
     cfg = method_cfg(name, task, request, *extra)
     method, model, batch = built_method(cfg)
+    assert set(batch) <= set(Batch.__annotations__), "a batch key the Batch type does not declare"
     assert type(method.cfg) is METHODS.get(name).Config  # its own typed settings, not the config node
     out = method.training_step(batch, step=5)  # past every warm-up: DSSN's strong-view losses are on
     assert torch.isfinite(out["loss"]) and out["loss"].requires_grad

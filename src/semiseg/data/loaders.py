@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import signal
-from typing import Dict, Iterator, List, Optional, Tuple
+from typing import Dict, Iterator, List, Optional, Tuple, TypedDict
 
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
@@ -46,9 +46,34 @@ class EpochSampler(Sampler):
         return self.per_rank - self.start
 
 
+class Batch(TypedDict, total=False):
+    """One training step's inputs, as :class:`TrainBatches` builds them (:func:`step_key` alone names the
+    keys; a method reads the ones it needs)."""
+
+    x: torch.Tensor  # labeled images (B, 3, H, W), normalised
+    y: torch.Tensor  # their masks (B, H, W) long, data.ignore_index where unlabeled
+    text: List[str]  # referring segmentation: each labeled sample's expression
+    u: torch.Tensor  # unlabeled images, the weak view (B, 3, H, W)
+    u_ignore: torch.Tensor  # (B, H, W) bool: padding of the unlabeled crops
+    u_hidden: torch.Tensor  # (B, H, W) their hidden masks, for logging only (data.hidden_labels)
+    u_props: List[torch.Tensor]  # per image, (K, H, W) bool mask proposals (data.proposal_store)
+    u_text: List[str]  # referring segmentation: each unlabeled sample's expression
+    mix: torch.Tensor  # the CutMix partner stream (method.mix=batch), with mix_ignore and mix_props
+    mix_ignore: torch.Tensor
+    mix_props: List[torch.Tensor]
+
+
+def step_key(stream: str, field: str) -> str:
+    """A dataset item's field in the step's batch: the labeled stream's image and mask are ``x`` and ``y``,
+    another stream's image is the stream's name and its other fields ``<stream>_<field>``."""
+    if stream == "x":
+        return {"image": "x", "mask": "y"}.get(field, field)
+    return stream if field == "image" else f"{stream}_{field}"
+
+
 class TrainBatches:
-    """Infinite stream of step batches: ``{"x", "y"}`` plus ``{"u", "u_ignore"}`` (and ``"mix"``); a referring
-    batch adds the expressions (``text``, ``u_text``).
+    """Infinite stream of step batches (:class:`Batch`): ``x``, ``y`` plus ``u``, ``u_ignore`` (and the partner
+    ``mix``); a referring batch adds the expressions (``text``, ``u_text``).
 
     ``streams`` maps a stream name to its dataset and seed; the labeled stream ``x`` is cycled to ``length``
     samples per epoch. ``skip(n)`` positions the stream after ``n`` batches without loading them (resume).
@@ -84,7 +109,7 @@ class TrainBatches:
             sampler.set_epoch(epoch, offset * self.batch)
         self._iters = {k: iter(loader) for k, (_, loader) in self.streams.items()}
 
-    def __next__(self) -> dict:
+    def __next__(self) -> Batch:
         while True:
             batch = self._next()
             if batch is not None:
@@ -97,7 +122,7 @@ class TrainBatches:
             msg = str(e)
             raise SemisegError(msg.split("SemisegError: ")[-1].strip() if "SemisegError: " in msg else msg) from None
 
-    def _next(self) -> Optional[dict]:
+    def _next(self) -> Optional[Batch]:
         """One step's batches; None when a stream's batch was emptied by skipped samples."""
         if self._iters is None or self.consumed % self.steps_per_epoch == 0:
             self._start_epoch()
@@ -109,12 +134,8 @@ class TrainBatches:
             return None
         n = min(b["image"].shape[0] for b in fetched.values())  # skips can shorten a stream: keep them aligned
         for name, b in fetched.items():
-            b = {k: v[:n] for k, v in b.items() if k not in ("skipped", "index")}
-            if name == "x":  # x, y (and the expressions, text)
-                out.update({{"image": "x", "mask": "y"}.get(k, k): v for k, v in b.items()})
-            else:  # u, u_ignore, u_hidden, u_props, u_text
-                out.update({name if k == "image" else f"{name}_{k}": v for k, v in b.items()})
-        return {k: self._to_device(v) for k, v in out.items()}
+            out.update({step_key(name, k): v[:n] for k, v in b.items() if k not in ("skipped", "index")})
+        return Batch(**{k: self._to_device(v) for k, v in out.items()})
 
     def _to_device(self, v):
         nb = self.device.type == "cuda"
@@ -143,4 +164,4 @@ def leave_stopping_to_the_main_process(worker_id: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-__all__ = ["EpochSampler", "TrainBatches", "leave_stopping_to_the_main_process"]
+__all__ = ["Batch", "EpochSampler", "TrainBatches", "leave_stopping_to_the_main_process", "step_key"]
