@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from semiseg.config import Config
 from semiseg.errors import SemisegError
 
 
@@ -127,7 +128,7 @@ def refuse_another_run(ckpt: Dict[str, Any], cfg, path: Path) -> None:
     """``--resume`` continues the run that wrote the checkpoint; another method or task starts from its
     weights with ``--load-from``, instead of rewriting it with half its state (a teacher dropped)."""
     saved = ckpt.get("config") or {}
-    was = {"task": ckpt.get("task", saved.get("task", "semantic")), "method": (saved.get("method") or {}).get("name"),
+    was = {"task": ckpt.get("task", saved.get("task", Config.task)), "method": (saved.get("method") or {}).get("name"),
            "train.optimizer": (saved.get("train") or {}).get("optimizer")}
     now = {"task": cfg.task, "method": cfg.method.name, "train.optimizer": cfg.train.optimizer}
     for key in was:
