@@ -156,6 +156,13 @@ def test_bench_pseudo_end_to_end(tiny_scenes, tiny_store, tmp_path, capsys):
     none_rows = [line for line in text.splitlines() if line.startswith("| none |") and " / " in line]
     cells = none_rows[0].strip("| ").split(" | ")[1:]
     assert any(c != "-" for c in cells) and all(c == "-" or c.startswith("100.0 / ") for c in cells)
+    # per true class: `none` selects everything, so its recall is the prediction's own per-class recall
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("Per true class: recall"))
+    recall_none = next(line for line in lines[start:] if line.startswith("| none |")).strip("| ").split(" | ")[1:]
+    start = lines.index("Per class, the label maps before selection: precision / recall (%).")
+    prediction = next(line for line in lines[start:] if line.startswith("| prediction |")).strip("| ").split(" | ")[1:]
+    assert recall_none == [c.split(" / ")[1] for c in prediction] and any(c not in ("-", "0.0") for c in recall_none)
 
 
 def test_bench_speed_reports_every_number(tiny_scenes, tmp_path):

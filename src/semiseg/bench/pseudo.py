@@ -61,6 +61,8 @@ def evaluate_pseudo(predictor: Predictor, samples, layout, store=None, max_image
     refiners = {k: build_refiner({"name": k}) for k in REFINERS} if store is not None else {}
     per_class = {k: np.zeros((3, n_cls)) for k in selectors}  # by predicted class: valid, selected, selected & right
     n_right = 0  # correct pseudo-labels, the same for every selector (recall's denominator)
+    kept_right = {k: np.zeros(n_cls) for k in selectors}  # by true class: selected and right
+    true_count = np.zeros(n_cls)  # by true class: labeled pixels (per-class recall's denominator)
     cms = {k: torch.zeros(n_cls, n_cls, dtype=torch.long) for k in ["teacher", *refiners]}
     bnd = {k: np.zeros(4) for k in cms}
     miss = {k: [] for k in refiners}
@@ -80,9 +82,11 @@ def evaluate_pseudo(predictor: Predictor, samples, layout, store=None, max_image
                 chosen = selected(w) & ~ignore
                 for row, m in enumerate((~ignore, chosen, chosen & right)):
                     per_class[name][row] += torch.bincount(pl[m], minlength=n_cls).numpy()
+                kept_right[name] += torch.bincount(gt[None][chosen & right], minlength=n_cls).numpy()
                 if name == "csl":
                     scores["csl weight"].append(w[~ignore].numpy())
             n_right += int(right.sum())
+            true_count += torch.bincount(gt[gt != 255], minlength=n_cls).numpy()
             scores["max confidence"].append(probs.max(1).values[~ignore].numpy())
             right_all.append(right[~ignore].numpy())
             maps = {"teacher": pl[0]}
@@ -102,13 +106,18 @@ def evaluate_pseudo(predictor: Predictor, samples, layout, store=None, max_image
         with np.errstate(invalid="ignore", divide="ignore"):  # a class never predicted: NaN
             out["selectors"][name] = {"mask_ratio": n_sel / n_valid, "precision": n_sel_right / max(n_sel, 1),
                                       "recall": n_sel_right / max(n_right, 1),
-                                      "class_mask_ratio": sel_c / valid_c, "class_precision": right_c / sel_c}
+                                      "class_mask_ratio": sel_c / valid_c, "class_precision": right_c / sel_c,
+                                      "class_recall": kept_right[name] / true_count}
     for name, parts in scores.items():
         out["auroc"][name] = auroc(np.concatenate(parts), right_cat)
     for name, cm in cms.items():
         mp, np_, mg, ng = bnd[name]
         prec, rec = mp / max(np_, 1), mg / max(ng, 1)
-        out["labels"][name] = {"mIoU": metrics_from_confusion(cm)["mIoU"],
+        cmf = cm.double()
+        with np.errstate(invalid="ignore", divide="ignore"):
+            class_pr = ((cmf.diag() / cmf.sum(0)).numpy(), (cmf.diag() / cmf.sum(1)).numpy())  # by predicted, true
+        out["labels"][name] = {"mIoU": metrics_from_confusion(cm)["mIoU"], "class_precision": class_pr[0],
+                               "class_recall": class_pr[1],
                                "boundary_F": 100 * 2 * prec * rec / max(prec + rec, 1e-9),
                                "miss_rate": float(np.mean(miss[name])) if name in miss else float("nan")}
     return out
@@ -126,6 +135,17 @@ def format_pseudo(res: Dict[str, object]) -> str:
         cells = ["-" if np.isnan(p) else f"{100 * m:.1f} / {100 * p:.1f}"
                  for m, p in zip(r["class_mask_ratio"], r["class_precision"])]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines += ["", "Per true class: recall, the share of its pixels given the right pseudo-label and selected (%).", "",
+              "| selector | " + " | ".join(names) + " |", "| --- |" + " --- |" * len(names)]
+    for name, r in res["selectors"].items():
+        lines.append(f"| {name} | " + " | ".join("-" if np.isnan(v) else f"{100 * v:.1f}" for v in r["class_recall"])
+                     + " |")
+    lines += ["", "Per class, the label maps before selection: precision / recall (%).", "",
+              "| pseudo-labels | " + " | ".join(names) + " |", "| --- |" + " --- |" * len(names)]
+    for name, r in res["labels"].items():
+        cells = [f"{'-' if np.isnan(p) else f'{100 * p:.1f}'} / {'-' if np.isnan(c) else f'{100 * c:.1f}'}"
+                 for p, c in zip(r["class_precision"], r["class_recall"])]
+        lines.append(f"| {'prediction' if name == 'teacher' else 'refined by ' + name} | " + " | ".join(cells) + " |")
     lines += ["", "| per-pixel score | AUROC for 'pseudo-label is right' |", "| --- | --- |"]
     lines += [f"| {name} | {v:.4f} |" for name, v in res["auroc"].items()]
     lines += ["", "| pseudo-labels | mIoU | boundary F (1 px) | PWA fallback share |", "| --- | --- | --- | --- |"]
