@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import errno
 import importlib
+import os
 import sys
 from pathlib import Path
 from typing import List, Optional
@@ -39,7 +40,7 @@ def _verb(sub, name: str, text: str) -> argparse.ArgumentParser:
     return sub.add_parser(name, help=text, formatter_class=_Help)
 
 
-VERBS = ("train", "eval", "predict", "export", "report", "data", "proposals", "bench")  # commands/<verb>.py
+VERBS = ("train", "eval", "predict", "export", "report", "data", "proposals", "bench", "recipes")  # commands/<verb>.py
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -92,6 +93,9 @@ def main(argv: Optional[List[str]] = None) -> None:
         code = 2
     except KeyboardInterrupt:
         code = 130
+    except BrokenPipeError:  # `semiseg ... | head`: the reader had what it wanted and left
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes
+        code = 0
     except OSError as e:  # a full disk, a quota, a read-only folder where no writer said more: one line too
         if e.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
             raise

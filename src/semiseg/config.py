@@ -125,6 +125,7 @@ class EvalConfig:
 class Config:
     work_dir: str = "runs/default"
     task: str = "semantic"  # a registered task (semiseg.tasks): semantic, or res (referring expressions)
+    recipe: str = ""  # a named recipe (semiseg recipes): its overrides come after the file, before the command line's
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)

@@ -21,7 +21,9 @@ from semiseg.models import backbone_names
 from semiseg.pseudo.proposals import PROPOSALS
 from semiseg.pseudo.refiners import REFINERS
 from semiseg.pseudo.selectors import SELECTORS
+from semiseg.recipes import RECIPES
 from semiseg.tasks import TASKS
+
 
 def load_config(
     path: Optional[str | Path] = None,
@@ -36,10 +38,18 @@ def load_config(
     layers = []
     if extra:
         layers.append((extra, "embedded config"))
+    file = read_yaml(path) if path is not None else {}
     if path is not None:
-        layers.append((read_yaml(path), str(path)))
+        layers.append((file, str(path)))
+    given = parse_overrides(overrides) if overrides else {}
+    named = given.get("recipe", file.get("recipe"))
+    if named:  # a recipe's overrides sit between the file and the command line (a user's a.b=c wins)
+        where = "command line override" if "recipe" in given else str(path)
+        if not isinstance(named, str) or named not in RECIPES:
+            raise SemisegError(f"{where}: unknown recipe {named!r}; valid: {', '.join(RECIPES.names())}")
+        layers.append((parse_overrides(list(RECIPES.get(named).overrides)), f"recipe {named}"))
     if overrides:
-        layers.append((parse_overrides(overrides), "command line override"))
+        layers.append((given, "command line override"))
     user: Dict[str, Any] = {}
     origin: Dict[str, str] = {}  # dotted key -> the layer that set it last, for error messages
     rank: Dict[str, int] = {}  # dotted key -> the index of the file or override layer that set it last
@@ -53,6 +63,7 @@ def load_config(
     check_config(cfg, origin)
     _iters_or_epochs(cfg, rank, origin)
     return cfg
+
 
 def _iters_or_epochs(cfg: DictConfig, rank: Dict[str, int], origin: Dict[str, str]) -> None:
     """``train.epochs`` > 0 sets the schedule in epochs; a ``train.iters`` given after it (an override of a
@@ -69,6 +80,7 @@ def _iters_or_epochs(cfg: DictConfig, rank: Dict[str, int], origin: Dict[str, st
                            "train.epochs: 0 lets train.iters count steps")
     if epochs is None or iters > epochs:
         cfg.train.epochs = 0
+
 
 def resolve_method(cfg: DictConfig, origin: Optional[Dict[str, str]] = None) -> DictConfig:
     """Validate ``cfg.method`` against the chosen method's Config and fill its defaults."""
@@ -90,6 +102,7 @@ def resolve_method(cfg: DictConfig, origin: Optional[Dict[str, str]] = None) -> 
     merged = deep_merge(dataclasses.asdict(mschema), method)
     cfg.method = {"name": name, **OmegaConf.to_container(OmegaConf.structured(type(mschema)(**merged)))}
     return cfg
+
 
 def check_config(cfg, origin: Dict[str, str]) -> None:
     """Every name in the config against the registries that own it: a misspelled name fails when the file is
