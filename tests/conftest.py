@@ -170,3 +170,27 @@ def res_cfg(res_scenes, *overrides):
     root, props = res_scenes
     return load_config(None, [*RES_TINY, f"data.root={root}", "data.split=10pct", f"data.proposal_store={props}",
                               *overrides])
+
+
+@pytest.fixture(scope="session")
+def own_folder(tmp_path_factory):
+    """A binary folder data set (4 labeled, 8 unlabeled, 2 validation images), its config and a proposal store."""
+    root = tmp_path_factory.mktemp("mine")
+    for i in range(4):
+        write_pair(root, f"images/l{i}.png", f"masks/l{i}.png", size=(40, 40), classes=2, seed=i)
+    for i in range(8):
+        write_pair(root, f"unlabeled/u{i}.png", None, size=(40, 40), seed=10 + i)
+    for i in range(2):
+        write_pair(root, f"val/images/v{i}.png", f"val/masks/v{i}.png", size=(40, 40), classes=2, seed=20 + i)
+    cfg = root / "mine.yaml"
+    import yaml
+
+    cfg.write_text(yaml.safe_dump({
+        "data": {"dataset": "folder", "root": str(root), "class_names": ["background", "defect"], "crop_size": 32,
+                 "batch_size": 2, "num_workers": 0, "proposal_store": str(root / "proposals")},
+        "model": {"backbone": "resnet18", "width": 0.125, "head_channels": 16, "low_level_channels": 8},
+        "train": {"iters": 2, "eval_interval": 2, "amp": "none", "report": False, "log_interval": 1}}))
+    from semiseg.cli import run
+
+    assert run(["proposals", str(cfg), "--out", str(root / "proposals")]) == 0
+    return cfg

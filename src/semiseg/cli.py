@@ -40,7 +40,7 @@ def _verb(sub, name: str, text: str) -> argparse.ArgumentParser:
     return sub.add_parser(name, help=text, formatter_class=_Help)
 
 
-VERBS = ("train", "eval", "predict", "export", "report", "data", "proposals", "bench", "recipes")  # commands/<verb>.py
+VERBS = ("train", "eval", "predict", "export", "report", "data", "proposals", "bench", "recipes", "compare")  # commands/<verb>.py
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,61 @@
+"""``semiseg compare CONFIG``: supervised-only against named recipes on the user's own data config; the
+table, a verdict per recipe, a recommendation and the suite's HTML page."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from semiseg.errors import SemisegError
+
+HELP = "does semi-supervised learning help on this data? supervised-only against recipes, seed by seed"
+
+
+def add_arguments(p, verb) -> None:
+    p.add_argument("config", help="your data config (a method in it is replaced by each recipe's)")
+    p.add_argument("overrides", nargs="*", help="a.b=c overrides for every run, applied after each recipe")
+    p.add_argument("--recipes", help="comma-separated recipe names (default: the recommended ones; semiseg recipes)")
+    p.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (the verdicts pair runs by seed)")
+    p.add_argument("--iters", type=int, help="steps of every run (default: the config's train.iters)")
+    p.add_argument("--jobs", type=int, default=1, help="runs at a time")
+    p.add_argument("--out", help="runs folder (default runs/compare/<config name>)")
+    p.add_argument("--echo", action="store_true", help="show each run's output here too")
+
+
+def run(args) -> int:
+    import yaml
+
+    from semiseg.bench.compare import compare_suite, default_recipes, recipes_given, recommendation, verdict_lines
+    from semiseg.bench.quality import run_suite, suite_results, suite_task, table
+    from semiseg.configure import load_config
+    from semiseg.recipes import RECIPES
+    from semiseg.report.build import build_report
+    from semiseg.tasks import build_task
+
+    overrides = list(args.overrides) + ([f"train.iters={args.iters}"] if args.iters else [])
+    cfg = load_config(args.config, overrides)
+    recipes = recipes_given(args.recipes) or default_recipes(len(build_task(cfg).class_names))
+    unknown = [r for r in recipes if r not in RECIPES]
+    if unknown:
+        raise SemisegError(f"--recipes: unknown recipe {unknown[0]!r}; valid: {', '.join(RECIPES.names())}")
+    try:
+        seeds = [int(s) for s in args.seeds.split(",")]
+    except ValueError:
+        raise SemisegError(f"--seeds {args.seeds}: comma-separated integers, e.g. 0,1,2") from None
+    suite = compare_suite(args.config, [r for r in recipes if r != "supervised"], seeds, overrides)
+    out = Path(args.out or f"runs/compare/{Path(args.config).stem}")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "suite.yaml").write_text(yaml.safe_dump(suite))  # `semiseg report OUT` rebuilds the page
+    n = len(suite["runs"]) * len(seeds)
+    print(f"comparing supervised-only with {', '.join(recipes)} on {args.config}: {n} runs of {cfg.train.iters} "
+          f"steps ({len(seeds)} seeds); the time left is printed after each run, and a stopped comparison "
+          f"continues where it stopped", flush=True)
+    run_suite(suite, out, None, args.jobs, seeds, args.echo)
+    task = suite_task(suite, out)
+    key = task.key  # each run's headline score (a referring run's teacher where it has one) under its name
+    res = {name: [{**e, key: task.headline(e)} for e in evals] for name, evals in suite_results(suite, out).items()}
+    names = [r["name"] for r in suite["runs"][1:]]
+    text = "\n".join([table(suite, out), "", "Verdicts (paired by seed against supervised-only):", "",
+                      *verdict_lines(res, names, key), "", recommendation(res, names, key)])
+    print(text)
+    (out / "verdict.md").write_text(text + "\n")
+    print(f"page: {build_report(out)}")
+    return 0
