@@ -54,3 +54,12 @@ def test_a_reader_that_leaves_early_is_no_error():
     shell = subprocess.run(f"set -o pipefail; {sys.executable} -c \"{talkative}\" | head -1", shell=True,
                            capture_output=True, text=True, env=ENV, executable="/bin/bash")
     assert shell.stdout == "x" * 100 + "\n" and shell.stderr == "" and shell.returncode == 0
+
+
+@pytest.mark.parametrize("recipe,noted", [("fixmatch", True), ("dssn", True), ("dssn-horizon-clean", False),
+                                          ("unimatch", False)])
+def test_on_two_class_data_fixmatch_and_dssn_as_authored_say_what_was_measured(recipe, noted, own_folder, tmp_path,
+                                                                             capsys):
+    assert run(["train", str(own_folder), f"recipe={recipe}", "train.iters=1", "--work-dir", str(tmp_path / "w")]) == 0
+    said = "as authored fell below supervised-only on every seed" in capsys.readouterr().out
+    assert said == noted

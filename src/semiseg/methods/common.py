@@ -44,6 +44,14 @@ class TeacherConfig(SemiConfig):
     ema_horizon: float = 0.0
 
 
+def binary_note(method: str) -> str:
+    """What was measured for this recipe, as authored, on two-class data: a first-run notice (the trainer
+    logs a method's notes), pointing to the comparison that settles it on the user's own data."""
+    return (f"on two-class data {method} as authored fell below supervised-only on every seed of the binary "
+            "suite with varied lighting (docs/benchmarks.md, \"Binary data\"); measure it on yours: semiseg compare "
+            f"CONFIG --recipes {method},dssn-horizon-clean")
+
+
 class SemiMethod(Method):
     """Base for methods with unlabeled data: it composes the parts of ``methods/parts.py`` from the config
     (``self.strong``, ``self.partner``, ``self.perturbed_stats``, ``self.labeler``) and logs the selection."""

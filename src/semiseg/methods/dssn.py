@@ -37,7 +37,7 @@ from semiseg.config import choice
 from semiseg.data.augment import mix
 from semiseg.data.augment_extra import random_ops
 from semiseg.losses import consistency, masked_ce
-from semiseg.methods.common import SemiMethod, TeacherConfig
+from semiseg.methods.common import SemiMethod, TeacherConfig, binary_note
 from semiseg.methods.parts import StrongView
 from semiseg.methods.registry import METHODS
 from semiseg.methods.teacher import EMATeacher
@@ -63,6 +63,8 @@ class DSSN(SemiMethod):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.teacher = EMATeacher(self.student, self.cfg.ema_momentum)
+        if self.num_classes == 2 and not self.cfg.ema_horizon and self.cfg.running_stats == "all":  # as authored
+            self.notes.append(binary_note("dssn"))
         if self.cfg.extra_aug:  # AugSeg's random operations after the strong view's photometric part
             self.strong = StrongView(self.cfg.strong_view, self.mean, self.std, then=random_ops)
 

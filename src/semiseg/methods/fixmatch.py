@@ -13,12 +13,17 @@ import torch
 
 from semiseg.data.augment import mix
 from semiseg.losses import masked_ce
-from semiseg.methods.common import SemiMethod
+from semiseg.methods.common import SemiMethod, binary_note
 from semiseg.methods.registry import METHODS
 
 
 @METHODS.register("fixmatch")
 class FixMatch(SemiMethod):
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        if self.num_classes == 2:
+            self.notes.append(binary_note("fixmatch"))
+
     def training_step(self, batch: Dict[str, torch.Tensor], step: int) -> Dict[str, torch.Tensor]:
         x, y, u_w, ign_u = batch["x"], batch["y"], batch["u"], batch["u_ignore"]
         u_mix, ign_mix = self.partner.images(batch)
