@@ -46,7 +46,7 @@ def load_config(
     if named:  # a recipe's overrides sit between the file and the command line (a user's a.b=c wins)
         where = "command line override" if "recipe" in given else str(path)
         if not isinstance(named, str) or named not in RECIPES:
-            raise SemisegError(f"{where}: unknown recipe {named!r}; valid: {', '.join(RECIPES.names())}")
+            raise SemisegError(f"{where}: bad value for 'recipe': {named!r}; valid: {', '.join(RECIPES.names())}")
         layers.append((parse_overrides(list(RECIPES.get(named).overrides)), f"recipe {named}"))
     if overrides:
         layers.append((given, "command line override"))
