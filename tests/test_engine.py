@@ -4,12 +4,14 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 
 from semiseg.engine.checkpoint import load_checkpoint
 from semiseg.tasks.semantic.evaluator import confusion, iou_table, metrics_from_confusion, slide_logits
 from semiseg.engine.trainer import Trainer, train
+from semiseg.configure import load_config
 from semiseg.errors import SemisegError
 
 from conftest import TINY, tiny_cfg
@@ -173,3 +175,42 @@ def test_gradient_accumulation_all_reduces_on_the_last_micro_step_only(tiny_scen
     logs = trainer.train_step()
     assert len(entered) == 2  # micro-steps 1 and 2 of 3
     assert all(torch.is_tensor(v) and v.dim() == 0 for v in logs.values())  # numbers only at log time
+
+
+def test_median_frequency_weights_are_the_median_share_over_each_share():
+    from semiseg.losses import median_frequency_weights
+
+    # shares 0.6, 0.3, 0.1 and a class never labeled: median 0.3 -> 0.5, 1, 3; the absent class 1
+    assert [round(w, 6) for w in median_frequency_weights([600, 300, 100, 0])] == [0.5, 1.0, 3.0, 1.0]
+
+
+def test_class_balance_weights_the_labeled_loss_by_the_labeled_masks(tmp_path, capsys):
+    """Known masks: background 3/4 of the pixels, the defect 1/4 -> weights 0.667 and 2 (median 0.5)."""
+    from conftest import write_pair
+
+    root = tmp_path / "mine"
+    mask = np.zeros((40, 40), np.uint8)
+    mask[:, :10] = 1  # a quarter of every labeled mask
+    for i in range(4):
+        write_pair(root, f"images/l{i}.png", f"masks/l{i}.png", size=(40, 40), mask_values=mask, seed=i)
+        write_pair(root, f"val/images/v{i}.png", f"val/masks/v{i}.png", size=(40, 40), mask_values=mask, seed=9 + i)
+    cfg = load_config(None, TINY + ["data.dataset=folder", f"data.root={root}", "train.class_balance=median",
+                                    "data.class_names=[background, defect]", "train.iters=1", "train.report=false"])
+    trainer = Trainer(cfg, work_dir=str(tmp_path / "run"))
+    assert [round(w, 4) for w in trainer.method.criterion.weights.tolist()] == [0.6667, 2.0]
+    trainer.run()
+    trainer.close()
+    said = "class weights of the labeled loss (median frequency): background 0.67, defect 2.00"
+    assert said in capsys.readouterr().out
+
+
+def test_class_balance_is_refused_beside_class_weights_and_where_the_task_has_no_masks(tiny_scenes, res_scenes,
+                                                                                      tmp_path):
+    from conftest import res_cfg
+
+    with pytest.raises(SemisegError, match="class_balance=median sets the class weights: leave train.class_weights"):
+        Trainer(tiny_cfg(tiny_scenes, "train.class_balance=median", "train.class_weights=[1,1,1,1,1,1]",
+                         "train.iters=1"), work_dir=str(tmp_path / "a"))
+    with pytest.raises(SemisegError, match="class_balance=median needs the labeled masks' class counts"):
+        Trainer(res_cfg(res_scenes, "train.class_balance=median", "train.class_weights=[]", "train.iters=1"),
+                work_dir=str(tmp_path / "b"))

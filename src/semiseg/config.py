@@ -97,6 +97,9 @@ class TrainConfig:
     poly_power: float = bounded(0.9, 0.0)
     criterion: str = choice("ce", "ohem")
     class_weights: List[float] = bounded([], 0.0)  # per-class CE weights, plain mean (SemiRES: [0.9, 1.1])
+    # "median": labeled-loss weights median(f)/f_c from the labeled masks' class pixel shares f (SegNet's
+    # median-frequency balancing), so that rare classes weigh more; "none": class_weights as given
+    class_balance: str = choice("none", "median")
     ohem_thresh: float = bounded(0.7, 0.0, 1.0)
     ohem_min_kept: int = bounded(100000, 0)
     amp: str = choice("auto", "bf16", "fp16", "none")  # auto: bf16 on CPUs with native bf16, else fp32; CUDA bf16/fp16

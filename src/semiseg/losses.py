@@ -46,10 +46,29 @@ class WeightedCE(nn.Module):
         return ce.sum() / (target != self.ignore_index).sum().clamp(min=1)
 
 
-def build_criterion(train_cfg, ignore_index: int, num_classes: int) -> nn.Module:
+def median_frequency_weights(pixels) -> list:
+    """SegNet's median-frequency balancing: each class's weight is the median of the classes' pixel shares
+    over its own share, so the median class weighs 1 and rarer ones more. A class with no labeled pixel
+    gets weight 1 (nothing to balance)."""
+    pixels = torch.as_tensor(pixels, dtype=torch.float64)
+    share = pixels / pixels.sum().clamp(min=1)
+    present = share > 0
+    median = share[present].quantile(0.5) if present.any() else share.new_tensor(1.0)  # the middle two averaged
+    return torch.where(present, median / share.clamp(min=1e-12), torch.ones_like(share)).tolist()
+
+
+def build_criterion(train_cfg, ignore_index: int, num_classes: int, class_pixels=None) -> nn.Module:
+    """The labeled loss; ``class_pixels`` (per-class labeled pixel counts) with ``train.class_balance=median``."""
     from semiseg.errors import SemisegError
 
     weights = list(train_cfg.class_weights)
+    if train_cfg.class_balance == "median":
+        if weights:
+            raise SemisegError("train.class_balance=median sets the class weights: leave train.class_weights empty")
+        if class_pixels is None:
+            raise SemisegError("train.class_balance=median needs the labeled masks' class counts, which this "
+                               "task does not give")
+        weights = median_frequency_weights(class_pixels)
     if weights and len(weights) != num_classes:
         raise SemisegError(f"train.class_weights has {len(weights)} values for {num_classes} classes")
     if train_cfg.criterion == "ce":

@@ -101,7 +101,8 @@ class Trainer:
         self.wrapped = wrap_ddp(model, self.device) if self.ctx.world > 1 else model
         method_cls = METHODS.get(cfg.method.name)
         seed_everything(t.seed + self.ctx.rank, t.deterministic)  # per-process augmentation streams
-        criterion = build_criterion(t, cfg.data.ignore_index, self.num_classes)
+        pixels = self.task.class_pixels() if t.class_balance != "none" else None
+        criterion = build_criterion(t, cfg.data.ignore_index, self.num_classes, pixels)
         self.method = method_cls(cfg.method, self.wrapped, criterion, self.num_classes, student=model,
                                  norm=(tuple(cfg.data.mean), tuple(cfg.data.std)))
         if getattr(self.method, "needs_proposals", False) and not cfg.data.proposal_store:
@@ -221,6 +222,9 @@ class Trainer:
                       + f", {self.batches.steps_per_epoch} steps/epoch, start at step {self.step}")
         if self.method.teacher is not None:
             self.log.info(teacher_horizon_note(self.method.teacher.momentum, t.iters))
+        if t.class_balance != "none":
+            weights = ", ".join(f"{n} {w:.2f}" for n, w in zip(self.names, self.method.criterion.weights.tolist()))
+            self.log.info(f"class weights of the labeled loss ({t.class_balance} frequency): {weights}")
         for note in self.method.notes:
             self.log.info(f"note: {note}")
         if self.step >= t.iters:

@@ -195,6 +195,10 @@ class Task:
     def train_batches(self, unlabeled_streams: int, device):
         raise NotImplementedError
 
+    def class_pixels(self):
+        """Labeled pixels per class over the training masks (class balancing); None where the task has none."""
+        return None
+
     def val_loader(self):
         raise NotImplementedError
 

@@ -57,7 +57,8 @@ class ReferringTask(Task):
     def lr_groups(self, model: nn.Module) -> List[Tuple[list, float]]:
         """The fusion and decoder at ``train.lr_multi``; the text encoder at ``train.text_lr`` (the base LR when unset)."""
         t = self.cfg.train
-        return [(model.head_parameters(), t.lr_multi), (model.text_parameters(), t.text_lr / t.lr if t.text_lr else 1.0)]
+        text_scale = t.text_lr / t.lr if t.text_lr else 1.0
+        return [(model.head_parameters(), t.lr_multi), (model.text_parameters(), text_scale)]
 
     def train_batches(self, unlabeled_streams: int, device) -> TrainBatches:
         d, seed = self.cfg.data, self.cfg.train.seed

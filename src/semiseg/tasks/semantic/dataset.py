@@ -202,3 +202,12 @@ def verify_val(ds: SegDataset, source: str, on_error: str) -> None:
     ds.samples = [smp for i, smp in enumerate(ds.samples) if i not in drop]
     print(f"warning: {len(bad)} of the validation samples dropped (data.on_error=skip); scores are over the "
           f"other {len(ds.samples)}:\n  {listed}", file=sys.stderr, flush=True)
+
+
+def labeled_class_pixels(layout: Layout, num_classes: int, ignore_index: int) -> np.ndarray:
+    """Pixels of each class over the labeled masks (label mapping applied, ignore left out)."""
+    counts = np.zeros(num_classes, np.int64)
+    for s in layout.labeled or []:
+        mask = layout.map_mask(read_mask(layout.root / s.mask), s.mask)
+        counts += np.bincount(mask[mask != ignore_index].ravel(), minlength=num_classes)[:num_classes]
+    return counts

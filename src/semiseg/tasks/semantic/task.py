@@ -19,7 +19,7 @@ from semiseg.pseudo.store import ProposalStore
 from semiseg.tasks.base import Task, no_reduce
 from semiseg.tasks.registry import TASKS
 from semiseg.tasks.semantic import report
-from semiseg.tasks.semantic.dataset import SegDataset, check_lists, verify_val
+from semiseg.tasks.semantic.dataset import SegDataset, check_lists, labeled_class_pixels, verify_val
 from semiseg.tasks.semantic.evaluator import evaluate, iou_table, summary
 from semiseg.tasks.semantic.predict import SemanticPredictor
 
@@ -71,6 +71,10 @@ class SemanticTask(Task):
         kind = "unlabeled" if unlabeled_streams else "labeled"
         return TrainBatches(streams, len(getattr(layout, kind)), d.batch_size, self.rank, self.world, d.num_workers,
                             device, source=layout.sources.get(kind, f"the {kind} list"))
+
+    def class_pixels(self):
+        """Read once from every labeled mask, mapped as training maps it (what the loss sees, at full size)."""
+        return labeled_class_pixels(self.layout, len(self.class_names), self.cfg.data.ignore_index)
 
     def val_loader(self) -> DataLoader:
         e, d, layout = self.cfg.eval, self.cfg.data, self.layout
