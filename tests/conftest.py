@@ -32,6 +32,18 @@ def write_pair(root: Path, img_rel: str, mask_rel: str | None, size=(40, 48), cl
         Image.fromarray(m.astype(np.uint8)).save(root / mask_rel)
 
 
+def write_folder(root: Path, size=(40, 40)) -> Path:
+    """A practitioner's binary folder: 4 labeled images (0/1 masks) in images/ + masks/, 8 unlabeled ones without
+    masks, 2 validation pairs in val/."""
+    for i in range(4):
+        write_pair(root, f"images/l{i}.png", f"masks/l{i}.png", size=size, classes=2, seed=i)
+    for i in range(8):
+        write_pair(root, f"unlabeled/u{i}.png", None, size=size, seed=10 + i)
+    for i in range(2):
+        write_pair(root, f"val/images/v{i}.png", f"val/masks/v{i}.png", size=size, classes=2, seed=20 + i)
+    return root
+
+
 def write_list(path: Path, lines: List[str]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines) + "\n")
@@ -175,13 +187,7 @@ def res_cfg(res_scenes, *overrides):
 @pytest.fixture(scope="session")
 def own_folder(tmp_path_factory):
     """A binary folder data set (4 labeled, 8 unlabeled, 2 validation images), its config and a proposal store."""
-    root = tmp_path_factory.mktemp("mine")
-    for i in range(4):
-        write_pair(root, f"images/l{i}.png", f"masks/l{i}.png", size=(40, 40), classes=2, seed=i)
-    for i in range(8):
-        write_pair(root, f"unlabeled/u{i}.png", None, size=(40, 40), seed=10 + i)
-    for i in range(2):
-        write_pair(root, f"val/images/v{i}.png", f"val/masks/v{i}.png", size=(40, 40), classes=2, seed=20 + i)
+    root = write_folder(tmp_path_factory.mktemp("mine"))
     cfg = root / "mine.yaml"
     import yaml
 

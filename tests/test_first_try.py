@@ -7,7 +7,7 @@ from semiseg.configure import load_config
 from semiseg.errors import SemisegError
 from semiseg.losses import consistency
 
-from conftest import REPO, write_list, write_pair
+from conftest import REPO, write_folder, write_list, write_pair
 
 
 def test_dssn_consistency_is_smooth_at_two_classes():
@@ -25,14 +25,7 @@ def test_dssn_consistency_is_smooth_at_two_classes():
 @pytest.fixture
 def binary_folder(tmp_path):
     """A practitioner's binary folder: 4 labeled images (0/1 masks), 8 unlabeled without masks."""
-    root = tmp_path / "defects"
-    for i in range(4):
-        write_pair(root, f"images/l{i}.png", f"masks/l{i}.png", size=(40, 40), classes=2, seed=i)
-    for i in range(8):
-        write_pair(root, f"unlabeled/u{i}.png", None, size=(40, 40), seed=10 + i)
-    for i in range(2):
-        write_pair(root, f"val/images/v{i}.png", f"val/masks/v{i}.png", size=(40, 40), classes=2, seed=20 + i)
-    return root
+    return write_folder(tmp_path / "defects")
 
 
 def test_hidden_labels_on_data_without_unlabeled_masks_is_refused(binary_folder):

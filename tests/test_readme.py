@@ -6,7 +6,7 @@ import yaml
 
 from semiseg.cli import run
 
-from conftest import REPO, write_pair
+from conftest import REPO, write_folder
 
 README = (REPO / "README.md").read_text()
 
@@ -21,13 +21,7 @@ def test_the_readme_stays_short():
 
 
 def test_the_readme_config_trains_on_a_folder_of_images(tmp_path, capsys):
-    root = tmp_path / "mine"
-    for i in range(4):
-        write_pair(root, f"images/l{i}.png", f"masks/l{i}.png", size=(48, 64), classes=2, seed=i)
-    for i in range(8):
-        write_pair(root, f"unlabeled/u{i}.png", None, size=(48, 64), seed=10 + i)
-    for i in range(2):
-        write_pair(root, f"val/images/v{i}.png", f"val/masks/v{i}.png", size=(48, 64), classes=2, seed=20 + i)
+    root = write_folder(tmp_path / "mine", size=(48, 64))
     text = readme_config()
     cfg = yaml.safe_load(text)
     assert cfg["data"]["dataset"] == "folder" and cfg["method"]["name"] == "dssn"  # the config a newcomer copies
