@@ -20,9 +20,15 @@ def test_a_gain_every_seed_shares_is_supported():
     assert v["classes"] == []
 
 
-def test_below_on_every_seed_is_harm_naming_the_class_that_falls():
-    v = verdict(BASE, evals([49.0, 50.0, 51.0], {"background": [91, 91, 91], "defect": [5, 6, 7]}), "mIoU")
-    assert v["kind"] == "harm" and v["mean"] == -1.0 and v["classes"] == ["defect"]
+def test_below_on_every_seed_is_harm_naming_the_class_that_falls_and_the_one_predicted_less():
+    base = [{**e, "pred%_background": 80.0, "pred%_defect": 20.0} for e in BASE]
+    worse = [{**e, "pred%_background": 90.0, "pred%_defect": 10.0 + e["seed"]}
+             for e in evals([49.0, 50.0, 51.0], {"background": [91, 91, 91], "defect": [5, 6, 7]})]
+    v = verdict(base, worse, "mIoU")
+    assert v["kind"] == "harm" and v["mean"] == -1.0 and v["classes"] == ["defect"] and v["starved"] == ["defect"]
+    line = verdict_lines({"supervised": base, "fixmatch": worse}, ["fixmatch"], "mIoU")[0]
+    assert line.endswith("below supervised-only on every seed: defect; predicted on fewer pixels (pred%) on every "
+                         "seed: defect.")
     line = verdict_lines({"supervised": BASE, "fixmatch": evals([49.0, 50.0, 51.0],
                                                                 {"background": [91] * 3, "defect": [5, 6, 7]})},
                          ["fixmatch"], "mIoU")[0]
@@ -56,6 +62,7 @@ def test_compare_on_a_folder_prints_verdicts_a_recommendation_and_writes_its_pag
     printed = capsys.readouterr().out
     assert "comparing supervised-only with unimatch" in printed and "4 runs of 2 steps (2 seeds)" in printed
     assert "| unimatch | 2 |" in printed and "- unimatch: " in printed and "Recommendation: " in printed
+    assert "| pred% | background | defect |" in printed and "| true% (labeled) |" in printed
     page = (out / "report.html").read_text()
     assert "unimatch" in page and "supervised" in page and (out / "verdict.md").read_text().strip() in printed
     assert run(["compare", str(own_folder), "--recipes", "unimatch", "--seeds", "0,1", "--iters", "2",

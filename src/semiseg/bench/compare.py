@@ -30,17 +30,21 @@ def verdict(base: List[dict], evals: List[dict], key: str) -> Dict[str, object]:
     pairs = [(by_seed[e["seed"]], e) for e in evals if e["seed"] in by_seed]
     diffs = [e[key] - b[key] for b, e in pairs]
     if not diffs:
-        return {"kind": "unmeasured", "mean": float("nan"), "seeds": 0, "classes": []}
+        return {"kind": "unmeasured", "mean": float("nan"), "seeds": 0, "classes": [], "starved": []}
     ci = paired_ci([b for b, _ in pairs], [e for _, e in pairs], key)
-    classes = [k[4:] for k in pairs[0][1] if k.startswith("IoU_")
-               and all(e.get(k, float("nan")) < b.get(k, float("nan")) for b, e in pairs)]
+    def below_everywhere(prefix: str) -> List[str]:  # classes under the baseline on every seed
+        return [k[len(prefix):] for k in pairs[0][1] if k.startswith(prefix)
+                and all(e.get(k, float("nan")) < b.get(k, float("nan")) for b, e in pairs)]
+
+    classes, starved = below_everywhere("IoU_"), below_everywhere("pred%_")
     if ci is not None and ci[1] > 0:
         kind = "gain"
     elif all(d < 0 for d in diffs):
         kind = "harm"
     else:
         kind = "no difference shown"
-    return {"kind": kind, "mean": statistics.mean(diffs), "ci": ci, "seeds": len(diffs), "classes": classes}
+    return {"kind": kind, "mean": statistics.mean(diffs), "ci": ci, "seeds": len(diffs), "classes": classes,
+            "starved": starved}
 
 
 def verdict_lines(res: Dict[str, List[dict]], recipes: Sequence[str], key: str) -> List[str]:
@@ -55,6 +59,8 @@ def verdict_lines(res: Dict[str, List[dict]], recipes: Sequence[str], key: str) 
                 "harm": f"harms: below supervised-only on every seed ({v['seeds']})",
                 "no difference shown": "no difference shown (the interval holds 0, or too few seeds)"}[v["kind"]]
         below = f"; below supervised-only on every seed: {', '.join(v['classes'])}" if v["classes"] else ""
+        if v["kind"] == "harm" and v["starved"]:  # where the harm comes from: classes predicted less
+            below += f"; predicted on fewer pixels (pred%) on every seed: {', '.join(v['starved'])}"
         lines.append(f"- {r}: {said}, {v['mean']:+.2f} {key}{ci}{below}.")
     return lines
 
@@ -76,3 +82,19 @@ def default_recipes(num_classes: int) -> List[str]:
 
 def recipes_given(text: Optional[str]) -> Optional[List[str]]:
     return [r.strip() for r in text.split(",") if r.strip()] if text else None
+
+
+def shares_table(res: Dict[str, List[dict]], names: Sequence[str]) -> str:
+    """Each class's share of the validation pixels as each run predicts it (pred%, mean over seeds), and as
+    labeled (true%): a recipe that starves a class shows it predicted on fewer pixels than supervised-only."""
+    first = next((e for evals in res.values() for e in evals), {})
+    classes = [k[len("pred%_"):] for k in first if k.startswith("pred%_")]
+    if not classes:
+        return ""
+    lines = ["| pred% | " + " | ".join(classes) + " |", "| --- |" + " --- |" * len(classes)]
+    for name in names:
+        if res.get(name):
+            cells = [f"{statistics.mean(e[f'pred%_{c}'] for e in res[name]):.1f}" for c in classes]
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines.append("| true% (labeled) | " + " | ".join(f"{first[f'true%_{c}']:.1f}" for c in classes) + " |")
+    return "\n".join(lines)

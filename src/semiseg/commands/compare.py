@@ -23,7 +23,14 @@ def add_arguments(p, verb) -> None:
 def run(args) -> int:
     import yaml
 
-    from semiseg.bench.compare import compare_suite, default_recipes, recipes_given, recommendation, verdict_lines
+    from semiseg.bench.compare import (
+        compare_suite,
+        default_recipes,
+        recipes_given,
+        recommendation,
+        shares_table,
+        verdict_lines,
+    )
     from semiseg.bench.quality import run_suite, suite_results, suite_task, table
     from semiseg.configure import load_config
     from semiseg.recipes import RECIPES
@@ -53,7 +60,10 @@ def run(args) -> int:
     key = task.key  # each run's headline score (a referring run's teacher where it has one) under its name
     res = {name: [{**e, key: task.headline(e)} for e in evals] for name, evals in suite_results(suite, out).items()}
     names = [r["name"] for r in suite["runs"][1:]]
-    text = "\n".join([table(suite, out), "", "Verdicts (paired by seed against supervised-only):", "",
+    shares = shares_table(res, [r["name"] for r in suite["runs"]])
+    text = "\n".join([table(suite, out), *(["", "Per class, the share of the validation pixels each run predicts "
+                                               "(mean over seeds):", "", shares] if shares else []),
+                      "", "Verdicts (paired by seed against supervised-only):", "",
                       *verdict_lines(res, names, key), "", recommendation(res, names, key)])
     print(text)
     (out / "verdict.md").write_text(text + "\n")

@@ -114,7 +114,8 @@ def run_sections(work: Path, rows: List[dict], max_images: int) -> List[str]:
         body = "".join(f"<tr><td>{html.escape(n)}</td><td>{last['IoU_' + n]:.2f}</td>"
                        + (f"<td>{last.get('teacher_IoU_' + n, float('nan')):.2f}</td>" if teacher else "")
                        + "</tr>" for n in names)
-        scores = [k for k in last if k not in ("kind", "step", "time") and not k.startswith(("IoU_", "teacher_"))]
+        per_class = ("IoU_", "pred%_", "true%_", "teacher_")  # shown in the class rows, or the teacher's column
+        scores = [k for k in last if k not in ("kind", "step", "time") and not k.startswith(per_class)]
         summary = "".join(f"<tr><td>{html.escape(k)}</td><td>{last[k]:.2f}</td>"
                           + (f"<td>{last['teacher_' + k]:.2f}</td>" if "teacher_" + k in last else "") + "</tr>"
                           for k in scores)

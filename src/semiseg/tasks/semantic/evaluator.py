@@ -88,9 +88,13 @@ def evaluate(model: nn.Module, loader, num_classes: int, ignore_index: int, devi
 
 
 def summary(prefix: str, m: Dict[str, object], names: List[str]) -> Dict[str, float]:
-    """Flat scalars for logging: ``<prefix>mIoU``, ``<prefix>aAcc``, ``<prefix>mAcc`` and per-class IoU."""
+    """Flat scalars for logging: ``<prefix>mIoU``, ``<prefix>aAcc``, ``<prefix>mAcc``, per-class IoU and each
+    class's share of the labeled pixels as predicted and as labeled (``pred%_<class>``, ``true%_<class>``: a
+    class that pseudo-labels starve shows as pred% below true%)."""
     out = {f"{prefix}{k}": float(m[k]) for k in ("mIoU", "aAcc", "mAcc")}
     out.update({f"{prefix}IoU_{n}": float(v) for n, v in zip(names, m["iou"])})
+    out.update({f"{prefix}pred%_{n}": float(v) for n, v in zip(names, m["share_pred"])})
+    out.update({f"{prefix}true%_{n}": float(v) for n, v in zip(names, m["share_true"])})
     return out
 
 
