@@ -30,6 +30,9 @@ def test_the_readme_config_trains_on_a_folder_of_images(tmp_path, capsys):
            "data.batch_size=2", "data.num_workers=0", "train.report=false", "--work-dir", str(tmp_path / "run")]
     assert run(["data", "check", str(tmp_path / "mine.yaml"), f"data.root={root}"]) == 0
     assert run(["train", str(tmp_path / "mine.yaml"), *fit]) == 0
+    baseline = [*fit[:-1], str(tmp_path / "baseline")]  # the README's baseline: the same file, supervised-only
+    assert run(["train", str(tmp_path / "mine.yaml"), "method.name=supervised", *baseline]) == 0
+    assert yaml.safe_load((tmp_path / "baseline" / "config.yaml").read_text())["method"] == {"name": "supervised"}
     out = capsys.readouterr().out
     assert "IoU_defect" in (tmp_path / "run" / "metrics.jsonl").read_text() and "defect" in out
     assert run(["predict", str(tmp_path / "run" / "best.pth"), "--input", str(root / "val" / "images"),
