@@ -74,9 +74,9 @@ class Predictor:
     inputs: Dict[str, str] = {}  # what predict needs besides the image: keyword argument -> what it is
 
     def __init__(self, model: nn.Module, cfg, class_names: List[str], palette: List[List[int]],
-                 device: str = "cpu", meta: Optional[Dict[str, Any]] = None) -> None:
+                 device: str = "cpu") -> None:
         dev = check_device(device)
-        self.model, self.cfg, self.meta = model.to(dev).eval(), cfg, dict(meta or {})
+        self.model, self.cfg = model.to(dev).eval(), cfg
         self.class_names, self.palette, self.device = class_names, palette, dev
 
     def predict(self, image, **inputs) -> np.ndarray:
@@ -173,7 +173,7 @@ class Task:
         model = cls.model_from(cfg, meta)
         load_weights(model, state["method"]["teacher"] if teacher else state["model"], path,
                      "teacher" if teacher else "model")
-        return cls.Predictor(model, cfg, list(meta["class_names"]), meta["palette"], device, meta)
+        return cls.Predictor(model, cfg, list(meta["class_names"]), meta["palette"], device)
 
     def meta(self) -> Dict[str, Any]:
         """What a checkpoint needs besides the config to be used on its own."""

@@ -31,6 +31,11 @@ def resized_masks(masks: np.ndarray, size: int) -> torch.Tensor:
     return F.interpolate(stack, size=(size, size), mode="nearest-exact")[:, 0]
 
 
+def store_key(root: str | Path, s: RefSample) -> str:
+    """A sample's image in a proposal store: its path under the data root (as `semiseg proposals` writes it)."""
+    return str(s.image.relative_to(Path(root)))
+
+
 class RefDataset(Dataset):
     """``mode``: ``train_l`` (image, mask, text), ``train_u`` (image, ignore, text, proposals from ``store``),
     ``val`` (image, mask at the image's size, text). Indexed by ``(index, epoch)`` pairs like the semantic
@@ -45,8 +50,6 @@ class RefDataset(Dataset):
     def __len__(self) -> int:
         return len(self.samples)
 
-    def store_key(self, s: RefSample) -> str:
-        return str(s.image.relative_to(self.root))
 
     def __getitem__(self, key) -> Optional[dict]:
         index = key[0] if isinstance(key, tuple) else key
@@ -56,7 +59,7 @@ class RefDataset(Dataset):
         if self.mode == "train_u":
             out["ignore"] = torch.zeros(self.size, self.size, dtype=torch.bool)
             if self.store is not None:
-                out["props"] = resized_masks(self.store.get(self.store_key(s)), self.size).bool()
+                out["props"] = resized_masks(self.store.get(store_key(self.root, s)), self.size).bool()
             return out
         mask = s.mask_fn()
         out["mask"] = (torch.from_numpy(np.asarray(mask, np.int64)) if self.mode == "val"

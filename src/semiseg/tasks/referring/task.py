@@ -15,7 +15,7 @@ from semiseg.data.loaders import TrainBatches, leave_stopping_to_the_main_proces
 from semiseg.errors import SemisegError
 from semiseg.pseudo.store import ProposalStore
 from semiseg.tasks.base import Task, no_reduce
-from semiseg.tasks.referring.dataset import RefDataset, check_refs
+from semiseg.tasks.referring.dataset import RefDataset, check_refs, store_key
 from semiseg.tasks.referring.evaluator import evaluate_res
 from semiseg.tasks.referring.model import build_res_model
 from semiseg.tasks.referring.predict import ReferringPredictor, overlay
@@ -65,13 +65,19 @@ class ReferringTask(Task):
         check_refs(self.cfg, self.labeled, self.unlabeled, unlabeled_streams)
         store = None
         if d.proposal_store and unlabeled_streams:
-            store = ProposalStore(d.proposal_store)  # keyed by image path under data.root, as RefDataset reads it
-            store.verify(sorted({str(s.image.relative_to(Path(d.root))) for s in self.unlabeled}), "the unlabeled refs")
+            keys = sorted({store_key(d.root, s) for s in self.unlabeled})
+            store = ProposalStore(d.proposal_store)
+            store.verify(keys, "the unlabeled refs")
         streams = {"x": (RefDataset(self.labeled, d.root, d, "train_l"), seed)}
         if unlabeled_streams:
             streams["u"] = (RefDataset(self.unlabeled, d.root, d, "train_u", store), seed + 7919)
         length = len(self.unlabeled) if unlabeled_streams else len(self.labeled)
         return TrainBatches(streams, length, d.batch_size, self.rank, self.world, d.num_workers, device)
+
+    def class_pixels(self):
+        """None: referring segmentation has one referent per expression, and SemiRES weights its two classes
+        by hand (train.class_weights)."""
+        return None
 
     def val_loader(self) -> DataLoader:
         e, d = self.cfg.eval, self.cfg.data
