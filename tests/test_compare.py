@@ -1,6 +1,8 @@
 """`semiseg compare`: verdicts from paired seeds (known answers), and the command end to end on a folder."""
 import math
 
+import pytest
+
 from semiseg.bench.compare import compare_suite, default_recipes, recommendation, verdict, verdict_lines
 from semiseg.cli import run
 
@@ -49,25 +51,44 @@ def test_the_largest_supported_gain_is_recommended():
 
 
 def test_the_suite_puts_the_users_overrides_after_each_recipe_and_binary_data_gets_its_recipe():
-    suite = compare_suite("mine.yaml", ["unimatch"], [0, 1], ["train.iters=5"])
+    suite = compare_suite("mine.yaml", ["unimatch"], [0, 1], ["train.iters=5"], "compare-mine")
     assert suite["baseline"] == "supervised" and [r["name"] for r in suite["runs"]] == ["supervised", "unimatch"]
     assert suite["runs"][1]["overrides"] == ["recipe=unimatch"] and suite["overrides"] == ["train.iters=5"]
     assert "dssn-horizon-clean" in default_recipes(2) and "dssn-horizon-clean" not in default_recipes(5)
 
 
 def test_compare_on_a_folder_prints_verdicts_a_recommendation_and_writes_its_page(own_folder, tmp_path, capsys):
-    out = tmp_path / "cmp"
+    out, doc = tmp_path / "cmp", tmp_path / "results.md"
+    doc.write_text("# Mine\n\n<!-- semiseg:compare-cmp -->\nstale table\n<!-- /semiseg:compare-cmp -->\n\nkept\n")
     assert run(["compare", str(own_folder), "--recipes", "unimatch", "--seeds", "0,1", "--iters", "2",
-                "--out", str(out)]) == 0
+                "--out", str(out), "--doc", str(doc)]) == 0
     printed = capsys.readouterr().out
     assert "comparing supervised-only with unimatch" in printed and "4 runs of 2 steps (2 seeds)" in printed
+    assert "of training for the 4 runs to go on this machine" in printed  # the estimate comes before any run
+    assert printed.index("estimated ") < printed.index("start supervised seed 0")
+    written = doc.read_text()
+    assert "stale table" not in written and written.endswith("kept\n") and "Recommendation: " in written
+    assert f"Produced by `semiseg compare {own_folder} --recipes unimatch --iters 2 --seeds 0,1 --out {out}" in written
     assert "| unimatch | 2 |" in printed and "- unimatch: " in printed and "Recommendation: " in printed
     assert "| pred% | background | defect |" in printed and "| true% (labeled) |" in printed
     page = (out / "report.html").read_text()
     assert "unimatch" in page and "supervised" in page and (out / "verdict.md").read_text().strip() in printed
+    assert "<p>Recommendation: " in page and "<th>pred%</th>" in page  # the page says what the command printed
     assert run(["compare", str(own_folder), "--recipes", "unimatch", "--seeds", "0,1", "--iters", "2",
                 "--out", str(out)]) == 0  # finished runs are not trained again
-    assert "4 finished, 0 to go" in capsys.readouterr().out
+    again = capsys.readouterr().out
+    assert "4 finished, 0 to go" in again and "estimated" not in again  # nothing to time when nothing is left
+
+
+@pytest.mark.slow
+def test_compare_trains_each_run_as_a_torchrun_group(own_folder, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    out = tmp_path / "cmp"
+    assert run(["compare", str(own_folder), "--recipes", "fixmatch", "--seeds", "0", "--iters", "2",
+                "--nproc-per-node", "2", "--out", str(out)]) == 0
+    for name in ("supervised", "fixmatch"):
+        assert "world size 2" in (out / name / "seed0" / "train.log").read_text()
+    assert "- fixmatch: " in capsys.readouterr().out
 
 
 def test_compare_refuses_an_unknown_recipe_and_bad_seeds_before_any_run(own_folder, tmp_path):
@@ -80,3 +101,31 @@ def test_compare_refuses_an_unknown_recipe_and_bad_seeds_before_any_run(own_fold
     with pytest.raises(SemisegError, match="--seeds 0,one: comma-separated integers"):
         run(["compare", str(own_folder), "--seeds", "0,one", "--out", str(tmp_path / "c")])
     assert not (tmp_path / "c").exists()
+
+
+@pytest.mark.slow
+def test_the_comparison_page_renders_in_chromium(own_folder, tmp_path):
+    """The page opened in a real browser (Debian's chromium, headless): the DOM it builds holds the verdicts
+    and the tables, and the screenshot is not blank."""
+    import shutil
+    import subprocess
+
+    import numpy as np
+    from PIL import Image
+
+    browser = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+    if browser is None:
+        pytest.skip("no Chromium here (apt-get install chromium)")
+    out = tmp_path / "cmp"
+    assert run(["compare", str(own_folder), "--recipes", "fixmatch", "--seeds", "0,1", "--iters", "2",
+                "--out", str(out)]) == 0
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", f"--user-data-dir={tmp_path / 'profile'}"]
+    url = (out / "report.html").resolve().as_uri()
+    dom = subprocess.run([browser, *flags, "--dump-dom", url], capture_output=True, text=True, timeout=120).stdout
+    assert "Recommendation: " in dom and "- fixmatch: " in dom and "<svg" in dom
+    assert dom.count("<table>") >= 2 and "<th>pred%</th>" in dom
+    shot = tmp_path / "page.png"
+    subprocess.run([browser, *flags, f"--screenshot={shot}", "--window-size=1200,1600", url],
+                   capture_output=True, timeout=120)
+    pixels = np.asarray(Image.open(shot).convert("L"))
+    assert pixels.shape == (1600, 1200) and pixels.std() > 10  # text, tables and charts drawn, not a blank page

@@ -6,7 +6,6 @@ from the paired per-seed differences, and one recipe is recommended, or none."""
 from __future__ import annotations
 
 import statistics
-from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 from semiseg.bench.quality import paired_ci
@@ -14,12 +13,27 @@ from semiseg.bench.quality import paired_ci
 BASELINE = "supervised"
 
 
-def compare_suite(config: str, recipes: Sequence[str], seeds: Sequence[int], overrides: Sequence[str]) -> dict:
+def compare_suite(config: str, recipes: Sequence[str], seeds: Sequence[int], overrides: Sequence[str],
+                  name: str) -> dict:
     """The suite of a comparison: the baseline and each recipe on one data config, the user's overrides
     after the recipe's (a recipe sits between a file and its command line)."""
-    name = f"compare-{Path(config).stem}"
     runs = [{"name": r, "config": str(config), "overrides": [f"recipe={r}"]} for r in (BASELINE, *recipes)]
     return {"name": name, "seeds": list(seeds), "overrides": list(overrides), "baseline": BASELINE, "runs": runs}
+
+
+def estimate_seconds(suite: dict, todo: Sequence[tuple], jobs: int = 1, steps: int = 3) -> float:
+    """The training time of the runs to go, from ``steps`` timed steps of each run's config on this machine
+    (one seed stands for all: seeds change the draws, not the cost); evaluations and start-up come on top."""
+    from semiseg.bench.speed import step_seconds
+    from semiseg.configure import load_config
+
+    per_step = {}
+    for r, _ in todo:
+        if r["name"] not in per_step:
+            cfg = load_config(r["config"], [*suite.get("overrides", []), *r.get("overrides", [])])
+            iters = cfg.train.iters  # read first: the timing trainer stretches the schedule
+            per_step[r["name"]] = (step_seconds(cfg, steps), iters)
+    return sum(per_step[r["name"]][0] * per_step[r["name"]][1] for r, _ in todo) / max(1, jobs)
 
 
 def verdict(base: List[dict], evals: List[dict], key: str) -> Dict[str, object]:

@@ -88,6 +88,15 @@ def measure(cfg, steps: int = 20, warmup: int = 5) -> Dict[str, float]:
     }
 
 
+def step_seconds(cfg, steps: int = 3, warmup: int = 1) -> float:
+    """The median time of one training step of ``cfg`` as it trains (its own loader), after ``warmup``
+    steps: what a schedule's estimate multiplies."""
+    with bench_trainer(cfg) as trainer:
+        dev = trainer.device
+        sync = (lambda: torch.cuda.synchronize(dev)) if dev.type == "cuda" else (lambda: None)
+        return statistics.median(_median_time(trainer.train_step, steps, warmup, sync))
+
+
 class _StandIn(torch.nn.Module):
     """A network of negligible cost behind the model contract (a 1x1 convolution; FP branches by dropout,
     complementary dropout ignored), so that a method's real step costs only what is not the network."""

@@ -34,6 +34,8 @@ def add_arguments(bench, verb) -> None:
     p.add_argument("--seeds", help="comma-separated seeds to run now (default: the suite's; the table lists all)")
     p.add_argument("--jobs", type=int, default=1,
                    help="runs at a time, each with cpu_count/jobs threads (pays off where one run cannot use every core)")
+    p.add_argument("--nproc-per-node", type=int, default=1, metavar="N",
+                   help="train each run as a torchrun group of N processes (one per GPU)")
     p.add_argument("--step", type=int, help="tabulate the finished runs' evaluations at this step, not their last")
     p.add_argument("--echo", action="store_true",
                    help="show each run's output here as well as in its train.log (with --jobs 1: what a demo shows)")
@@ -64,7 +66,8 @@ def _quality(args) -> int:
     (out / "suite.yaml").write_text(yaml.safe_dump(suite))  # lets `semiseg report OUT` rebuild the table
     if not args.table_only:
         seeds = [int(x) for x in args.seeds.split(",")] if args.seeds else None
-        run_suite(suite, out, args.only.split(",") if args.only else None, args.jobs, seeds, args.echo)
+        run_suite(suite, out, args.only.split(",") if args.only else None, args.jobs, seeds, args.echo,
+                  args.nproc_per_node)
     body = table(suite, out, args.step)
     print(body)
     if args.doc:

@@ -2,6 +2,7 @@
 table, a verdict per recipe, a recommendation and the suite's HTML page."""
 from __future__ import annotations
 
+from datetime import date
 from pathlib import Path
 
 from semiseg.errors import SemisegError
@@ -16,6 +17,9 @@ def add_arguments(p, verb) -> None:
     p.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (the verdicts pair runs by seed)")
     p.add_argument("--iters", type=int, help="steps of every run (default: the config's train.iters)")
     p.add_argument("--jobs", type=int, default=1, help="runs at a time")
+    p.add_argument("--nproc-per-node", type=int, default=1, metavar="N",
+                   help="train each run as a torchrun group of N processes (one per GPU)")
+    p.add_argument("--doc", help="Markdown file whose <!-- semiseg:<comparison name> --> section gets the verdict")
     p.add_argument("--out", help="runs folder (default runs/compare/<config name>)")
     p.add_argument("--echo", action="store_true", help="show each run's output here too")
 
@@ -26,13 +30,15 @@ def run(args) -> int:
     from semiseg.bench.compare import (
         compare_suite,
         default_recipes,
+        estimate_seconds,
         recipes_given,
         recommendation,
         shares_table,
         verdict_lines,
     )
-    from semiseg.bench.quality import run_suite, suite_results, suite_task, table
+    from semiseg.bench.quality import run_suite, suite_results, suite_task, table, todo_runs, write_section
     from semiseg.configure import load_config
+    from semiseg.engine.logging import fmt_time
     from semiseg.recipes import RECIPES
     from semiseg.report.build import build_report
     from semiseg.tasks import build_task
@@ -47,15 +53,20 @@ def run(args) -> int:
         seeds = [int(s) for s in args.seeds.split(",")]
     except ValueError:
         raise SemisegError(f"--seeds {args.seeds}: comma-separated integers, e.g. 0,1,2") from None
-    suite = compare_suite(args.config, [r for r in recipes if r != "supervised"], seeds, overrides)
     out = Path(args.out or f"runs/compare/{Path(args.config).stem}")
+    suite = compare_suite(args.config, [r for r in recipes if r != "supervised"], seeds, overrides,
+                          f"compare-{out.name}")
     out.mkdir(parents=True, exist_ok=True)
     (out / "suite.yaml").write_text(yaml.safe_dump(suite))  # `semiseg report OUT` rebuilds the page
     n = len(suite["runs"]) * len(seeds)
     print(f"comparing supervised-only with {', '.join(recipes)} on {args.config}: {n} runs of {cfg.train.iters} "
-          f"steps ({len(seeds)} seeds); the time left is printed after each run, and a stopped comparison "
-          f"continues where it stopped", flush=True)
-    run_suite(suite, out, None, args.jobs, seeds, args.echo)
+          f"steps ({len(seeds)} seeds); a stopped comparison continues where it stopped", flush=True)
+    todo = todo_runs(suite, out, None, seeds)
+    if todo:
+        print(f"timing 3 steps of each recipe... estimated {fmt_time(estimate_seconds(suite, todo, args.jobs))} "
+              f"of training for the {len(todo)} runs to go on this machine (evaluations come on top; the time "
+              f"left is printed after each run)", flush=True)
+    run_suite(suite, out, None, args.jobs, seeds, args.echo, args.nproc_per_node)
     task = suite_task(suite, out)
     key = task.key  # each run's headline score (a referring run's teacher where it has one) under its name
     res = {name: [{**e, key: task.headline(e)} for e in evals] for name, evals in suite_results(suite, out).items()}
@@ -67,5 +78,11 @@ def run(args) -> int:
                       *verdict_lines(res, names, key), "", recommendation(res, names, key)])
     print(text)
     (out / "verdict.md").write_text(text + "\n")
+    if args.doc:
+        given = [f"--{k} {getattr(args, k)}" for k in ("recipes", "iters") if getattr(args, k)]
+        extra = " ".join([*args.overrides, *given, f"--seeds {args.seeds}",
+                          *([f"--out {args.out}"] if args.out else [])])
+        write_section(Path(args.doc), suite["name"], f"Produced by `semiseg compare {args.config} {extra} --doc "
+                      f"{args.doc}` on {date.today().isoformat()}.\n\n{text}")
     print(f"page: {build_report(out)}")
     return 0

@@ -151,7 +151,10 @@ def suite_sections(work: Path, max_images: int = 8) -> List[str]:
     task = suite_task(suite, work)
     metric = task.key
     means = {name: float(np.mean([task.headline(e) for e in evals])) for name, evals in results.items() if evals}
-    return [f'<h2 id="quality">Suite {html.escape(suite["name"])}</h2>', md_table(table(suite, work)),
+    # a comparison's page shows what its command printed: the table, pred%/true%, verdicts, recommendation
+    verdict = work / "verdict.md"
+    summary = verdict.read_text() if verdict.is_file() else table(suite, work)
+    return [f'<h2 id="quality">Suite {html.escape(suite["name"])}</h2>', md_table(summary),
             bar_chart(means, f"final {metric} (mean over seeds)"),
             '<h2 id="curves">Validation curves</h2>', line_chart(suite_curves(suite, work, metric),
                                                                  f"{metric} during training (mean over seeds)"),
