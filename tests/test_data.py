@@ -74,8 +74,10 @@ def test_folder_layout(tmp_path):
         write_pair(root, f"images/{i}.png", f"masks/{i}.png", classes=2, seed=i)
         write_pair(root, f"unlabeled/u{i}.jpg", None)
     layout = resolve_layout(cfg_for(root, "folder", **{"data.class_names": "[bg,defect]"}).data)
-    assert len(layout.labeled) == 3 and len(layout.unlabeled) == 3 and layout.val is None
-    assert layout.labeled[0] == Sample("images/0.png", "masks/0.png")
+    assert len(layout.unlabeled) == 3 and layout.labeled[0] == Sample("images/0.png", "masks/0.png")
+    # no val/ folder: the last of the 3 labeled images is held out (every 4th, at least one)
+    assert layout.labeled == [Sample("images/0.png", "masks/0.png"), Sample("images/1.png", "masks/1.png")]
+    assert layout.val == [Sample("images/2.png", "masks/2.png")]
 
 
 def test_unlabeled_padding_is_254_and_kept_apart(voc_root):

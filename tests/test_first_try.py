@@ -201,3 +201,36 @@ def test_every_cli_option_says_what_it_does_and_its_default():
     assert seen > 60
     text = verbs["semiseg data scenes"].format_help()
     assert "training scenes (the splits are drawn from them) (default: 1024)" in " ".join(text.split())
+
+
+def test_a_folder_of_images_and_a_few_masks_is_enough(tmp_path, capsys):
+    """A newcomer's folder: images/ and masks/ for some of them, no unlabeled/ and no val/. The images without
+    a mask are the unlabeled ones, every 4th labeled image is held out for validation, and training says so."""
+    from semiseg.cli import run
+    from semiseg.data.presets import resolve_layout
+
+    root = tmp_path / "mine"
+    for i in range(12):
+        write_pair(root, f"images/a{i:02d}.png", f"masks/a{i:02d}.png" if i < 8 else None, size=(40, 40),
+                   classes=2, seed=i)
+    cfg = load_config(None, ["data.dataset=folder", f"data.root={root}", "data.class_names=[background, defect]",
+                             "data.crop_size=32", "data.batch_size=2", "data.num_workers=0"])
+    layout = resolve_layout(cfg.data)
+    assert [s.image for s in layout.val] == ["images/a03.png", "images/a07.png"]
+    assert [s.image for s in layout.labeled] == [f"images/a{i:02d}.png" for i in (0, 1, 2, 4, 5, 6)]
+    assert all(s.mask for s in layout.labeled + layout.val)
+    assert [(s.image, s.mask) for s in layout.unlabeled] == [(f"images/a{i:02d}.png", None) for i in range(8, 12)]
+    work = tmp_path / "run"
+    assert run(["train", "--work-dir", str(work), *cfg_args(root), "method.name=fixmatch", "train.iters=1"]) == 0
+    log = capsys.readouterr().out
+    assert "no unlabeled/ folder: the 4 images of" in log and "2 of the 8 labeled images (every 4th" in log
+    (root / "unlabeled").mkdir()  # where the user keeps unlabeled images apart, a missing mask stays an error
+    with pytest.raises(SemisegError, match=r"4 image\(s\) without a mask"):
+        resolve_layout(cfg.data)
+
+
+def cfg_args(root):
+    return ["data.dataset=folder", f"data.root={root}", "data.class_names=[background, defect]", "data.crop_size=32",
+            "data.batch_size=2", "data.num_workers=0", "model.backbone=resnet18", "model.width=0.125",
+            "model.head_channels=16", "model.low_level_channels=8", "train.amp=none", "train.report=false",
+            "train.eval_interval=1"]

@@ -108,6 +108,7 @@ def folder_with_problems(root):
     data = (root / "images/im0.jpg").read_bytes()
     (root / "images/im0.jpg").write_bytes(data[: len(data) // 2])  # header intact, pixels torn
     (root / "masks/im1.png").unlink()
+    write_pair(root, "unlabeled/u0.png", None, size=(64, 64))  # unlabeled images apart: a missing mask is an error
     Image.fromarray((np.arange(64 * 64).reshape(64, 64) % 2 * 255).astype(np.uint8)).save(root / "masks/im2.png")
     return root
 
@@ -140,12 +141,13 @@ def test_training_refuses_or_warns_on_binary_0_255_masks(tmp_path, capfd):
         write_pair(root, f"images/im{i}.png", f"masks/im{i}.png", size=(40, 40), classes=2, seed=i,
                    mask_values=(np.eye(40) * 255).astype(np.uint8))
     cfg = load_config(None, TINY + ["data.dataset=folder", f"data.root={root}", "data.class_names=[bg, fg]",
-                                    "data.val=", "train.iters=1"])
-    with pytest.raises(SemisegError, match="4 of the 4 labeled masks hold only 0 and 255"):  # all: refused
+                                    "data.val=", "data.batch_size=2", "train.iters=1"])
+    # no val/ folder: im3 is held out for validation, im0-im2 are the labeled images
+    with pytest.raises(SemisegError, match="3 of the 3 labeled masks hold only 0 and 255"):  # all: refused
         build_task(cfg).train_batches(0, torch.device("cpu"))
     write_pair(root, "images/im0.png", "masks/im0.png", size=(40, 40), classes=2, seed=0)  # some: a warning
     build_task(cfg).train_batches(0, torch.device("cpu"))
-    assert "3 of the 4 labeled masks hold only 0 and 255" in capfd.readouterr().err
+    assert "2 of the 3 labeled masks hold only 0 and 255" in capfd.readouterr().err
 
 
 def test_split_files_refuse_names_their_reader_cannot_read(tmp_path):

@@ -25,6 +25,7 @@ class CheckReport:
     images: Dict[str, int] = field(default_factory=dict)
     problems: List[str] = field(default_factory=list)
     sizes: Dict[str, List[int]] = field(default_factory=dict)  # long sides of each list's images
+    sources: Dict[str, str] = field(default_factory=dict)  # list name -> where it came from
 
     @property
     def ok(self) -> bool:
@@ -44,6 +45,7 @@ class CheckReport:
 
     def format(self) -> str:
         lines = ["lists: " + ", ".join(f"{k} {v} samples" for k, v in self.images.items())]
+        lines += [f"  {k} from {self.sources[k]}" for k in self.images if k in self.sources]
         total = max(int(self.pixels.sum()), 1)
         lines.append(f"{'class':<20}{'pixels':>12}{'share':>9}")
         for name, n in zip(self.class_names + ["(ignore)"], self.pixels.tolist()):
@@ -83,7 +85,7 @@ def _mask_problem(layout: Layout, mask_path: Path, img_size, num_classes: int, i
 
 def check_layout(layout: Layout, ignore_index: int = 255, max_samples: int = 0) -> CheckReport:
     n = len(layout.class_names)
-    report = CheckReport(list(layout.class_names), np.zeros(n + 1, np.int64))
+    report = CheckReport(list(layout.class_names), np.zeros(n + 1, np.int64), sources=dict(layout.sources))
     lists = {k: getattr(layout, k) for k in ("labeled", "unlabeled", "val") if getattr(layout, k)}
     if not lists:
         report.problems.append(f"{layout.root}: no labeled, unlabeled or val list found")

@@ -79,6 +79,7 @@ class Layout:
     unlabeled: Optional[List[Sample]] = None
     val: Optional[List[Sample]] = None
     sources: Dict[str, str] = field(default_factory=dict)  # list name -> where it came from (for messages)
+    notes: List[str] = field(default_factory=list)  # lists the folder layout made up, said once at train start
 
     def map_mask(self, mask: np.ndarray, mask_path: str) -> np.ndarray:
         # Cityscapes users often have only labelIds; map them on load instead of asking for a converter run
@@ -176,12 +177,33 @@ def resolve_layout(data, lenient: bool = False) -> Layout:
 
 
 def _fill_folder(layout: Layout, root: Path, lenient: bool) -> None:
-    if layout.labeled is None and (root / "images").is_dir():
-        layout.labeled = folder_samples(root / "images", root / "masks", root, lenient)
-        layout.sources["labeled"] = str(root / "images")
+    """A folder data set's lists. Without ``unlabeled/``, the images of ``images/`` that have no mask are
+    the unlabeled ones; without ``val/``, every 4th labeled image (in file-name order) is held out for
+    validation. A practitioner's first folder is often just images and a few masks."""
+    images = root / "images"
+    split_by_mask = layout.unlabeled is None and not (root / "unlabeled").is_dir()
+    from_images = layout.labeled is None and images.is_dir()
+    if from_images:
+        samples = folder_samples(images, root / "masks", root, lenient or split_by_mask)
+        if split_by_mask and any(s.mask is None for s in samples):
+            layout.unlabeled = [s for s in samples if s.mask is None]
+            layout.sources["unlabeled"] = f"{images} (its images without a mask)"
+            layout.notes.append(f"no unlabeled/ folder: the {len(layout.unlabeled)} images of {images} without a "
+                                "mask are the unlabeled ones")
+            samples = [s for s in samples if s.mask is not None]
+        layout.labeled = samples
+        layout.sources["labeled"] = str(images)
     if layout.unlabeled is None and (root / "unlabeled").is_dir():
         layout.unlabeled = folder_samples(root / "unlabeled", None, root)
         layout.sources["unlabeled"] = str(root / "unlabeled")
     if layout.val is None and (root / "val" / "images").is_dir():
         layout.val = folder_samples(root / "val" / "images", root / "val" / "masks", root, lenient)
         layout.sources["val"] = str(root / "val" / "images")
+    elif layout.val is None and from_images and len(layout.labeled) >= 2:
+        n = len(layout.labeled)
+        held = set(range(3, n, 4)) or {n - 1}
+        layout.val = [s for i, s in enumerate(layout.labeled) if i in held]
+        layout.labeled = [s for i, s in enumerate(layout.labeled) if i not in held]
+        layout.sources["val"] = f"{images} (every 4th labeled image, held out; val/images + val/masks choose them)"
+        layout.notes.append(f"no val/ folder: {len(layout.val)} of the {n} labeled images (every 4th by file name) "
+                            "are held out for validation; val/images + val/masks choose them")

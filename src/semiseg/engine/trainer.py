@@ -225,7 +225,7 @@ class Trainer:
         if t.class_balance != "none":
             weights = ", ".join(f"{n} {w:.2f}" for n, w in zip(self.names, self.method.criterion.weights.tolist()))
             self.log.info(f"class weights of the labeled loss ({t.class_balance} frequency): {weights}")
-        for note in self.method.notes:
+        for note in self.task.notes + self.method.notes:
             self.log.info(f"note: {note}")
         if self.step >= t.iters:
             self.log.info(f"nothing to train: the run is at step {self.step} and train.iters is {t.iters} "

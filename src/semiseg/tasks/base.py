@@ -143,6 +143,7 @@ class Task:
         self.cfg, self.rank, self.world = cfg, rank, world
         self.class_names: List[str] = []
         self.palette: List[List[int]] = []
+        self.notes: List[str] = []  # how the data was read where the task chose (the trainer logs them)
 
     # config and checkpoints ------------------------------------------------------------------------------
     @classmethod

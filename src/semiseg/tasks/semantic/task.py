@@ -32,6 +32,7 @@ class SemanticTask(Task):
     def __init__(self, cfg, rank: int = 0, world: int = 1) -> None:
         super().__init__(cfg, rank, world)
         self.layout = resolve_layout(cfg.data)
+        self.notes = list(self.layout.notes)
         self.class_names = list(self.layout.class_names)
         self.palette = self.layout.palette
 
