@@ -81,6 +81,11 @@ class ModelConfig:
     aspp_dropout: float = bounded(0.0, 0.0, 0.999)  # the authors' ASPP has none; 0.5: torchvision's, after projection
     freeze_backbone: bool = False  # UniMatch V2's lock_backbone: train the head only (less memory and time)
     text: str = choice("builtin", "minilm")  # task res: the expression encoder (tasks/referring/text.py)
+    # DINOv2 speed options (the weights are the same either way): attention through the fused
+    # scaled_dot_product_attention or the package's explicit softmax (UniMatch V2 without xFormers); and
+    # activation checkpointing of the ViT blocks, for the memory a long crop runs out of
+    attention: str = choice("sdpa", "explicit")
+    grad_checkpoint: bool = False
 
 
 @dataclass
@@ -104,6 +109,7 @@ class TrainConfig:
     ohem_min_kept: int = bounded(100000, 0)
     amp: str = choice("auto", "bf16", "fp16", "none")  # auto: bf16 on CPUs with native bf16, else fp32; CUDA bf16/fp16
     channels_last: bool = False
+    compile: bool = False  # torch.compile the student's forward (its first steps compile; then faster on GPU)
     accum_steps: int = bounded(1, 1)
     seed: int = bounded(0, 0, 2**32 - 1)
     deterministic: bool = False

@@ -47,6 +47,16 @@ def seed_everything(seed: int, deterministic: bool) -> None:
         torch.backends.cudnn.benchmark = False
 
 
+def set_backend_flags(device: torch.device, deterministic: bool) -> None:
+    """On CUDA: cuDNN's autotuner (it picks the fastest convolution for each input shape) and TF32 matmuls
+    and convolutions (Ampere and later: fp32 storage, 10-bit mantissa products), unless
+    ``train.deterministic``, which turns all three off."""
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = not deterministic
+        torch.backends.cuda.matmul.allow_tf32 = not deterministic
+        torch.backends.cudnn.allow_tf32 = not deterministic
+
+
 def wrap_ddp(model: nn.Module, device: torch.device) -> nn.Module:
     """DDP without per-forward buffer broadcast (UniMatch's broadcast_buffers=False): BN statistics stay
     per process, and methods may run several forwards before one backward."""
@@ -88,6 +98,7 @@ class Trainer:
         self.num_classes = len(self.names)
         self.device = self.ctx.device
         self.amp = amp_dtype(t.amp, self.device)
+        set_backend_flags(self.device, t.deterministic)
 
         model = self.task.build_model()
         if load_from:
@@ -105,6 +116,8 @@ class Trainer:
         criterion = build_criterion(t, cfg.data.ignore_index, self.num_classes, pixels)
         self.method = method_cls(cfg.method, self.wrapped, criterion, self.num_classes, student=model,
                                  norm=(tuple(cfg.data.mean), tuple(cfg.data.std)))
+        if t.compile:  # after the method copied any teacher: the student alone is compiled, in place (same keys)
+            model.compile()
         if getattr(self.method, "needs_proposals", False) and not cfg.data.proposal_store:
             raise SemisegError(f"method {cfg.method.name} refines pseudo-labels with mask proposals: make a store with "
                                "`semiseg proposals CONFIG --out DIR` and set data.proposal_store=DIR")

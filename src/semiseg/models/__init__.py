@@ -62,10 +62,14 @@ def build_model(mcfg, num_classes: int) -> nn.Module:
         raise SemisegError(f"model.arch={mcfg.arch} with model.backbone={mcfg.backbone}: the DPT head takes a DINOv2 "
                            "encoder (dinov2_small/base/large), DeepLabV3+ a CNN one")
     if vit:
-        model = DPTSegmenter(mcfg.backbone.removeprefix("dinov2_"), num_classes, mcfg.fp_dropout)
+        model = DPTSegmenter(mcfg.backbone.removeprefix("dinov2_"), num_classes, mcfg.fp_dropout, mcfg.attention,
+                             mcfg.grad_checkpoint)
         if mcfg.pretrained:
             model.backbone.load_released(read_state_dict(mcfg.pretrained), mcfg.pretrained)
     else:
+        if mcfg.grad_checkpoint:
+            raise SemisegError(f"model.grad_checkpoint recomputes the ViT blocks of a dinov2_* encoder; "
+                               f"model.backbone={mcfg.backbone} has none")
         model = DeepLabV3Plus(build_backbone(mcfg), num_classes, mcfg.dilations, mcfg.head_channels,
                               mcfg.low_level_channels, mcfg.fp_dropout, mcfg.aspp_dropout)
     if mcfg.freeze_backbone:

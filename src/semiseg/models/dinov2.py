@@ -11,12 +11,14 @@ which follows the input's size where the package's Python arithmetic would freez
 from __future__ import annotations
 
 import math
+import types
 from dataclasses import dataclass
 from functools import partial
 from typing import List, Sequence
 
 import torch
 import torch.nn.functional as F
+import torch.utils.checkpoint
 from torch import nn
 
 from semiseg.errors import SemisegError
@@ -110,16 +112,44 @@ def traceable_pos_encoding(pos_embed: torch.Tensor, x: torch.Tensor, h, w) -> to
     return torch.cat((pos_embed[:, :1].float(), patches), dim=1).to(x.dtype)
 
 
-class DINOv2Encoder(nn.Module):
-    """``encoder(x)`` -> the four levels as (B, C, H/14, W/14); ``x`` a multiple of 14 on both sides."""
+def sdpa_attention(self, x: torch.Tensor, attn_bias=None) -> torch.Tensor:
+    """The package's attention through ``F.scaled_dot_product_attention``: the same softmax(q k^T / sqrt(d)) v
+    in one fused call (flash or memory-efficient kernels on GPU), where the package without xFormers
+    materialises the (N, N) attention matrix. Same weights, same outputs up to rounding."""
+    if attn_bias is not None:
+        raise SemisegError("nested-tensor attention (attn_bias) is not supported with model.attention=sdpa")
+    b, n, c = x.shape
+    q, k, v = self.qkv(x).reshape(b, n, 3, self.num_heads, c // self.num_heads).permute(2, 0, 3, 1, 4)
+    x = F.scaled_dot_product_attention(q, k, v, dropout_p=self.attn_drop.p if self.training else 0.0)
+    return self.proj_drop(self.proj(x.transpose(1, 2).reshape(b, n, c)))
 
-    def __init__(self, size: str) -> None:
+
+def checkpointed_block(self, x: torch.Tensor) -> torch.Tensor:
+    """The block's own forward, its activations recomputed in the backward pass instead of kept: the
+    encoder's activation memory falls to one block's, for one more forward of compute."""
+    if self.training and torch.is_grad_enabled():
+        return torch.utils.checkpoint.checkpoint(type(self).forward, self, x, use_reentrant=False)
+    return type(self).forward(self, x)
+
+
+class DINOv2Encoder(nn.Module):
+    """``encoder(x)`` -> the four levels as (B, C, H/14, W/14); ``x`` a multiple of 14 on both sides.
+    ``attention``: ``sdpa`` (fused) or ``explicit`` (the package's own, as UniMatch V2 runs without
+    xFormers); ``grad_checkpoint``: recompute each block's activations in the backward pass. Both swap a
+    module's ``forward`` only, so weights and checkpoints are the same either way."""
+
+    def __init__(self, size: str, attention: str = "sdpa", grad_checkpoint: bool = False) -> None:
         super().__init__()
         if size not in SIZES:
             raise SemisegError(f"unknown DINOv2 size {size!r}; valid: {', '.join(SIZES)}")
         self.size, self.vit = size, build_vit(size)
         self.layers = list(SIZES[size].layers)
         self.embed_dim = self.vit.embed_dim
+        for block in self.vit.blocks:
+            if attention == "sdpa":
+                block.attn.forward = types.MethodType(sdpa_attention, block.attn)
+            if grad_checkpoint:
+                block.forward = types.MethodType(checkpointed_block, block)
 
     def forward(self, x: torch.Tensor) -> List[torch.Tensor]:
         if not torch.jit.is_tracing():

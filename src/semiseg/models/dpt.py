@@ -80,10 +80,11 @@ class DPTHead(nn.Module):
 
 
 class DPTSegmenter(nn.Module):
-    def __init__(self, size: str, num_classes: int, fp_dropout: float = 0.5) -> None:
+    def __init__(self, size: str, num_classes: int, fp_dropout: float = 0.5, attention: str = "sdpa",
+                 grad_checkpoint: bool = False) -> None:
         super().__init__()
         s = SIZES[size]
-        self.backbone = DINOv2Encoder(size)
+        self.backbone = DINOv2Encoder(size, attention, grad_checkpoint)
         self.head = DPTHead(num_classes, self.backbone.embed_dim, s.features, s.out_channels)
         self.fp_dropout = fp_dropout
 
