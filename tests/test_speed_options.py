@@ -55,6 +55,21 @@ def test_sdpa_attention_computes_the_packages_attention_through_the_fused_call(m
     assert teacher.vit.blocks[0].attn.forward.__self__ is teacher.vit.blocks[0].attn
 
 
+def test_auto_attention_fuses_long_sequences_on_a_cpu_and_keeps_short_ones_explicit(monkeypatch):
+    import semiseg.models.dinov2 as dinov2
+
+    explicit, auto = encoder_pair(attention="auto")
+    calls = []
+    fused = F.scaled_dot_product_attention
+    monkeypatch.setattr(F, "scaled_dot_product_attention", lambda *a, **k: calls.append(1) or fused(*a, **k))
+    short = torch.randn(1, 3, 42, 42)  # 9 tokens + 1 class token: under the threshold, the explicit softmax
+    assert_same_step(explicit.train(), auto.train(), short)
+    assert calls == []
+    monkeypatch.setattr(dinov2, "CPU_FUSED_FROM_TOKENS", 10)  # the same input counts as long now: fused
+    assert_same_step(explicit, auto, short)
+    assert len(calls) == len(auto.vit.blocks)
+
+
 def test_activation_checkpointing_keeps_the_gradients_and_saves_fewer_activations(monkeypatch):
     plain, ckpt = encoder_pair(attention="explicit", grad_checkpoint=True)
     x = torch.randn(2, 3, 56, 56)

@@ -82,9 +82,10 @@ class ModelConfig:
     freeze_backbone: bool = False  # UniMatch V2's lock_backbone: train the head only (less memory and time)
     text: str = choice("builtin", "minilm")  # task res: the expression encoder (tasks/referring/text.py)
     # DINOv2 speed options (the weights are the same either way): attention through the fused
-    # scaled_dot_product_attention or the package's explicit softmax (UniMatch V2 without xFormers); and
-    # activation checkpointing of the ViT blocks, for the memory a long crop runs out of
-    attention: str = choice("sdpa", "explicit")
+    # scaled_dot_product_attention (sdpa), the package's explicit softmax (explicit: UniMatch V2 without
+    # xFormers), or auto: fused on CUDA and for long sequences on a CPU (models/dinov2.py); and activation
+    # checkpointing of the ViT blocks, for the memory a long crop runs out of
+    attention: str = choice("auto", "sdpa", "explicit")
     grad_checkpoint: bool = False
 
 

@@ -20,6 +20,8 @@ def add_arguments(bench, verb) -> None:
     p.add_argument("--overhead", help="also time what this config's method step costs besides its network")
     p.add_argument("--profile", type=int, default=0, metavar="N",
                    help="also list the N operators (with their input shapes) that take most of a step of each config")
+    p.add_argument("--vs-reference", action="store_true",
+                   help="time UniMatch V2's step as its authors run it beside semiseg's (one unimatch_v2 config)")
     p.add_argument("--doc", help="Markdown file to write the table into")
     p.add_argument("--section", default="speed", help="section name in --doc")
     p.add_argument("--steps", type=int, default=20, help="timed steps (the median is reported)")
@@ -92,6 +94,8 @@ def _speed(args) -> int:
     from semiseg.configure import load_config
 
     configs, overrides = args.config, args.overrides  # cli.parse took the a.b=c words for overrides
+    if args.vs_reference:
+        return _vs_reference(args, configs, overrides)
     results = []
     for path in configs:  # one process per config would isolate peak memory; in-process is what fits here
         results.append(measure(load_config(path, overrides), args.steps, args.warmup))
@@ -114,6 +118,27 @@ def _speed(args) -> int:
         write_section(Path(args.doc), args.section, f"Produced by `{cmd} --doc {args.doc}` on {date.today()}, "
                       f"{os.cpu_count()} CPU(s), torch {torch.__version__}, {torch.get_num_threads()} threads; "
                       f"medians of {args.steps} steps after {args.warmup} warm-up.\n\n{body}")
+    return 0
+
+
+def _vs_reference(args, configs, overrides) -> int:
+    import platform
+
+    import torch
+
+    from semiseg.bench.quality import write_section
+    from semiseg.bench.vs_reference import compare_to_reference, reference_table
+
+    if len(configs) != 1:
+        raise SemisegError(f"--vs-reference times one unimatch_v2 config; got {len(configs)}: {' '.join(configs)}")
+    body = reference_table(compare_to_reference(configs[0], overrides, args.steps, args.warmup))
+    print(body)
+    if args.doc:
+        cmd = "semiseg bench speed " + " ".join(configs + overrides) + " --vs-reference"
+        where = torch.cuda.get_device_name() if torch.cuda.is_available() else (platform.processor() or platform.machine())
+        write_section(Path(args.doc), args.section, f"Produced by `{cmd} --steps {args.steps} --warmup {args.warmup} "
+                      f"--section {args.section} --doc {args.doc}` on {date.today()}, {where}, {os.cpu_count()} CPU(s), "
+                      f"torch {torch.__version__}; medians of {args.steps} steps after {args.warmup} warm-up.\n\n{body}")
     return 0
 
 

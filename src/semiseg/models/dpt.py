@@ -80,7 +80,7 @@ class DPTHead(nn.Module):
 
 
 class DPTSegmenter(nn.Module):
-    def __init__(self, size: str, num_classes: int, fp_dropout: float = 0.5, attention: str = "sdpa",
+    def __init__(self, size: str, num_classes: int, fp_dropout: float = 0.5, attention: str = "auto",
                  grad_checkpoint: bool = False) -> None:
         super().__init__()
         s = SIZES[size]

@@ -1,0 +1,55 @@
+"""The authors' UniMatch V2 step (the speed reference) is semiseg's unimatch_v2 step computed their way: at
+the same settings and seeds both give the same losses, step after step."""
+import pytest
+
+pytest.importorskip("dinov2")
+
+from semiseg.bench.vs_reference import AUTHORS, reference_table, run_side  # noqa: E402
+from semiseg.cli import run  # noqa: E402
+from semiseg.errors import SemisegError  # noqa: E402
+
+from conftest import TINY  # noqa: E402
+
+
+def tiny_v2(root):
+    return [*TINY, f"data.root={root}", "model.arch=dpt", "model.backbone=dinov2_tiny", "method.name=unimatch_v2",
+            "data.crop_size=28", "train.optimizer=adamw", "train.lr=0.0001", "train.lr_multi=4"]
+
+
+def test_the_reference_step_gives_semisegs_losses_at_the_reference_settings(tiny_scenes):
+    ours = run_side(None, tiny_v2(tiny_scenes) + AUTHORS, False, steps=3, warmup=1)
+    theirs = run_side(None, tiny_v2(tiny_scenes) + AUTHORS, True, steps=3, warmup=1)
+    assert len(ours["losses"]) == 4 and len(set(ours["losses"])) == 4  # the weights move: each step its own loss
+    assert ours["losses"] == pytest.approx(theirs["losses"], rel=1e-5)
+
+
+def side(name, step_s, losses):
+    return {"side": name, "step_s": step_s, "peak_mib": 100.0, "losses": losses, "device": "cpu"}
+
+
+def test_the_table_says_how_fast_and_whether_the_losses_agree():
+    ref = side("reference", 2.0, [1.0, 0.8])
+    results = [side("semiseg", 1.25, [1.0, 0.82]), side("same", 2.0, [1.0, 0.8]), side("yard", 1.3, [1.0, 0.81]), ref]
+    text = reference_table(results)
+    assert "| semiseg | 1.250 | 1.60x | 100 | 0.8200 | 2.50% |" in text
+    assert "default step is 1.60x the reference's speed; its losses agree with the reference's (at most 2.50% apart, " \
+           "against 1.25% between" in text
+    results[0] = side("semiseg", 1.25, [1.0, 0.9])  # 12.5% apart where rounding moves them 1.25%: no agreement
+    assert "its losses do NOT agree" in reference_table(results)
+
+
+def test_vs_reference_refuses_another_method(tiny_scenes):
+    with pytest.raises(SemisegError, match="--vs-reference times UniMatch V2's step: .* trains method.name=fixmatch"):
+        run_side(None, [*tiny_v2(tiny_scenes), "method.name=fixmatch"], True, steps=1, warmup=0)
+
+
+@pytest.mark.slow
+def test_bench_speed_vs_reference_end_to_end(tiny_scenes, tmp_path, capsys):
+    cfg = tmp_path / "v2.yaml"
+    cfg.write_text("method:\n  name: unimatch_v2\n")
+    doc = tmp_path / "bench.md"
+    assert run(["bench", "speed", str(cfg), *tiny_v2(tiny_scenes), "--vs-reference", "--steps", "2", "--warmup", "1",
+                "--doc", str(doc), "--section", "ref"]) == 0
+    out = capsys.readouterr().out
+    assert "| reference (the authors' step) |" in out and "gives the reference's losses to 0.000%" in out
+    assert "<!-- semiseg:ref -->" in doc.read_text()
