@@ -6,7 +6,7 @@ STAMP := $(VENV)/.semiseg-installed
 FASHION := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 SCENES := data/scenes/meta.json
 
-.PHONY: setup demo test test-slow docs fashion-mnist clean
+.PHONY: setup demo test test-slow docs gpu-check fashion-mnist clean
 
 setup: $(STAMP) fashion-mnist
 
@@ -49,6 +49,13 @@ test-slow: setup
 # the documentation site; --strict fails on a broken link or a page missing from the navigation
 docs: setup
 	$(VENV)/bin/mkdocs build --strict --quiet
+
+# The GPU check (tools/gpu_check.py, about 8 minutes): the CUDA tests, every method, each speed option at VOC
+# size, the authors' step for reference, torchrun; one line and exit 0 where there is no CUDA. It runs with
+# the venv's python when there is one (GPU_PY=python3 for a system torch with CUDA) and needs data/scenes.
+GPU_PY ?= $(if $(wildcard $(PY)),$(PY),$(PYTHON))
+gpu-check:
+	$(GPU_PY) tools/gpu_check.py --out runs/gpu-check
 
 clean:
 	rm -rf $(VENV) runs data

@@ -53,3 +53,32 @@ def test_bench_speed_vs_reference_end_to_end(tiny_scenes, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "| reference (the authors' step) |" in out and "gives the reference's losses to 0.000%" in out
     assert "<!-- semiseg:ref -->" in doc.read_text()
+
+
+def test_speed_options_each_get_a_row_or_say_where_they_act(tiny_scenes, monkeypatch):
+    from semiseg.bench import options
+
+    seen = []
+    monkeypatch.setattr(options, "_measure_in_child", lambda config, ov, steps, warmup: seen.append(ov) or {
+        "step_s": 0.5 if "train.amp=bf16" in ov else 1.0, "train_images_per_s": 16.0, "peak_memory_mib": 300.0})
+
+    monkeypatch.setattr("semiseg.bench.speed.in_fresh_process", lambda fn, *args: fn(*args))  # here, not a child
+    cnn = options.measure_options(None, [*TINY, f"data.root={tiny_scenes}"], 2, 1, cuda=False)
+    text = options.options_table(cnn)
+    assert "| bf16 autocast (train.amp=bf16) | 0.500 | 0.50x | 16.0 | 300 |" in text
+    assert "| no cuDNN autotuning or TF32 (train.deterministic=true) | timed on CUDA only (no CUDA device here) |" in text
+    assert "| fp16 autocast + gradient scaler (train.amp=fp16) | timed on CUDA only (no CUDA device here) |" in text
+    assert "| activation checkpointing (model.grad_checkpoint=true) | acts on a dinov2_* encoder only |" in text
+    assert len(seen) == 5 and ["train.compile=true"] == seen[-1][-1:]
+    seen.clear()
+    options.measure_options(None, tiny_v2(tiny_scenes), 2, 1, cuda=True)  # a ViT on CUDA: every option measured
+    assert len(seen) == len(options.OPTIONS)
+
+
+def test_a_fresh_process_gives_back_its_result_or_its_error():
+    from semiseg.bench.speed import in_fresh_process
+    from semiseg.configure import load_config
+
+    assert in_fresh_process(load_config, None, ["train.iters=7"]).train.iters == 7
+    with pytest.raises(SemisegError, match="nope.yaml"):
+        in_fresh_process(load_config, "nope.yaml", [])

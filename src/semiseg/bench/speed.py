@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import multiprocessing
 import resource
 import statistics
 import tempfile
@@ -32,6 +33,31 @@ def _median_time(fn: Callable[[], object], steps: int, warmup: int, sync: Callab
         sync()
         times.append(time.perf_counter() - t)
     return times
+
+
+def _child(queue, fn, args) -> None:
+    try:
+        queue.put(("ok", fn(*args)))
+    except BaseException as e:  # the parent raises it
+        queue.put(("error", e))
+
+
+def in_fresh_process(fn: Callable, *args):
+    """``fn(*args)`` in a new process (spawned: its own peak memory, no state of this one; not a daemon, so
+    that it may start data-loader workers), its result or its exception back here."""
+    from semiseg.errors import SemisegError
+
+    ctx = multiprocessing.get_context("spawn")
+    queue = ctx.SimpleQueue()
+    proc = ctx.Process(target=_child, args=(queue, fn, args))
+    proc.start()
+    proc.join()
+    if queue.empty():
+        raise SemisegError(f"the measuring process died (exit code {proc.exitcode})")
+    kind, value = queue.get()
+    if kind == "error":
+        raise value
+    return value
 
 
 def peak_memory_mib(device: torch.device) -> float:
@@ -161,10 +187,10 @@ def profile_step(cfg, top: int = 15, steps: int = 3) -> str:
 
 def speed_table(results: List[Dict[str, float]]) -> str:
     base = results[0]["step_s"]
-    lines = ["| method | step (s) | vs first | step with loader (s) | train img/s | loader headroom | infer img/s | "
+    lines = ["| config | step (s) | vs first | step with loader (s) | train img/s | loader headroom | infer img/s | "
              "peak MiB |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in results:
-        lines.append(f"| {r['method']} | {r['step_s']:.3f} | {r['step_s'] / base:.2f}x | {r['step_with_loader_s']:.3f} | "
+        lines.append(f"| {r.get('config', r['method'])} | {r['step_s']:.3f} | {r['step_s'] / base:.2f}x | {r['step_with_loader_s']:.3f} | "
                      f"{r['train_images_per_s']} | {r['loader_headroom']}x | {r['inference_images_per_s']} | "
                      f"{r['peak_memory_mib']:.0f} |")
     return "\n".join(lines)

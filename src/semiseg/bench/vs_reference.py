@@ -14,7 +14,6 @@ reference, and the losses after the last step.
 """
 from __future__ import annotations
 
-import multiprocessing
 import random
 import resource
 import statistics
@@ -77,13 +76,10 @@ def run_side(config: str, overrides: List[str], reference: bool, steps: int, war
 
 
 def compare_to_reference(config: str, overrides: List[str], steps: int = 20, warmup: int = 3) -> List[Dict]:
-    ctx = multiprocessing.get_context("spawn")  # a fresh process per side: its own peak memory and threads
-    results = []
-    for name, reference, extra in SIDES:
-        with ctx.Pool(1) as pool:
-            r = pool.apply(run_side, (config, [*overrides, *extra], reference, steps, warmup))
-        results.append({"side": name, **r})
-    return results
+    from semiseg.bench.speed import in_fresh_process
+
+    return [{"side": name, **in_fresh_process(run_side, config, [*overrides, *extra], reference, steps, warmup)}
+            for name, reference, extra in SIDES]
 
 
 def loss_gap(a: Dict, b: Dict) -> float:

@@ -20,6 +20,8 @@ def add_arguments(bench, verb) -> None:
     p.add_argument("--overhead", help="also time what this config's method step costs besides its network")
     p.add_argument("--profile", type=int, default=0, metavar="N",
                    help="also list the N operators (with their input shapes) that take most of a step of each config")
+    p.add_argument("--options", action="store_true",
+                   help="one config under each speed option, each in its own process: step time and peak memory")
     p.add_argument("--vs-reference", action="store_true",
                    help="time UniMatch V2's step as its authors run it beside semiseg's (one unimatch_v2 config)")
     p.add_argument("--doc", help="Markdown file to write the table into")
@@ -96,9 +98,11 @@ def _speed(args) -> int:
     configs, overrides = args.config, args.overrides  # cli.parse took the a.b=c words for overrides
     if args.vs_reference:
         return _vs_reference(args, configs, overrides)
+    if args.options:
+        return _options(args, configs, overrides)
     results = []
     for path in configs:  # one process per config would isolate peak memory; in-process is what fits here
-        results.append(measure(load_config(path, overrides), args.steps, args.warmup))
+        results.append({**measure(load_config(path, overrides), args.steps, args.warmup), "config": Path(path).stem})
         print(json.dumps(results[-1]), flush=True)
     body = speed_table(results)
     if args.overhead:
@@ -121,11 +125,37 @@ def _speed(args) -> int:
     return 0
 
 
-def _vs_reference(args, configs, overrides) -> int:
-    import platform
-
+def _machine() -> str:
+    """The GPU's name, else the CPU's (timings differ between machines: a table names its own)."""
     import torch
 
+    if torch.cuda.is_available():
+        where = torch.cuda.get_device_name()
+    else:
+        info = Path("/proc/cpuinfo")
+        names = [line.split(":", 1)[1].strip() for line in (info.read_text().splitlines() if info.is_file() else [])
+                 if line.startswith("model name")]
+        where = names[0] if names else platform.machine()
+    return f"{where}, {os.cpu_count()} CPU(s), torch {torch.__version__}"
+
+
+def _options(args, configs, overrides) -> int:
+    from semiseg.bench.options import measure_options, options_table
+    from semiseg.bench.quality import write_section
+
+    if len(configs) != 1:
+        raise SemisegError(f"--options measures one config; got {len(configs)}: {' '.join(configs)}")
+    body = options_table(measure_options(configs[0], overrides, args.steps, args.warmup))
+    print(body)
+    if args.doc:
+        cmd = "semiseg bench speed " + " ".join(configs + overrides) + " --options"
+        write_section(Path(args.doc), args.section, f"Produced by `{cmd} --steps {args.steps} --warmup {args.warmup} "
+                      f"--section {args.section} --doc {args.doc}` on {date.today()}, {_machine()}; medians of "
+                      f"{args.steps} steps after {args.warmup} warm-up, each option in a fresh process.\n\n{body}")
+    return 0
+
+
+def _vs_reference(args, configs, overrides) -> int:
     from semiseg.bench.quality import write_section
     from semiseg.bench.vs_reference import compare_to_reference, reference_table
 
@@ -135,10 +165,9 @@ def _vs_reference(args, configs, overrides) -> int:
     print(body)
     if args.doc:
         cmd = "semiseg bench speed " + " ".join(configs + overrides) + " --vs-reference"
-        where = torch.cuda.get_device_name() if torch.cuda.is_available() else (platform.processor() or platform.machine())
         write_section(Path(args.doc), args.section, f"Produced by `{cmd} --steps {args.steps} --warmup {args.warmup} "
-                      f"--section {args.section} --doc {args.doc}` on {date.today()}, {where}, {os.cpu_count()} CPU(s), "
-                      f"torch {torch.__version__}; medians of {args.steps} steps after {args.warmup} warm-up.\n\n{body}")
+                      f"--section {args.section} --doc {args.doc}` on {date.today()}, {_machine()}; medians of "
+                      f"{args.steps} steps after {args.warmup} warm-up.\n\n{body}")
     return 0
 
 
