@@ -82,3 +82,9 @@ def test_a_fresh_process_gives_back_its_result_or_its_error():
     assert in_fresh_process(load_config, None, ["train.iters=7"]).train.iters == 7
     with pytest.raises(SemisegError, match="nope.yaml"):
         in_fresh_process(load_config, "nope.yaml", [])
+
+
+def test_a_one_config_study_refuses_two_configs():
+    for flag in ("--options", "--vs-reference"):
+        with pytest.raises(SemisegError, match=f"{flag} studies one config; got 2: a.yaml b.yaml"):
+            run(["bench", "speed", "a.yaml", "b.yaml", flag])

@@ -96,10 +96,8 @@ def _speed(args) -> int:
     from semiseg.configure import load_config
 
     configs, overrides = args.config, args.overrides  # cli.parse took the a.b=c words for overrides
-    if args.vs_reference:
-        return _vs_reference(args, configs, overrides)
-    if args.options:
-        return _options(args, configs, overrides)
+    if args.vs_reference or args.options:
+        return _one_config_study(args, configs, overrides, "--vs-reference" if args.vs_reference else "--options")
     results = []
     for path in configs:  # one process per config would isolate peak memory; in-process is what fits here
         results.append({**measure(load_config(path, overrides), args.steps, args.warmup), "config": Path(path).stem})
@@ -139,35 +137,26 @@ def _machine() -> str:
     return f"{where}, {os.cpu_count()} CPU(s), torch {torch.__version__}"
 
 
-def _options(args, configs, overrides) -> int:
-    from semiseg.bench.options import measure_options, options_table
+def _one_config_study(args, configs, overrides, flag: str) -> int:
+    """``--options`` or ``--vs-reference``: a study of one config, printed and written under ``--section``."""
     from semiseg.bench.quality import write_section
 
     if len(configs) != 1:
-        raise SemisegError(f"--options measures one config; got {len(configs)}: {' '.join(configs)}")
-    body = options_table(measure_options(configs[0], overrides, args.steps, args.warmup))
+        raise SemisegError(f"{flag} studies one config; got {len(configs)}: {' '.join(configs)}")
+    if flag == "--options":
+        from semiseg.bench.options import measure_options, options_table
+
+        body = options_table(measure_options(configs[0], overrides, args.steps, args.warmup))
+    else:
+        from semiseg.bench.vs_reference import compare_to_reference, reference_table
+
+        body = reference_table(compare_to_reference(configs[0], overrides, args.steps, args.warmup))
     print(body)
     if args.doc:
-        cmd = "semiseg bench speed " + " ".join(configs + overrides) + " --options"
+        cmd = "semiseg bench speed " + " ".join(configs + overrides) + f" {flag}"
         write_section(Path(args.doc), args.section, f"Produced by `{cmd} --steps {args.steps} --warmup {args.warmup} "
                       f"--section {args.section} --doc {args.doc}` on {date.today()}, {_machine()}; medians of "
-                      f"{args.steps} steps after {args.warmup} warm-up, each option in a fresh process.\n\n{body}")
-    return 0
-
-
-def _vs_reference(args, configs, overrides) -> int:
-    from semiseg.bench.quality import write_section
-    from semiseg.bench.vs_reference import compare_to_reference, reference_table
-
-    if len(configs) != 1:
-        raise SemisegError(f"--vs-reference times one unimatch_v2 config; got {len(configs)}: {' '.join(configs)}")
-    body = reference_table(compare_to_reference(configs[0], overrides, args.steps, args.warmup))
-    print(body)
-    if args.doc:
-        cmd = "semiseg bench speed " + " ".join(configs + overrides) + " --vs-reference"
-        write_section(Path(args.doc), args.section, f"Produced by `{cmd} --steps {args.steps} --warmup {args.warmup} "
-                      f"--section {args.section} --doc {args.doc}` on {date.today()}, {_machine()}; medians of "
-                      f"{args.steps} steps after {args.warmup} warm-up.\n\n{body}")
+                      f"{args.steps} steps after {args.warmup} warm-up, each in a fresh process.\n\n{body}")
     return 0
 
 
