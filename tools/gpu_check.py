@@ -30,8 +30,8 @@ VOC_SIZED = {  # (config, overrides): the authors' VOC step sizes on the scenes'
     "DINOv2-B + DPT, 518 px, batch 4+4": ("configs/scenes/unimatch_v2_dinov2-s.yaml", [
         "model.backbone=dinov2_base", "data.resize=518", "data.crop_size=518", "data.batch_size=4"]),
 }
-SMOKE = ["model.backbone=resnet18", "model.width=0.125", "model.head_channels=16", "model.low_level_channels=8",
-         "data.crop_size=32", "data.resize=32", "data.batch_size=2", "data.num_workers=0"]
+SMOKE = ["model.backbone=resnet18", "model.pretrained=", "model.width=0.125", "model.head_channels=16",
+         "model.low_level_channels=8", "data.crop_size=32", "data.resize=32", "data.batch_size=2", "data.num_workers=0"]
 SMOKE_VIT = ["model.backbone=dinov2_tiny", "data.crop_size=28", "data.resize=28", "data.batch_size=2",
              "data.num_workers=0"]
 
