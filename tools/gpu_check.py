@@ -73,14 +73,15 @@ def main(argv=None) -> int:
     stages = [("tests marked cuda", [py, "-m", "pytest", "-q", "-m", "cuda", "tests/test_cuda.py"], 300)]
     for m in METHODS:
         stages.append((f"{steps} steps of {m} on the scenes", [
-            *semiseg, "train", f"configs/scenes/{m}.yaml", *small, f"train.iters={steps}", f"train.eval_interval={steps}",
+            *semiseg, "train", f"configs/scenes/{m}.yaml", *small, f"train.iters={steps}",
+            f"train.eval_interval={steps}",
             "train.report=false", "eval.max_images=64", "--work-dir", str(out / m), "--force"], 300))
     for name, (config, overrides) in VOC_SIZED.items():
         overrides = data + ((SMOKE_VIT if "dinov2" in config else SMOKE) if args.smoke else overrides)
         timing = ["--steps", "1" if args.smoke else "5", "--warmup", "1" if args.smoke else "2"]
+        doc = str(out / f"options-{len(stages)}.md")
         stages.append((f"speed options: {name}", [*semiseg, "bench", "speed", config, *overrides, "--options", *timing,
-                                                  "--section", "gpu-options", "--doc", str(out / f"options-{len(stages)}.md")],
-                       600))
+                                                  "--section", "gpu-options", "--doc", doc], 600))
     config, overrides = VOC_SIZED["DINOv2-B + DPT, 518 px, batch 4+4"]
     stages.append(("UniMatch V2 against its authors' step, DINOv2-B at 518", [
         *semiseg, "bench", "speed", config, *data, *(SMOKE_VIT if args.smoke else overrides), "--vs-reference",

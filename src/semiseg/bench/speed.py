@@ -190,7 +190,8 @@ def speed_table(results: List[Dict[str, float]]) -> str:
     lines = ["| config | step (s) | vs first | step with loader (s) | train img/s | loader headroom | infer img/s | "
              "peak MiB |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in results:
-        lines.append(f"| {r.get('config', r['method'])} | {r['step_s']:.3f} | {r['step_s'] / base:.2f}x | {r['step_with_loader_s']:.3f} | "
+        lines.append(f"| {r.get('config', r['method'])} | {r['step_s']:.3f} | {r['step_s'] / base:.2f}x | "
+                     f"{r['step_with_loader_s']:.3f} | "
                      f"{r['train_images_per_s']} | {r['loader_headroom']}x | {r['inference_images_per_s']} | "
                      f"{r['peak_memory_mib']:.0f} |")
     return "\n".join(lines)

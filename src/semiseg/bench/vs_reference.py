@@ -96,8 +96,9 @@ def reference_table(results: List[Dict]) -> str:
                      f"{r['losses'][-1]:.4f} | {100 * loss_gap(r, ref):.2f}% |")
     noise = loss_gap(yardstick, ref)
     agree = loss_gap(ours, ref) <= max(2 * noise, 1e-4)
-    lines += ["", f"{len(ref['losses'])} steps from the same weights, each seeded alike on every side, on {ref['device']}. "
-              f"At the reference's settings semiseg's step gives the reference's losses to {100 * loss_gap(same, ref):.3f}%. "
+    lines += ["", f"{len(ref['losses'])} steps from the same weights, each seeded alike on every side, on "
+              f"{ref['device']}. At the reference's settings semiseg's step gives the reference's losses to "
+              f"{100 * loss_gap(same, ref):.3f}%. "
               f"Its default step is {ref['step_s'] / ours['step_s']:.2f}x the reference's speed; its losses "
               + ("agree with the reference's" if agree else "do NOT agree with the reference's")
               + f" (at most {100 * loss_gap(ours, ref):.2f}% apart, against {100 * noise:.2f}% between the reference "
