@@ -1,21 +1,20 @@
 """``semiseg bench speed CONFIG --vs-reference``: semiseg's ``unimatch_v2`` step against the authors' step
 (``bench/reference.py``) on the same network, batch, crop and initial weights.
 
-Three sides, each in a process of its own (so that each has its own peak memory):
+Four sides, each in a process of its own (so that each has its own peak memory):
 - ``semiseg``: the config as given (its autocast, fused attention and other speed options);
 - ``semiseg, reference settings``: the same code in fp32 with the package's explicit attention, which
   must give the reference's losses (it shows the two are one step, computed two ways);
 - ``reference under the config's autocast``: the authors' step in semiseg's precision, whose distance
   to the fp32 reference is what rounding alone moves the losses (the yardstick for "agree");
 - ``reference``: the authors' step.
-Every step is seeded alike on every side, so the three draw the same views and dropout masks; the table
+Every step is seeded alike on every side, so all draw the same views and dropout masks; the table
 gives the median step time and the peak memory of each, the speed-up of semiseg's default over the
 reference, and the losses after the last step.
 """
 from __future__ import annotations
 
 import random
-import resource
 import statistics
 import time
 from typing import Dict, List
@@ -31,17 +30,11 @@ SIDES = (("semiseg", False, []), ("semiseg, reference settings", False, AUTHORS)
          ("reference (the authors' step)", True, AUTHORS))
 
 
-def _peak_mib(device: torch.device) -> float:
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # this process's, in KiB on Linux
-
-
 def run_side(config: str, overrides: List[str], reference: bool, steps: int, warmup: int) -> Dict[str, object]:
     """``warmup`` + ``steps`` training steps of one side, each seeded by its index: step times (the timed
     ones), every step's loss and the peak memory."""
     from semiseg.bench.reference import ReferenceV2Step
-    from semiseg.bench.speed import bench_trainer
+    from semiseg.bench.speed import bench_trainer, peak_memory_mib
     from semiseg.configure import load_config
 
     cfg = load_config(config, overrides)
@@ -71,7 +64,7 @@ def run_side(config: str, overrides: List[str], reference: bool, steps: int, war
             if i >= warmup:
                 times.append(time.perf_counter() - start)
             losses.append(loss)
-        return {"step_s": statistics.median(times), "peak_mib": _peak_mib(dev), "losses": losses,
+        return {"step_s": statistics.median(times), "peak_mib": peak_memory_mib(dev), "losses": losses,
                 "device": str(dev)}
 
 
