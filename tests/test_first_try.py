@@ -229,6 +229,18 @@ def test_a_folder_of_images_and_a_few_masks_is_enough(tmp_path, capsys):
         resolve_layout(cfg.data)
 
 
+def test_a_folder_whose_images_all_have_masks_says_where_unlabeled_images_go(tmp_path):
+    from semiseg.cli import run
+
+    root = tmp_path / "mine"
+    for i in range(6):
+        write_pair(root, f"images/a{i}.png", f"masks/a{i}.png", size=(40, 40), classes=2, seed=i)
+    with pytest.raises(SemisegError, match=r"method fixmatch needs unlabeled data: no unlabeled/ folder in .*mine and "
+                                           r"every image of images/ has a mask \(put the unlabeled images in "
+                                           r"unlabeled/, or in images/ without a mask\)"):
+        run(["train", "--work-dir", str(tmp_path / "run"), *cfg_args(root), "method.name=fixmatch"])
+
+
 def cfg_args(root):
     return ["data.dataset=folder", f"data.root={root}", "data.class_names=[background, defect]", "data.crop_size=32",
             "data.batch_size=2", "data.num_workers=0", "model.backbone=resnet18", "model.width=0.125",

@@ -119,8 +119,10 @@ def check_lists(cfg, layout: Layout, unlabeled_streams: int) -> None:
     if layout.labeled is None:
         raise SemisegError(no_split_found(layout.root, cfg.data.split, "labeled"))
     if unlabeled_streams and layout.unlabeled is None:
-        raise SemisegError(f"method {cfg.method.name} needs unlabeled data: "
-                           + no_split_found(layout.root, cfg.data.split, "unlabeled"))
+        where = (f"no unlabeled/ folder in {layout.root} and every image of images/ has a mask (put the "
+                 "unlabeled images in unlabeled/, or in images/ without a mask)" if cfg.data.dataset == "folder"
+                 else no_split_found(layout.root, cfg.data.split, "unlabeled"))
+        raise SemisegError(f"method {cfg.method.name} needs unlabeled data: {where}")
     if unlabeled_streams and not layout.unlabeled:
         raise SemisegError(f"method {cfg.method.name} needs unlabeled data, but "
                            f"{layout.sources.get('unlabeled', 'the unlabeled list')} holds no images")
