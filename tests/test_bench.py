@@ -150,6 +150,7 @@ def test_bench_pseudo_end_to_end(tiny_scenes, tiny_store, tmp_path, capsys):
                 "--doc", str(tmp_path / "d.md")]) == 0
     text = (tmp_path / "d.md").read_text()
     for row in ("| threshold 0.95 |", "| CPLG (class_aware) |", "| csl |", "| max confidence |", "| refined by iom |",
+                "| prediction aligned to the labeled shares |", "| labeled |", "| predicted (mean probability) |",
                 "| refined by cpi |"):
         assert row in text
     # per predicted class: `none` keeps every pixel of every predicted class (never-predicted classes: -)
@@ -260,3 +261,18 @@ def test_suite_runs_in_parallel_and_resumes(tiny_scenes, tmp_path, capsys):
     assert "mIoU" in (out / "a/seed1/train.log").read_text()
     assert "mIoU" not in first.split("| run |")[0]  # without it, only the suite's own lines
     assert (out / "a/seed1/latest.pth").is_file() and not (out / "b/seed1").exists()
+
+
+def test_distribution_alignment_raises_an_under_predicted_class_to_its_labeled_share():
+    import torch
+
+    from semiseg.bench.pseudo import align
+
+    # two pixels; the model gives class 1 a mean of 0.2 where the labels hold it at 0.5
+    probs = torch.tensor([[0.9, 0.1], [0.7, 0.3]]).T.reshape(1, 2, 1, 2)
+    mean = probs.mean((0, 2, 3))
+    aligned = align(probs, torch.tensor([0.5, 0.5]), mean)
+    # p * prior / mean renormalised: pixel 2 is (0.7/0.8, 0.3/0.2) -> (0.875, 1.5) / 2.375: class 1 now wins
+    assert torch.allclose(aligned[0, :, 0, 1], torch.tensor([0.875, 1.5]) / 2.375)
+    assert aligned.argmax(1).tolist() == [[[0, 1]]] and probs.argmax(1).tolist() == [[[0, 0]]]
+    assert torch.allclose(aligned.sum(1), torch.ones(1, 1, 2))

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from scipy.stats import rankdata
 
-from semiseg.tasks.semantic.dataset import SegDataset
+from semiseg.tasks.semantic.dataset import SegDataset, labeled_class_pixels
 from semiseg.tasks.semantic.evaluator import confusion, metrics_from_confusion
 from semiseg.tasks.base import Predictor
 from semiseg.pseudo.refiners import build_refiner
@@ -54,16 +54,45 @@ def auroc(score: np.ndarray, positive: np.ndarray) -> float:
     return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
+def align(probs: torch.Tensor, prior: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
+    """Distribution alignment (ReMixMatch): each pixel's class probabilities times the labeled class shares
+    over the mean prediction, renormalised: a class the model predicts less often than the labels hold it
+    is raised, one it over-predicts lowered."""
+    p = probs * (prior / mean.clamp(min=1e-8))[None, :, None, None]
+    return p / p.sum(1, keepdim=True)
+
+
+def _probs(predictor: Predictor, item) -> torch.Tensor:
+    gt = item["mask"]
+    logits = predictor.model(item["image"][None].to(predictor.device)).float()
+    return F.interpolate(logits, size=gt.shape, mode="bilinear", align_corners=True).softmax(1).cpu()
+
+
+def mean_prediction(predictor: Predictor, ds) -> torch.Tensor:
+    """The model's class probabilities averaged over every labeled-or-not pixel of ``ds`` (not its ignore)."""
+    total, count = torch.zeros(len(predictor.class_names), dtype=torch.float64), 0
+    with torch.no_grad():
+        for i in range(len(ds)):
+            item = ds[i]
+            valid = (item["mask"] != 255)[None]
+            probs = _probs(predictor, item)
+            total += probs.permute(1, 0, 2, 3)[:, valid].sum(1).double()
+            count += int(valid.sum())
+    return (total / max(count, 1)).float()
+
+
 def evaluate_pseudo(predictor: Predictor, samples, layout, store=None, max_images: int = 0) -> Dict[str, object]:
     cfg, n_cls = predictor.cfg, len(predictor.class_names)
     ds = SegDataset(samples[: max_images or None], layout, cfg.data, "val")
+    pixels = torch.as_tensor(labeled_class_pixels(layout, n_cls, cfg.data.ignore_index)[:n_cls], dtype=torch.float32)
+    prior, mean = pixels / pixels.sum(), mean_prediction(predictor, ds)
     selectors = {k: build_selector(v) for k, v in SELECTORS.items()}
     refiners = {k: build_refiner({"name": k}) for k in REFINERS} if store is not None else {}
     per_class = {k: np.zeros((3, n_cls)) for k in selectors}  # by predicted class: valid, selected, selected & right
     n_right = 0  # correct pseudo-labels, the same for every selector (recall's denominator)
     kept_right = {k: np.zeros(n_cls) for k in selectors}  # by true class: selected and right
     true_count = np.zeros(n_cls)  # by true class: labeled pixels (per-class recall's denominator)
-    cms = {k: torch.zeros(n_cls, n_cls, dtype=torch.long) for k in ["teacher", *refiners]}
+    cms = {k: torch.zeros(n_cls, n_cls, dtype=torch.long) for k in ["teacher", "aligned", *refiners]}
     bnd = {k: np.zeros(4) for k in cms}
     miss = {k: [] for k in refiners}
     scores: Dict[str, List[np.ndarray]] = {"max confidence": [], "csl weight": []}
@@ -72,8 +101,7 @@ def evaluate_pseudo(predictor: Predictor, samples, layout, store=None, max_image
         for i in range(len(ds)):
             item = ds[i]
             gt = item["mask"]
-            logits = predictor.model(item["image"][None].to(predictor.device)).float()
-            probs = F.interpolate(logits, size=gt.shape, mode="bilinear", align_corners=True).softmax(1).cpu()
+            probs = _probs(predictor, item)
             ignore = (gt == 255)[None]
             pl = probs.argmax(1)
             right = (pl == gt[None]) & ~ignore
@@ -89,7 +117,7 @@ def evaluate_pseudo(predictor: Predictor, samples, layout, store=None, max_image
             true_count += torch.bincount(gt[gt != 255], minlength=n_cls).numpy()
             scores["max confidence"].append(probs.max(1).values[~ignore].numpy())
             right_all.append(right[~ignore].numpy())
-            maps = {"teacher": pl[0]}
+            maps = {"teacher": pl[0], "aligned": align(probs, prior, mean).argmax(1)[0]}
             if refiners:
                 props = torch.from_numpy(store.get(ds.samples[i].image))
                 for name, refine in refiners.items():
@@ -100,7 +128,8 @@ def evaluate_pseudo(predictor: Predictor, samples, layout, store=None, max_image
                 bnd[name] += boundary_counts(m, gt)
     right_cat = np.concatenate(right_all)
     out: Dict[str, object] = {"images": len(ds), "selectors": {}, "auroc": {}, "labels": {},
-                              "class_names": list(predictor.class_names)}
+                              "class_names": list(predictor.class_names), "prior": prior.numpy(),
+                              "mean": mean.numpy()}
     for name, (valid_c, sel_c, right_c) in per_class.items():
         n_valid, n_sel, n_sel_right = valid_c.sum(), sel_c.sum(), right_c.sum()
         with np.errstate(invalid="ignore", divide="ignore"):  # a class never predicted: NaN
@@ -123,6 +152,9 @@ def evaluate_pseudo(predictor: Predictor, samples, layout, store=None, max_image
     return out
 
 
+MAP_NAMES = {"teacher": "prediction", "aligned": "prediction aligned to the labeled shares"}
+
+
 def format_pseudo(res: Dict[str, object]) -> str:
     lines = [f"{res['images']} unlabeled images, scored against their hidden labels.", "",
              "| selector | selected (w = 1) | precision | recall |", "| --- | --- | --- | --- |"]
@@ -140,17 +172,22 @@ def format_pseudo(res: Dict[str, object]) -> str:
     for name, r in res["selectors"].items():
         lines.append(f"| {name} | " + " | ".join("-" if np.isnan(v) else f"{100 * v:.1f}" for v in r["class_recall"])
                      + " |")
+    lines += ["", "Class shares (%): of the labeled pixels, and of the model's mean prediction on these images "
+              "(what the alignment divides by).", "", "| share | " + " | ".join(names) + " |",
+              "| --- |" + " --- |" * len(names),
+              "| labeled | " + " | ".join(f"{100 * v:.1f}" for v in res["prior"]) + " |",
+              "| predicted (mean probability) | " + " | ".join(f"{100 * v:.1f}" for v in res["mean"]) + " |"]
     lines += ["", "Per class, the label maps before selection: precision / recall (%).", "",
               "| pseudo-labels | " + " | ".join(names) + " |", "| --- |" + " --- |" * len(names)]
     for name, r in res["labels"].items():
         cells = [f"{'-' if np.isnan(p) else f'{100 * p:.1f}'} / {'-' if np.isnan(c) else f'{100 * c:.1f}'}"
                  for p, c in zip(r["class_precision"], r["class_recall"])]
-        lines.append(f"| {'prediction' if name == 'teacher' else 'refined by ' + name} | " + " | ".join(cells) + " |")
+        lines.append(f"| {MAP_NAMES.get(name, 'refined by ' + name)} | " + " | ".join(cells) + " |")
     lines += ["", "| per-pixel score | AUROC for 'pseudo-label is right' |", "| --- | --- |"]
     lines += [f"| {name} | {v:.4f} |" for name, v in res["auroc"].items()]
     lines += ["", "| pseudo-labels | mIoU | boundary F (1 px) | PWA fallback share |", "| --- | --- | --- | --- |"]
     for name, r in res["labels"].items():
         miss = "-" if np.isnan(r["miss_rate"]) else f"{100 * r['miss_rate']:.1f}%"
-        lines.append(f"| {'prediction' if name == 'teacher' else 'refined by ' + name} | {r['mIoU']:.2f} | "
+        lines.append(f"| {MAP_NAMES.get(name, 'refined by ' + name)} | {r['mIoU']:.2f} | "
                      f"{r['boundary_F']:.2f} | {miss} |")
     return "\n".join(lines)

@@ -181,7 +181,8 @@ def _pseudo(args) -> int:
     if args.doc:
         cmd = f"semiseg bench pseudo {args.ckpt}" + (" --teacher" if args.teacher else "") + \
             (f" --proposals {args.proposals}" if args.proposals else "") + \
-            (f" --max-images {args.max_images}" if args.max_images else "")
+            (f" --max-images {args.max_images}" if args.max_images else "") + \
+            (f" --section {args.section}" if args.section != "pseudo" else "")
         write_section(Path(args.doc), args.section, f"Produced by `{cmd} --doc {args.doc}` on {date.today()}.\n\n{body}")
     return 0
 
