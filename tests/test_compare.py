@@ -100,6 +100,19 @@ def test_compare_refuses_an_unknown_recipe_and_bad_seeds_before_any_run(own_fold
         run(["compare", str(own_folder), "--recipes", "fixmatc", "--out", str(tmp_path / "c")])
     with pytest.raises(SemisegError, match="--seeds 0,one: comma-separated integers"):
         run(["compare", str(own_folder), "--seeds", "0,one", "--out", str(tmp_path / "c")])
+    bad = {("--jobs", "0"): "--jobs 0: a number of at least 1",
+           ("--nproc-per-node", "0"): "--nproc-per-node 0: a number of at least 1",
+           ("--iters", "0"): "--iters 0: a number of at least 1",
+           ("--recipes", ""): "--recipes is empty",
+           ("--seeds", "0,0"): "--seeds: 0 given twice",
+           ("--recipes", "unimatch,unimatch"): "--recipes: unimatch given twice",
+           ("--doc", str(tmp_path / "nowhere" / "x.md")): "--doc .*: its folder .*nowhere does not exist"}
+    for (flag, value), message in bad.items():
+        with pytest.raises(SemisegError, match=message):
+            run(["compare", str(own_folder), flag, value, "--out", str(tmp_path / "c")])
+    (tmp_path / "file").write_text("")
+    with pytest.raises(SemisegError, match="--out .*file is a file: name a folder"):
+        run(["compare", str(own_folder), "--out", str(tmp_path / "file")])
     assert not (tmp_path / "c").exists()
 
 

@@ -89,3 +89,12 @@ def test_a_one_config_study_refuses_two_configs():
     for flag in ("--options", "--vs-reference"):
         with pytest.raises(SemisegError, match=f"{flag} studies one config; got 2: a.yaml b.yaml"):
             run(["bench", "speed", "a.yaml", "b.yaml", flag])
+
+
+def test_bench_speed_refuses_no_timed_steps_and_two_studies_at_once():
+    with pytest.raises(SemisegError, match="--steps 0 --warmup 0: at least 1 timed step"):
+        run(["bench", "speed", "a.yaml", "--steps", "0", "--warmup", "0", "--options"])
+    with pytest.raises(SemisegError, match="--options and --vs-reference are two studies"):
+        run(["bench", "speed", "a.yaml", "--options", "--vs-reference"])
+    with pytest.raises(SemisegError, match="--jobs 0 --nproc-per-node 1: each at least 1"):
+        run(["bench", "quality", "a.yaml", "--jobs", "0"])

@@ -64,6 +64,8 @@ def _quality(args) -> int:
 
     from semiseg.bench.quality import read_suite, run_suite, table, write_section
 
+    if args.jobs < 1 or args.nproc_per_node < 1:
+        raise SemisegError(f"--jobs {args.jobs} --nproc-per-node {args.nproc_per_node}: each at least 1")
     suite = read_suite(args.suite)
     out = Path(args.out or f"runs/bench/{suite['name']}")
     out.mkdir(parents=True, exist_ok=True)
@@ -96,6 +98,10 @@ def _speed(args) -> int:
     from semiseg.configure import load_config
 
     configs, overrides = args.config, args.overrides  # cli.parse took the a.b=c words for overrides
+    if args.steps < 1 or args.warmup < 0:
+        raise SemisegError(f"--steps {args.steps} --warmup {args.warmup}: at least 1 timed step, no negative warm-up")
+    if args.vs_reference and args.options:
+        raise SemisegError("--options and --vs-reference are two studies: run one at a time")
     if args.vs_reference or args.options:
         return _one_config_study(args, configs, overrides, "--vs-reference" if args.vs_reference else "--options")
     results = []

@@ -43,6 +43,15 @@ def run(args) -> int:
     from semiseg.report.build import build_report
     from semiseg.tasks import build_task
 
+    for flag, value in (("--jobs", args.jobs), ("--nproc-per-node", args.nproc_per_node), ("--iters", args.iters)):
+        if value is not None and value < 1:
+            raise SemisegError(f"{flag} {value}: a number of at least 1")
+    if args.recipes is not None and not recipes_given(args.recipes):
+        raise SemisegError("--recipes is empty: name one or more (semiseg recipes lists them)")
+    if args.out and Path(args.out).exists() and not Path(args.out).is_dir():
+        raise SemisegError(f"--out {args.out} is a file: name a folder for the runs")
+    if args.doc and not Path(args.doc).parent.is_dir():
+        raise SemisegError(f"--doc {args.doc}: its folder {Path(args.doc).parent} does not exist")
     overrides = list(args.overrides) + ([f"train.iters={args.iters}"] if args.iters else [])
     cfg = load_config(args.config, overrides)
     recipes = recipes_given(args.recipes) or default_recipes(len(build_task(cfg).class_names))
@@ -53,6 +62,11 @@ def run(args) -> int:
         seeds = [int(s) for s in args.seeds.split(",")]
     except ValueError:
         raise SemisegError(f"--seeds {args.seeds}: comma-separated integers, e.g. 0,1,2") from None
+    # a seed or recipe named twice would count its runs twice in the paired intervals
+    for flag, names in (("--seeds", seeds), ("--recipes", recipes)):
+        twice = sorted({str(n) for n in names if names.count(n) > 1})
+        if twice:
+            raise SemisegError(f"{flag}: {', '.join(twice)} given twice")
     out = Path(args.out or f"runs/compare/{Path(args.config).stem}")
     suite = compare_suite(args.config, [r for r in recipes if r != "supervised"], seeds, overrides,
                           f"compare-{out.name}")
