@@ -14,12 +14,10 @@ reference, and the losses after the last step.
 """
 from __future__ import annotations
 
-import random
 import statistics
 import time
 from typing import Dict, List
 
-import numpy as np
 import torch
 
 # the authors' settings: fp32, the package's attention, eager, the default memory layout
@@ -36,6 +34,7 @@ def run_side(config: str, overrides: List[str], reference: bool, steps: int, war
     from semiseg.bench.reference import ReferenceV2Step
     from semiseg.bench.speed import bench_trainer, peak_memory_mib
     from semiseg.configure import load_config
+    from semiseg.engine.trainer import seed_everything
 
     cfg = load_config(config, overrides)
     if cfg.method.name != "unimatch_v2":
@@ -49,9 +48,7 @@ def run_side(config: str, overrides: List[str], reference: bool, steps: int, war
         step_fn = ReferenceV2Step(trainer) if reference else None
         times, losses = [], []
         for i in range(warmup + steps):
-            random.seed(i)
-            np.random.seed(i)
-            torch.manual_seed(i)
+            seed_everything(i, deterministic=False)
             start = time.perf_counter()
             if step_fn is not None:
                 out = step_fn(i)
