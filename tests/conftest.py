@@ -84,9 +84,12 @@ def tiny_cfg(root, *extra: str):
     return load_config(None, TINY + [f"data.root={root}", *extra])
 
 
+SHORT = ["train.iters=2", "train.eval_interval=2", "train.report=false"]
+
+
 def short(root, *extra: str):
     """tiny_cfg for two steps, evaluated at the end, without the HTML report."""
-    return tiny_cfg(root, "train.iters=2", "train.eval_interval=2", "train.report=false", *extra)
+    return tiny_cfg(root, *SHORT, *extra)
 
 
 @pytest.fixture(scope="session")

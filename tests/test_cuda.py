@@ -100,6 +100,7 @@ def test_syncbn_under_torchrun_on_two_gpus(tiny_scenes, tmp_path):
 
 
 def short_args(root):
-    from conftest import TINY
+    """``short``'s overrides, for a command line."""
+    from conftest import SHORT, TINY
 
-    return [*TINY, f"data.root={root}", "train.iters=2", "train.eval_interval=2", "train.report=false"]
+    return [*TINY, f"data.root={root}", *SHORT]
