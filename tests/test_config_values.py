@@ -11,7 +11,7 @@ from semiseg.config import Config
 from semiseg.configure import load_config
 from semiseg.errors import SemisegError
 from semiseg.methods import METHODS
-from semiseg.pseudo.proposals import PROPOSALS
+from semiseg.pseudo.proposals import PROPOSALS, build_proposals
 from semiseg.pseudo.refiners import REFINERS
 from semiseg.pseudo.selectors import SELECTORS
 
@@ -96,3 +96,14 @@ def test_valid_values_still_load():
     cfg = load_config(None, ["method.name=dssn", "method.teacher_mode=eval", "train.amp=none", "eval.mode=slide",
                              "method.selector={name: csl, features: log, alpha: 4}", "model.backbone=resnet50"])
     assert cfg.method["selector"] == {"name": "csl", "features": "log", "alpha": 4}
+
+
+def test_a_component_option_given_as_a_list_loads_from_a_file_and_the_command_line(tmp_path):
+    # the superpixel scales are a tuple by default; a YAML or command-line list is the same option, and the
+    # generator gets plain numbers
+    cli = "proposals={name: superpixel, felzenszwalb_scales: [50, 100], slic_segments: [4]}"
+    path = tmp_path / "p.yaml"
+    path.write_text("proposals: {name: superpixel, felzenszwalb_scales: [50, 100], slic_segments: [4]}\n")
+    for cfg in (load_config(None, [cli]), load_config(path)):
+        gen = build_proposals(dict(cfg.proposals))
+        assert gen.scales == [50, 100] and gen.slic_segments == [4]

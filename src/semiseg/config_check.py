@@ -78,8 +78,8 @@ def _type_ok(value: Any, default: Any) -> bool:
         return isinstance(value, bool)
     if isinstance(default, float):
         return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if isinstance(default, (list, tuple)):
-        return isinstance(value, (list, tuple))
+    if isinstance(default, (list, tuple)):  # a YAML list arrives as a list-like config node, not a list
+        return isinstance(value, Sequence) and not isinstance(value, str)
     return isinstance(value, type(default)) and not isinstance(value, bool)
 
 
