@@ -246,3 +246,48 @@ def cfg_args(root):
             "data.batch_size=2", "data.num_workers=0", "model.backbone=resnet18", "model.width=0.125",
             "model.head_channels=16", "model.low_level_channels=8", "train.amp=none", "train.report=false",
             "train.eval_interval=1"]
+
+
+def _check_and_train(root, tmp_path):
+    """What `data check` lists and the one line `train` ends with (its exit status), on the same folder."""
+    from semiseg.cli import main
+
+    codes = []
+    for argv in (["data", "check"], ["train", "--work-dir", str(tmp_path / "run"), "method.name=fixmatch",
+                                     "data.batch_size=1"]):
+        with pytest.raises(SystemExit) as e:
+            main([*argv, *cfg_args(root)])
+        codes.append(e.value.code)
+    return tuple(codes)
+
+
+def test_a_folder_whose_masks_pair_with_no_image_says_so_instead_of_training_on_none(tmp_path, capsys):
+    # images in sub-folders, masks flat: before, every image became unlabeled without a word
+    root = tmp_path / "mine"
+    for i in range(6):
+        write_pair(root, f"images/site{i % 2}/a{i}.png", f"masks/a{i}.png" if i < 4 else None, size=(40, 40),
+                   classes=2, seed=i)
+    assert _check_and_train(root, tmp_path) == (1, 2)
+    out = capsys.readouterr()
+    line = (f"folder {root / 'masks'}: 4 mask(s) pair with no image of {root / 'images'}, e.g. ['a0', 'a1', 'a2']; "
+            "a mask pairs with the image at the same path under images/, e.g. masks/site0/a0.png for "
+            "images/site0/a0.png")
+    assert f"  - {line}" in out.out  # data check lists it
+    assert out.err.strip().splitlines()[-1] == f"error: {line}"  # train refuses in that one line
+
+
+def test_a_folder_without_masks_or_with_one_labeled_image_says_what_is_missing(tmp_path, capsys):
+    root = tmp_path / "bare"
+    for i in range(4):
+        write_pair(root, f"images/a{i}.png", None, size=(40, 40), seed=i)
+    assert _check_and_train(root, tmp_path) == (1, 2)
+    out = capsys.readouterr()
+    line = (f"folder {root}: none of the 4 images of images/ has a mask in masks/ (a PNG of class ids at the "
+            "same path); label some of them to train")
+    assert f"  - {line}" in out.out and out.err.strip().splitlines()[-1] == f"error: {line}"
+    write_pair(root, "images/a0.png", "masks/a0.png", size=(40, 40), classes=2, seed=0)
+    assert _check_and_train(root, tmp_path) == (1, 2)  # before: the check passed, then train asked for a val split
+    out = capsys.readouterr()
+    line = (f"folder {root}: 1 labeled image and no val/ folder: label at least 2 (every 4th is held out for "
+            "validation) or add val/images + val/masks")
+    assert f"  - {line}" in out.out and out.err.strip().splitlines()[-1] == f"error: {line}"

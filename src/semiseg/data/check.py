@@ -87,6 +87,7 @@ def check_layout(layout: Layout, ignore_index: int = 255, max_samples: int = 0) 
     n = len(layout.class_names)
     report = CheckReport(list(layout.class_names), np.zeros(n + 1, np.int64), sources=dict(layout.sources))
     lists = {k: getattr(layout, k) for k in ("labeled", "unlabeled", "val") if getattr(layout, k)}
+    report.problems += layout.problems  # what pairing a folder's files found
     if not lists:
         report.problems.append(f"{layout.root}: no labeled, unlabeled or val list found")
     # a folder that is there but empty: every semi-supervised method would stop at start on it

@@ -80,6 +80,7 @@ class Layout:
     val: Optional[List[Sample]] = None
     sources: Dict[str, str] = field(default_factory=dict)  # list name -> where it came from (for messages)
     notes: List[str] = field(default_factory=list)  # lists the folder layout made up, said once at train start
+    problems: List[str] = field(default_factory=list)  # a folder's pairing problems, for ``data check`` to list
 
     def map_mask(self, mask: np.ndarray, mask_path: str) -> np.ndarray:
         # Cityscapes users often have only labelIds; map them on load instead of asking for a converter run
@@ -112,13 +113,29 @@ def _stem_map(folder: Path) -> Dict[str, Path]:
     return out
 
 
-def folder_samples(images: Path, masks: Optional[Path], root: Path, lenient: bool = False) -> List[Sample]:
+def _problem(message: str, problems: Optional[List[str]]) -> None:
+    """Strict (``problems`` None): refuse in one line; lenient: keep it for ``data check``'s list."""
+    if problems is None:
+        raise SemisegError(message)
+    problems.append(message)
+
+
+def folder_samples(images: Path, masks: Optional[Path], root: Path, lenient: bool = False,
+                   problems: Optional[List[str]] = None) -> List[Sample]:
     """Pair images and masks by file stem; a labeled image without a mask is an error (``lenient``: a
-    sample without a mask, for ``data check`` to list with every other problem)."""
+    sample without a mask, for ``data check`` to list with every other problem). A mask that pairs with no
+    image is an error (into ``problems`` when given): it is a labeled image lost, and often all of them."""
     imgs = _stem_map(images)
     if masks is None:
         return [Sample(str(p.relative_to(root))) for p in imgs.values()]
     msks = _stem_map(masks)
+    orphans = sorted(set(msks) - set(imgs))
+    if orphans:
+        example = next(iter(imgs), "x")
+        _problem(f"folder {masks}: {len(orphans)} mask(s) pair with no image of {images}, e.g. {orphans[:3]}; a mask "
+                 f"pairs with the image at the same path under {images.name}/, e.g. {masks.name}/{example}.png for "
+                 f"{imgs[example].relative_to(images.parent) if example in imgs else images.name + '/x.jpg'}",
+                 problems)
     missing = sorted(set(imgs) - set(msks))
     if missing and not lenient:
         raise SemisegError(f"folder {images}: {len(missing)} image(s) without a mask in {masks}, e.g. {missing[:3]}")
@@ -183,8 +200,12 @@ def _fill_folder(layout: Layout, root: Path, lenient: bool) -> None:
     images = root / "images"
     split_by_mask = layout.unlabeled is None and not (root / "unlabeled").is_dir()
     from_images = layout.labeled is None and images.is_dir()
+    problems = layout.problems if lenient else None
     if from_images:
-        samples = folder_samples(images, root / "masks", root, lenient or split_by_mask)
+        samples = folder_samples(images, root / "masks", root, lenient or split_by_mask, problems)
+        if samples and all(s.mask is None for s in samples):
+            _problem(f"folder {root}: none of the {len(samples)} images of images/ has a mask in masks/ (a PNG of "
+                     "class ids at the same path); label some of them to train", problems)
         if split_by_mask and any(s.mask is None for s in samples):
             layout.unlabeled = [s for s in samples if s.mask is None]
             layout.sources["unlabeled"] = f"{images} (its images without a mask)"
@@ -192,13 +213,17 @@ def _fill_folder(layout: Layout, root: Path, lenient: bool) -> None:
                                 "mask are the unlabeled ones")
             samples = [s for s in samples if s.mask is not None]
         layout.labeled = samples
-        layout.sources["labeled"] = str(images)
+        if samples:  # none: said above, not again as an empty list
+            layout.sources["labeled"] = str(images)
     if layout.unlabeled is None and (root / "unlabeled").is_dir():
         layout.unlabeled = folder_samples(root / "unlabeled", None, root)
         layout.sources["unlabeled"] = str(root / "unlabeled")
     if layout.val is None and (root / "val" / "images").is_dir():
-        layout.val = folder_samples(root / "val" / "images", root / "val" / "masks", root, lenient)
+        layout.val = folder_samples(root / "val" / "images", root / "val" / "masks", root, lenient, problems)
         layout.sources["val"] = str(root / "val" / "images")
+    elif layout.val is None and from_images and len(layout.labeled) == 1:
+        _problem(f"folder {root}: 1 labeled image and no val/ folder: label at least 2 (every 4th is held out for "
+                 "validation) or add val/images + val/masks", problems)
     elif layout.val is None and from_images and len(layout.labeled) >= 2:
         n = len(layout.labeled)
         held = set(range(3, n, 4)) or {n - 1}
