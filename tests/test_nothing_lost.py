@@ -128,6 +128,17 @@ def test_epochs_stand_in_for_iters_and_a_missing_split_is_named_with_those_that_
         Trainer(short(tiny_scenes, "data.split=nope"), work_dir=str(tmp_path))
 
 
+def test_a_refused_start_leaves_no_folder_it_made_and_keeps_one_that_was_there(tiny_scenes, tmp_path):
+    work = tmp_path / "runs" / "new" / "run"  # two levels that did not exist
+    with pytest.raises(SemisegError, match="data.split=nope"):
+        Trainer(short(tiny_scenes, "data.split=nope"), work_dir=str(work))
+    assert not (tmp_path / "runs").exists()
+    work.mkdir(parents=True)  # the user's own folder stays, empty as it was
+    with pytest.raises(SemisegError, match="data.split=nope"):
+        Trainer(short(tiny_scenes, "data.split=nope"), work_dir=str(work))
+    assert work.is_dir() and not any(work.iterdir())
+
+
 # ---------------------------------------------------------------- item 14: an empty unlabeled folder
 def test_an_empty_unlabeled_folder_is_named_at_start(tmp_path):
     from conftest import write_pair

@@ -77,12 +77,18 @@ class Trainer:
         if work_dir:
             cfg.work_dir = work_dir
         self.work_dir = Path(cfg.work_dir)
+        made = [p for p in (self.work_dir, *self.work_dir.parents) if not p.exists()]  # what the lock creates
         # rank 0 by its variable: the process group does not exist yet, and one lock stands for the group
         self.lock = WorkDirLock(self.work_dir).acquire() if os.environ.get("RANK", "0") == "0" else None
         try:
             self._setup(cfg, resume, load_from, force)
         except BaseException:
             self.close()
+            for folder in made:  # a refused start leaves no empty folder it made (leaf first; any content stays)
+                try:
+                    folder.rmdir()
+                except OSError:
+                    break
             raise
 
     def _setup(self, cfg, resume: Optional[str], load_from: Optional[str], force: bool) -> None:
