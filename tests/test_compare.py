@@ -5,6 +5,7 @@ import pytest
 
 from semiseg.bench.compare import compare_suite, default_recipes, recommendation, verdict, verdict_lines
 from semiseg.cli import run
+from semiseg.errors import SemisegError
 
 
 def evals(scores, classes=None):
@@ -78,6 +79,11 @@ def test_compare_on_a_folder_prints_verdicts_a_recommendation_and_writes_its_pag
                 "--out", str(out)]) == 0  # finished runs are not trained again
     again = capsys.readouterr().out
     assert "4 finished, 0 to go" in again and "estimated" not in again  # nothing to time when nothing is left
+    # another length into the same folder: before, the 2-step runs were taken as finished and tabulated
+    with pytest.raises(SemisegError, match=rf"run supervised seed 0: {out}/supervised/seed0 holds a run of another "
+                                           r"config \(train.iters: 2, now 3\); give another --out"):
+        run(["compare", str(own_folder), "--recipes", "unimatch", "--seeds", "0,1", "--iters", "3", "--out", str(out)])
+    assert "estimated" not in capsys.readouterr().out  # refused before anything is timed or trained
 
 
 @pytest.mark.slow

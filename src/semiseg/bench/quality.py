@@ -121,11 +121,46 @@ def run_one(cmd: List[str], work_dir: Path, threads: int, echo: bool = False) ->
         raise SemisegError(f"run failed (exit {code}): {' '.join(cmd)}; see {work_dir / 'train.log'}")
 
 
+# where a run was written and with how many threads: not what it learned
+NOT_THE_EXPERIMENT = {"work_dir", "train.threads"}
+FILLED_AT_START = {"train.iters", "train.eval_interval", "train.ckpt_interval"}  # 0: the trainer sets them
+
+
+def _flat(tree: dict, prefix: str = "") -> Dict[str, object]:
+    out: Dict[str, object] = {}
+    for k, v in tree.items():
+        out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+    return out
+
+
+def config_changes(work_dir: Path, config: str, overrides: List[str], seed: int) -> List[str]:
+    """How the run in ``work_dir`` (its saved config) differs from what the suite would run there now; keys
+    one side lacks (an option added since) are not compared."""
+    saved = work_dir / "config.yaml"
+    if not saved.is_file():
+        return []
+    from semiseg.config import as_dict
+    from semiseg.configure import load_config
+
+    want = _flat(as_dict(load_config(config, [*overrides, f"train.seed={seed}"])))
+    have = _flat(yaml.safe_load(saved.read_text()) or {})
+    return [f"{k}: {have[k]}, now {want[k]}" for k in sorted(want.keys() & have.keys())
+            if k not in NOT_THE_EXPERIMENT and have[k] != want[k] and not (k in FILLED_AT_START and not want[k])]
+
+
 def todo_runs(suite: dict, out: Path, only: Optional[List[str]] = None,
               seeds: Optional[List[int]] = None) -> List[tuple]:
-    """The (run, seed) pairs with no final evaluation yet, in the order they train."""
+    """The (run, seed) pairs with no final evaluation yet, in the order they train. A folder that holds a run
+    of another config (another length, another override) is refused: taken as finished it would enter the
+    table, resumed it would mix two schedules."""
     runs = [r for r in suite["runs"] if not only or r["name"] in only]
     pairs = [(r, seed) for seed in (seeds if seeds is not None else suite.get("seeds", [0])) for r in runs]
+    for r, s in pairs:
+        wd = out / r["name"] / f"seed{s}"
+        changes = config_changes(wd, r["config"], [*suite.get("overrides", []), *r.get("overrides", [])], s)
+        if changes:
+            raise SemisegError(f"suite {suite['name']}, run {r['name']} seed {s}: {wd} holds a run of another config "
+                               f"({'; '.join(changes[:3])}); give another --out, or move that folder")
     return [(r, s) for r, s in pairs if final_eval(out / r["name"] / f"seed{s}") is None]
 
 
