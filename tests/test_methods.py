@@ -79,3 +79,17 @@ def test_in_batch_partner_images_and_proposals_match(mix, shift, tiny_scenes, ti
         j = shift(i, n)
         assert torch.equal(u_mix[i], batch["u"][j]) and torch.equal(ign_mix[i], batch["u_ignore"][j])
         assert props[i] is batch["u_props"][j]
+
+
+@pytest.mark.parametrize("name", ["dssn", "unimatch_v2", "semires"])
+def test_teacher_scales_label_at_each_scale_and_are_refused_out_of_range(name, tiny_scenes, tiny_store):
+    from semiseg.errors import SemisegError
+
+    method, _, batch = make_method(name, tiny_scenes, tiny_store, "method.teacher_scales=[1.0, 1.5]")
+    sizes = []
+    method.teacher.module.register_forward_pre_hook(lambda m, a: sizes.append(a[0].shape[-1]))
+    method.training_step(batch, step=3)
+    side = batch["u"].shape[-1]
+    assert sizes and set(sizes) == {side, round(1.5 * side)} and sizes.count(side) == sizes.count(round(1.5 * side))
+    with pytest.raises(SemisegError, match=r"bad value for 'method.teacher_scales': \[1.0, 9.0\]"):
+        load_config(None, [f"method.name={name}", "method.teacher_scales=[1.0, 9.0]"])

@@ -97,3 +97,24 @@ def test_ema_rate_and_update():
     assert torch.allclose(teacher.module.weight, torch.full((2,), 2.0))
     assert torch.allclose(teacher.module.running_mean, torch.full((2,), 0.5))
     assert not any(p.requires_grad for p in teacher.parameters())
+
+
+def test_a_multiscale_teacher_averages_its_probabilities_over_the_scales_at_the_input_size():
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.AvgPool2d(4),
+                              torch.nn.Upsample(scale_factor=4, mode="bilinear"))  # coarse: its output depends on scale
+    sizes = []
+    x = torch.randn(2, 3, 16, 16)
+    one = EMATeacher(net, 0.99)
+    one.module.register_forward_pre_hook(lambda m, a: sizes.append(tuple(a[0].shape[-2:])))
+    one = one.probs(x)
+    assert sizes == [(16, 16)] and torch.allclose(one, net(x).softmax(1))  # [1.0], as authored: unchanged
+    sizes.clear()
+    teacher = EMATeacher(net, 0.99, scales=[1.0, 1.5])
+    teacher.module.register_forward_pre_hook(lambda m, a: sizes.append(tuple(a[0].shape[-2:])))
+    probs = teacher.probs(x)
+    assert sizes == [(16, 16), (24, 24)] and probs.shape == (2, 4, 16, 16)
+    big = torch.nn.functional.interpolate(x, size=(24, 24), mode="bilinear", align_corners=True)
+    up = torch.nn.functional.interpolate(net(big), size=(16, 16), mode="bilinear", align_corners=True)
+    assert torch.allclose(probs, (net(x).softmax(1) + up.softmax(1)) / 2, atol=1e-6)
+    assert not torch.allclose(probs, one, atol=1e-3)

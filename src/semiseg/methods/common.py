@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Dict
+from typing import Any, Dict, List
 
 import torch
 
-from semiseg.config import choice
+from semiseg.config import bounded, choice
 from semiseg.methods.base import Method, MethodConfig
 from semiseg.methods.parts import CutMixPartner, PerturbedStats, PseudoLabeler, StrongView
 from semiseg.pseudo.selectors import selection_stats
@@ -38,10 +38,12 @@ class TeacherConfig(SemiConfig):
     """The EMA teacher's knobs. Its averaging horizon is 1/(1 - m) steps: 250 for 0.996, 0.2% of DSSN's
     123k-iteration VOC run but 17% of a 1500-step CPU run, where the teacher then still holds a third of
     its random start at step 250. ``ema_horizon`` > 0 sets m from a horizon given as a share of the
-    schedule, m = 1 - 1/(ema_horizon * train.iters), instead of ``ema_momentum``."""
+    schedule, m = 1 - 1/(ema_horizon * train.iters), instead of ``ema_momentum``. ``teacher_scales``: the
+    input scales the teacher labels at, its probabilities averaged (``[1.0]``: once, as authored)."""
 
     ema_momentum: float = 0.996
     ema_horizon: float = 0.0
+    teacher_scales: List[float] = bounded([1.0], 0.25, 4.0)
 
 
 def binary_note(method: str) -> str:

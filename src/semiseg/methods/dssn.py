@@ -62,7 +62,7 @@ class DSSN(SemiMethod):
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self.teacher = EMATeacher(self.student, self.cfg.ema_momentum)
+        self.teacher = EMATeacher(self.student, self.cfg.ema_momentum, scales=self.cfg.teacher_scales)
         if self.num_classes == 2 and not self.cfg.ema_horizon and self.cfg.running_stats == "all":  # as authored
             self.notes.append(binary_note("dssn"))
         if self.cfg.extra_aug:  # AugSeg's random operations after the strong view's photometric part

@@ -50,7 +50,7 @@ class SemiRES(BurnIn, SemiMethod):
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self.teacher = EMATeacher(self.student, self.cfg.ema_momentum)
+        self.teacher = EMATeacher(self.student, self.cfg.ema_momentum, scales=self.cfg.teacher_scales)
 
     def training_step(self, batch: Dict[str, torch.Tensor], step: int) -> Dict[str, torch.Tensor]:
         c = self.cfg

@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import copy
+from typing import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -12,14 +14,17 @@ class EMATeacher(nn.Module):
 
     ``ramp=True`` uses UniMatch V2's ``m_step = min(1 - 1 / (step + 1), m)``, so the teacher follows the
     student closely at first; ``ramp=False`` uses the constant ``m`` (DSSN 0.996, SemiRES 0.9996).
-    Never DDP-wrapped; saved with the method state.
+    ``scales`` other than ``[1.0]`` label at several input scales, the probabilities averaged at the input
+    size (Naive-Student's multi-scale pseudo-labels; off as the authors label). Never DDP-wrapped; saved
+    with the method state.
     """
 
-    def __init__(self, student: nn.Module, momentum: float, ramp: bool = False) -> None:
+    def __init__(self, student: nn.Module, momentum: float, ramp: bool = False,
+                 scales: Sequence[float] = (1.0,)) -> None:
         super().__init__()
         self.module = copy.deepcopy(student)
         self.module.requires_grad_(False)
-        self.momentum, self.ramp = momentum, ramp
+        self.momentum, self.ramp, self.scales = momentum, ramp, [float(s) for s in scales]
 
     def forward(self, *args, **kwargs):
         return self.module(*args, **kwargs)
@@ -30,7 +35,14 @@ class EMATeacher(nn.Module):
         (BatchNorm on the batch's statistics, updating the running ones) where a method asks for it, as
         DSSN's code does through its first epoch. ``text``: a referring model's expressions."""
         self.train(batch_stats)
-        return (self.module(x) if text is None else self.module(x, text)).float().softmax(1)
+        total = 0
+        for s in self.scales:
+            xs = x if s == 1 else F.interpolate(x, scale_factor=s, mode="bilinear", align_corners=True)
+            logits = (self.module(xs) if text is None else self.module(xs, text)).float()
+            if logits.shape[-2:] != x.shape[-2:]:
+                logits = F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=True)
+            total = total + logits.softmax(1)
+        return total / len(self.scales)
 
     @property
     def horizon(self) -> float:

@@ -34,7 +34,7 @@ class UniMatchV2(SemiMethod):
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self.teacher = EMATeacher(self.student, self.cfg.ema_momentum, ramp=True)
+        self.teacher = EMATeacher(self.student, self.cfg.ema_momentum, ramp=True, scales=self.cfg.teacher_scales)
 
     def training_step(self, batch: Dict[str, torch.Tensor], step: int) -> Dict[str, torch.Tensor]:
         x, y, u_w, ign_u = batch["x"], batch["y"], batch["u"], batch["u_ignore"]
