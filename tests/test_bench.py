@@ -164,6 +164,26 @@ def test_bench_pseudo_end_to_end(tiny_scenes, tiny_store, tmp_path, capsys):
     start = lines.index("Per class, the label maps before selection: precision / recall (%).")
     prediction = next(line for line in lines[start:] if line.startswith("| prediction |")).strip("| ").split(" | ")[1:]
     assert recall_none == [c.split(" / ")[1] for c in prediction] and any(c not in ("-", "0.0") for c in recall_none)
+    # --scales: the maps are the model's probabilities averaged over the scales, as a multi-scale teacher's
+    import torch
+    import torch.nn.functional as F
+
+    from semiseg.bench.pseudo import _probs
+    from semiseg.inference import load
+
+    predictor = load(str(tmp_path / "latest.pth"))
+    item = {"image": torch.randn(3, 32, 32), "mask": torch.zeros(32, 32, dtype=torch.long)}
+    with torch.no_grad():
+        x = item["image"][None]
+        big = F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=True)
+        down = F.interpolate(predictor.model(big).float(), size=(32, 32), mode="bilinear", align_corners=True)
+        want = (predictor.model(x).float().softmax(1) + down.softmax(1)) / 2
+        assert torch.allclose(_probs(predictor, item, [1.0, 2.0]), want, atol=1e-5)
+    assert run(["bench", "pseudo", str(tmp_path / "latest.pth"), "--scales", "1,2", "--max-images", "2",
+                "--section", "ms", "--doc", str(tmp_path / "d.md")]) == 0
+    assert "--max-images 2 --scales 1,2 --section ms --doc" in (tmp_path / "d.md").read_text()
+    with pytest.raises(SemisegError, match="--scales 1,0: numbers between 0.25 and 4"):
+        run(["bench", "pseudo", str(tmp_path / "latest.pth"), "--scales", "1,0"])
 
 
 def test_bench_speed_reports_every_number(tiny_scenes, tmp_path):

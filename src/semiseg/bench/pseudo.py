@@ -8,13 +8,14 @@ Refiners (selector ``none``, proposals from a store): pseudo-label mIoU and boun
 """
 from __future__ import annotations
 
-from typing import Dict, List
+from typing import Dict, List, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from scipy.stats import rankdata
 
+from semiseg.methods.teacher import multiscale_probs
 from semiseg.tasks.semantic.dataset import SegDataset, labeled_class_pixels
 from semiseg.tasks.semantic.evaluator import confusion, metrics_from_confusion
 from semiseg.tasks.base import Predictor
@@ -62,30 +63,32 @@ def align(probs: torch.Tensor, prior: torch.Tensor, mean: torch.Tensor) -> torch
     return p / p.sum(1, keepdim=True)
 
 
-def _probs(predictor: Predictor, item) -> torch.Tensor:
-    gt = item["mask"]
-    logits = predictor.model(item["image"][None].to(predictor.device)).float()
-    return F.interpolate(logits, size=gt.shape, mode="bilinear", align_corners=True).softmax(1).cpu()
+def _probs(predictor: Predictor, item, scales: Sequence[float] = (1.0,)) -> torch.Tensor:
+    """The model's probabilities at the mask's size, averaged over input ``scales`` as a teacher with
+    ``method.teacher_scales`` labels."""
+    x = item["image"][None].to(predictor.device)
+    return multiscale_probs(predictor.model, x, scales, tuple(item["mask"].shape)).cpu()
 
 
-def mean_prediction(predictor: Predictor, ds) -> torch.Tensor:
+def mean_prediction(predictor: Predictor, ds, scales: Sequence[float] = (1.0,)) -> torch.Tensor:
     """The model's class probabilities averaged over every labeled-or-not pixel of ``ds`` (not its ignore)."""
     total, count = torch.zeros(len(predictor.class_names), dtype=torch.float64), 0
     with torch.no_grad():
         for i in range(len(ds)):
             item = ds[i]
             valid = (item["mask"] != 255)[None]
-            probs = _probs(predictor, item)
+            probs = _probs(predictor, item, scales)
             total += probs.permute(1, 0, 2, 3)[:, valid].sum(1).double()
             count += int(valid.sum())
     return (total / max(count, 1)).float()
 
 
-def evaluate_pseudo(predictor: Predictor, samples, layout, store=None, max_images: int = 0) -> Dict[str, object]:
+def evaluate_pseudo(predictor: Predictor, samples, layout, store=None, max_images: int = 0,
+                    scales: Sequence[float] = (1.0,)) -> Dict[str, object]:
     cfg, n_cls = predictor.cfg, len(predictor.class_names)
     ds = SegDataset(samples[: max_images or None], layout, cfg.data, "val")
     pixels = torch.as_tensor(labeled_class_pixels(layout, n_cls, cfg.data.ignore_index)[:n_cls], dtype=torch.float32)
-    prior, mean = pixels / pixels.sum(), mean_prediction(predictor, ds)
+    prior, mean = pixels / pixels.sum(), mean_prediction(predictor, ds, scales)
     selectors = {k: build_selector(v) for k, v in SELECTORS.items()}
     refiners = {k: build_refiner({"name": k}) for k in REFINERS} if store is not None else {}
     per_class = {k: np.zeros((3, n_cls)) for k in selectors}  # by predicted class: valid, selected, selected & right
@@ -101,7 +104,7 @@ def evaluate_pseudo(predictor: Predictor, samples, layout, store=None, max_image
         for i in range(len(ds)):
             item = ds[i]
             gt = item["mask"]
-            probs = _probs(predictor, item)
+            probs = _probs(predictor, item, scales)
             ignore = (gt == 255)[None]
             pl = probs.argmax(1)
             right = (pl == gt[None]) & ~ignore

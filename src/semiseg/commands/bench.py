@@ -48,6 +48,8 @@ def add_arguments(bench, verb) -> None:
     p.add_argument("--teacher", action="store_true", help="use the checkpoint's teacher")
     p.add_argument("--proposals", help="a proposal store: also score the IOM and CPI refinements")
     p.add_argument("--max-images", type=int, default=0, help="score only the first N images (0: all)")
+    p.add_argument("--scales", default="1", help="input scales the model labels at, its probabilities averaged, "
+                   "as method.teacher_scales does (e.g. 1,1.5)")
     p.add_argument("--doc", help="Markdown file to write the table into")
     p.add_argument("--section", default="pseudo", help="section name in --doc")
     p = verb(bverbs, "selector", "time the batched CSL selector against the per-image SVD loop")
@@ -172,6 +174,12 @@ def _pseudo(args) -> int:
     from semiseg.data.presets import resolve_layout
     from semiseg.inference import load
 
+    try:
+        scales = [float(v) for v in args.scales.split(",")]
+    except ValueError:
+        scales = []
+    if not scales or not all(0.25 <= v <= 4 for v in scales):
+        raise SemisegError(f"--scales {args.scales}: numbers between 0.25 and 4, separated by commas (e.g. 1,1.5)")
     predictor = load(args.ckpt, teacher=args.teacher)
     layout = resolve_layout(predictor.cfg.data)
     if layout.unlabeled is None or any(s.mask is None for s in layout.unlabeled):
@@ -182,12 +190,13 @@ def _pseudo(args) -> int:
 
         store = ProposalStore(args.proposals)
         store.verify([s.image for s in layout.unlabeled[: args.max_images or None]], "the unlabeled split")
-    body = format_pseudo(evaluate_pseudo(predictor, layout.unlabeled, layout, store, args.max_images))
+    body = format_pseudo(evaluate_pseudo(predictor, layout.unlabeled, layout, store, args.max_images, scales))
     print(body)
     if args.doc:
         cmd = f"semiseg bench pseudo {args.ckpt}" + (" --teacher" if args.teacher else "") + \
             (f" --proposals {args.proposals}" if args.proposals else "") + \
             (f" --max-images {args.max_images}" if args.max_images else "") + \
+            (f" --scales {args.scales}" if scales != [1.0] else "") + \
             (f" --section {args.section}" if args.section != "pseudo" else "")
         write_section(Path(args.doc), args.section, f"Produced by `{cmd} --doc {args.doc}` on {date.today()}.\n\n{body}")
     return 0

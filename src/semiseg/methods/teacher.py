@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import copy
-from typing import Sequence
+from typing import Callable, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -35,14 +35,7 @@ class EMATeacher(nn.Module):
         (BatchNorm on the batch's statistics, updating the running ones) where a method asks for it, as
         DSSN's code does through its first epoch. ``text``: a referring model's expressions."""
         self.train(batch_stats)
-        total = 0
-        for s in self.scales:
-            xs = x if s == 1 else F.interpolate(x, scale_factor=s, mode="bilinear", align_corners=True)
-            logits = (self.module(xs) if text is None else self.module(xs, text)).float()
-            if logits.shape[-2:] != x.shape[-2:]:
-                logits = F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=True)
-            total = total + logits.softmax(1)
-        return total / len(self.scales)
+        return multiscale_probs(self.module if text is None else lambda xs: self.module(xs, text), x, self.scales)
 
     @property
     def horizon(self) -> float:
@@ -72,6 +65,21 @@ class EMATeacher(nn.Module):
             self.copy_from(student)
         else:
             self.update(student, step)
+
+
+def multiscale_probs(forward: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, scales: Sequence[float],
+                     size: Optional[Tuple[int, int]] = None) -> torch.Tensor:
+    """Class probabilities (float32) of ``forward`` at each input scale (bilinear), each map's logits resized
+    to ``size`` (default: the input's), averaged over the scales."""
+    size = tuple(size or x.shape[-2:])
+    total = 0
+    for s in scales:
+        xs = x if s == 1 else F.interpolate(x, scale_factor=s, mode="bilinear", align_corners=True)
+        logits = forward(xs).float()
+        if tuple(logits.shape[-2:]) != size:
+            logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=True)
+        total = total + logits.softmax(1)
+    return total / len(scales)
 
 
 class BurnIn:
