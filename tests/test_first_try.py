@@ -285,6 +285,9 @@ def test_a_folder_without_masks_or_with_one_labeled_image_says_what_is_missing(t
     line = (f"folder {root}: none of the 4 images of images/ has a mask in masks/ (a PNG of class ids at the "
             "same path); label some of them to train")
     assert f"  - {line}" in out.out and out.err.strip().splitlines()[-1] == f"error: {line}"
+    from semiseg.data.presets import resolve_layout  # what needs no labels (semiseg proposals) still reads it
+
+    assert len(resolve_layout(load_config(None, cfg_args(root)).data).unlabeled) == 4
     write_pair(root, "images/a0.png", "masks/a0.png", size=(40, 40), classes=2, seed=0)
     assert _check_and_train(root, tmp_path) == (1, 2)  # before: the check passed, then train asked for a val split
     out = capsys.readouterr()

@@ -81,6 +81,7 @@ class Layout:
     sources: Dict[str, str] = field(default_factory=dict)  # list name -> where it came from (for messages)
     notes: List[str] = field(default_factory=list)  # lists the folder layout made up, said once at train start
     problems: List[str] = field(default_factory=list)  # a folder's pairing problems, for ``data check`` to list
+    why: Dict[str, str] = field(default_factory=dict)  # a list a folder could not make, and why: said where it is used
 
     def map_mask(self, mask: np.ndarray, mask_path: str) -> np.ndarray:
         # Cityscapes users often have only labelIds; map them on load instead of asking for a converter run
@@ -118,6 +119,14 @@ def _problem(message: str, problems: Optional[List[str]]) -> None:
     if problems is None:
         raise SemisegError(message)
     problems.append(message)
+
+
+def _missing(layout: Layout, kind: str, why: str, lenient: bool) -> None:
+    """A list the folder cannot make: training says ``why`` where it needs the list (commands that do not, such
+    as ``semiseg proposals`` on unlabeled images, go on); ``data check`` lists it."""
+    layout.why[kind] = why
+    if lenient:
+        layout.problems.append(why)
 
 
 def folder_samples(images: Path, masks: Optional[Path], root: Path, lenient: bool = False,
@@ -204,8 +213,8 @@ def _fill_folder(layout: Layout, root: Path, lenient: bool) -> None:
     if from_images:
         samples = folder_samples(images, root / "masks", root, lenient or split_by_mask, problems)
         if samples and all(s.mask is None for s in samples):
-            _problem(f"folder {root}: none of the {len(samples)} images of images/ has a mask in masks/ (a PNG of "
-                     "class ids at the same path); label some of them to train", problems)
+            _missing(layout, "labeled", f"folder {root}: none of the {len(samples)} images of images/ has a mask in "
+                     "masks/ (a PNG of class ids at the same path); label some of them to train", lenient)
         if split_by_mask and any(s.mask is None for s in samples):
             layout.unlabeled = [s for s in samples if s.mask is None]
             layout.sources["unlabeled"] = f"{images} (its images without a mask)"
@@ -222,8 +231,8 @@ def _fill_folder(layout: Layout, root: Path, lenient: bool) -> None:
         layout.val = folder_samples(root / "val" / "images", root / "val" / "masks", root, lenient, problems)
         layout.sources["val"] = str(root / "val" / "images")
     elif layout.val is None and from_images and len(layout.labeled) == 1:
-        _problem(f"folder {root}: 1 labeled image and no val/ folder: label at least 2 (every 4th is held out for "
-                 "validation) or add val/images + val/masks", problems)
+        _missing(layout, "val", f"folder {root}: 1 labeled image and no val/ folder: label at least 2 (every 4th is "
+                 "held out for validation) or add val/images + val/masks", lenient)
     elif layout.val is None and from_images and len(layout.labeled) >= 2:
         n = len(layout.labeled)
         held = set(range(3, n, 4)) or {n - 1}

@@ -116,6 +116,8 @@ class SegDataset(Dataset):
 def check_lists(cfg, layout: Layout, unlabeled_streams: int) -> None:
     """The split's lists before any step: present, holding images (the unlabeled one when the method reads
     it), their files on disk, hidden masks where ``data.hidden_labels`` asks for them, no 0/255 labeled masks."""
+    if not layout.labeled and "labeled" in layout.why:
+        raise SemisegError(layout.why["labeled"])
     if layout.labeled is None:
         raise SemisegError(no_split_found(layout.root, cfg.data.split, "labeled"))
     if unlabeled_streams and layout.unlabeled is None:

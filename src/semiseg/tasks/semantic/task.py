@@ -80,7 +80,8 @@ class SemanticTask(Task):
     def val_loader(self) -> DataLoader:
         e, d, layout = self.cfg.eval, self.cfg.data, self.layout
         if layout.val is None:
-            raise SemisegError(f"no validation split found under {layout.root} (set data.val or add splits/val.txt)")
+            raise SemisegError(layout.why.get("val") or
+                               f"no validation split found under {layout.root} (set data.val or add splits/val.txt)")
         samples = layout.val[: e.max_images] if e.max_images else layout.val
         ds = SegDataset(samples[self.rank :: self.world], layout, d, "val")
         verify_val(ds, layout.sources.get("val", "the validation split"), d.on_error)
