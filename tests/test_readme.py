@@ -20,6 +20,14 @@ def test_the_readme_stays_short():
     assert len(README.splitlines()) <= 120
 
 
+def test_every_code_block_of_the_docs_closes_on_a_line_of_its_own():
+    # a closing fence with text after it does not close: the prose after it renders as code
+    for page in [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]:
+        fences = [line for line in page.read_text().splitlines() if line.lstrip().startswith("```")]
+        closing = fences[1::2]
+        assert len(fences) % 2 == 0 and all(f.strip() == "```" for f in closing), (page, closing)
+
+
 def test_the_readme_config_trains_on_a_folder_of_images(tmp_path, capsys):
     root = write_folder(tmp_path / "mine", size=(48, 64))
     text = readme_config()
