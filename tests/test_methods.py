@@ -93,3 +93,29 @@ def test_teacher_scales_label_at_each_scale_and_are_refused_out_of_range(name, t
     assert sizes and set(sizes) == {side, round(1.5 * side)} and sizes.count(side) == sizes.count(round(1.5 * side))
     with pytest.raises(SemisegError, match=r"bad value for 'method.teacher_scales': \[1.0, 9.0\]"):
         load_config(None, [f"method.name={name}", "method.teacher_scales=[1.0, 9.0]"])
+
+
+@pytest.mark.parametrize("name", ["fixmatch", "unimatch", "unimatch_v2", "dssn"])
+def test_paste_puts_labeled_objects_into_every_strong_view_and_its_bank_resumes(name, tiny_scenes, tiny_store):
+    method, model, batch = make_method(name, tiny_scenes, tiny_store, "method.paste_p=1.0")
+    draw, plans, seen = method.paste.draw, [], []
+    method.paste.draw = lambda *a: plans.append(draw(*a)) or plans[-1]
+    model.register_forward_pre_hook(lambda m, a: seen.append(a[0].detach().clone()))
+    method.training_step(batch, step=3)
+    mask, src, _ = plans[0]
+    n = batch["u"].shape[0]
+    strong = [t for t in seen if t.shape[0] % n == 0 and not torch.equal(t[-n:], batch["u"])]
+    views = torch.cat(strong)[-(2 if name != "fixmatch" else 1) * n:].split(n)  # the strong views' forward
+    assert mask.any() and all(torch.equal(v.permute(1, 0, 2, 3)[:, mask], src.permute(1, 0, 2, 3)[:, mask])
+                              for v in views)
+    assert method.paste.confidence.sum() > 0  # the bank moved with the labeled batch
+    again, _, _ = make_method(name, tiny_scenes, tiny_store, "method.paste_p=1.0")
+    again.load_state_dict(method.state_dict())
+    assert torch.equal(again.paste.confidence, method.paste.confidence)
+
+
+def test_paste_on_a_method_without_strong_views_is_refused(tiny_scenes, tiny_store):
+    from semiseg.errors import SemisegError
+
+    with pytest.raises(SemisegError, match="method.paste_p=0.5: method csl has no strong views"):
+        make_method("csl", tiny_scenes, tiny_store, "method.paste_p=0.5")

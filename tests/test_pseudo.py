@@ -118,3 +118,40 @@ def test_a_multiscale_teacher_averages_its_probabilities_over_the_scales_at_the_
     up = torch.nn.functional.interpolate(net(big), size=(16, 16), mode="bilinear", align_corners=True)
     assert torch.allclose(probs, (net(x).softmax(1) + up.softmax(1)) / 2, atol=1e-6)
     assert not torch.allclose(probs, one, atol=1e-3)
+
+
+def test_labeled_paste_draws_the_least_confident_class_and_pastes_its_true_labels_at_weight_1():
+    from semiseg.methods.parts import LabeledPaste
+
+    torch.manual_seed(0)
+    y = torch.zeros(2, 8, 8, dtype=torch.long)
+    y[0, :2, :3], y[1, 5:, 5:], y[1, 0, 0] = 1, 2, 255  # class 1 in image 0, class 2 in image 1, one ignored pixel
+    x = torch.randn(2, 3, 8, 8)
+    paste = LabeledPaste(1.0, 3)
+    paste.confidence = torch.tensor([0.0, 0.999, 0.0])  # class 1 learnt, class 2 not: class 2 comes
+    plan = paste.draw(x, y, 4, lambda t: t + 10)  # the perturbation reaches the pasted pixels
+    mask, src, true = plan
+    assert all(torch.equal(mask[i], y[1] == 2) for i in range(4)) and torch.equal(src, (x[1] + 10).expand(4, -1, -1, -1))
+    views = paste.images(torch.zeros(4, 3, 8, 8), plan)
+    assert torch.equal(views[:, :, 5:, 5:], src[:, :, 5:, 5:]) and views[:, :, :5].abs().sum() == 0
+    pl, w, ign = paste.labels(torch.zeros(4, 8, 8, dtype=torch.long), torch.full((4, 8, 8), 0.3),
+                              torch.ones(4, 8, 8, dtype=torch.bool), plan)
+    assert (pl[:, 5:, 5:] == 2).all() and (w[:, 5:, 5:] == 1).all() and not ign[:, 5:, 5:].any()
+    assert (pl[:, :5] == 0).all() and (w[:, :5] == 0.3).all() and ign[:, :5].all()  # elsewhere as they were
+    logits = torch.zeros(2, 3, 8, 8)
+    logits[:, 2] = 10.0  # the student is sure of class 2 wherever it is
+    before = paste.confidence.clone()
+    paste.observe(logits, y)
+    assert paste.confidence[2] > 0.0099 and paste.confidence[0] < before[0] + 0.0001  # background: 0.99*0 + 0.01*~0
+
+
+def test_labeled_paste_off_draws_nothing_and_leaves_the_random_stream():
+    from semiseg.methods.parts import LabeledPaste
+
+    y = torch.ones(2, 8, 8, dtype=torch.long)
+    called = []
+    state = torch.get_rng_state()
+    assert LabeledPaste(0.0, 3).draw(torch.zeros(2, 3, 8, 8), y, 2, lambda t: called.append(1) or t) is None
+    assert torch.equal(state, torch.get_rng_state()) and not called
+    background_only = torch.zeros(2, 8, 8, dtype=torch.long)  # class 0 is never pasted
+    assert LabeledPaste(1.0, 3).draw(torch.zeros(2, 3, 8, 8), background_only, 2, lambda t: t) is None

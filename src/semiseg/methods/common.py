@@ -8,8 +8,9 @@ from typing import Any, Dict, List
 import torch
 
 from semiseg.config import bounded, choice
+from semiseg.errors import SemisegError
 from semiseg.methods.base import Method, MethodConfig
-from semiseg.methods.parts import CutMixPartner, PerturbedStats, PseudoLabeler, StrongView
+from semiseg.methods.parts import CutMixPartner, LabeledPaste, PerturbedStats, PseudoLabeler, StrongView
 from semiseg.pseudo.selectors import selection_stats
 
 
@@ -31,6 +32,9 @@ class SemiConfig(MethodConfig):
     # "clean": only the labeled + weak forward does (CSL's code); strong, masked and partner views normalise
     # with their own batch statistics and leave the running ones, which evaluation then shares with clean images
     running_stats: str = choice("all", "clean")
+    # labeled objects pasted into the strong views with their true labels, per unlabeled image with this
+    # probability, the least confident classes most often (parts.LabeledPaste); 0: off, as every author trains
+    paste_p: float = bounded(0.0, 0.0, 1.0)
 
 
 @dataclass
@@ -59,10 +63,15 @@ class SemiMethod(Method):
     (``self.strong``, ``self.partner``, ``self.perturbed_stats``, ``self.labeler``) and logs the selection."""
 
     Config = SemiConfig
+    pastes = False  # its strong views take LabeledPaste's objects (method.paste_p)
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         c = self.cfg
+        if c.paste_p and not self.pastes:
+            raise SemisegError(f"method.paste_p={c.paste_p}: method {type(self).__name__.lower()} has no strong views "
+                               "to paste labeled objects into; fixmatch, unimatch, unimatch_v2 and dssn have")
+        self.paste = LabeledPaste(c.paste_p, self.num_classes)
         self.strong = StrongView(c.strong_view, self.mean, self.std)
         self.partner = CutMixPartner(c.mix, c.cutmix_p)
         self.perturbed_stats = PerturbedStats(c.running_stats, self.student)
@@ -70,6 +79,15 @@ class SemiMethod(Method):
         self.notes += self.labeler.notes
         self.unlabeled_streams = self.partner.streams  # the trainer builds this many unlabeled loaders
         self.needs_proposals = self.labeler.needs_proposals or type(self).needs_proposals
+
+    def state_dict(self) -> Dict[str, Any]:
+        state = super().state_dict()
+        return {**state, "paste_confidence": self.paste.confidence.clone()} if self.paste.p else state
+
+    def load_state_dict(self, state: Dict[str, Any], source: str = "the method state") -> None:
+        super().load_state_dict(state, source)
+        if self.paste.p and "paste_confidence" in state:
+            self.paste.confidence = state["paste_confidence"].clone().float()
 
     @torch.no_grad()
     def predict_eval(self, x: torch.Tensor) -> torch.Tensor:

@@ -59,6 +59,7 @@ class DSSNConfig(TeacherConfig):
 @METHODS.register("dssn")
 class DSSN(SemiMethod):
     Config = DSSNConfig
+    pastes = True
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -78,6 +79,8 @@ class DSSN(SemiMethod):
         box1, box2 = self.partner.box(u_w), self.partner.box(u_w)
         u_s1 = mix(self.strong(u_w), self.strong(u_mix), box1)
         u_s2 = mix(self.strong(u_w), self.strong(u_mix), box2)
+        paste = self.paste.draw(x, y, u_w.shape[0], self.strong)  # None unless method.paste_p
+        u_s1, u_s2 = self.paste.images(u_s1, paste), self.paste.images(u_s2, paste)
 
         n = x.shape[0]
         preds, (fp1, fp2) = self.model(torch.cat([x, u_w]), fp_branches=2)
@@ -91,9 +94,10 @@ class DSSN(SemiMethod):
         pl_t, w_t = self.labeler(t_w, ign_u, batch.get("u_props"))  # the teacher's weak-view labels (also logged)
         views = self.labeler.mixed_views([box1, box2], t_w, ign_u, t_mix, ign_mix, self.partner.proposals(batch),
                                          (pl_t, w_t))
-        (pl_s1, w_s1, ign_s1), (pl_s2, w_s2, ign_s2) = views
+        (pl_s1, w_s1, ign_s1), (pl_s2, w_s2, ign_s2) = [self.paste.labels(*v, paste) for v in views]
 
         loss_x = self.criterion(pred_x, y)
+        self.paste.observe(pred_x, y)
         strong_on = float(step >= c.warmup_steps)
         loss_s1 = masked_ce(p_s1, pl_s1, w_s1, ign_s1) * strong_on
         loss_s2 = masked_ce(p_s2, pl_s2, w_s2, ign_s2) * strong_on

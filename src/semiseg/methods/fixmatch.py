@@ -19,6 +19,8 @@ from semiseg.methods.registry import METHODS
 
 @METHODS.register("fixmatch")
 class FixMatch(SemiMethod):
+    pastes = True
+
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         if self.num_classes == 2:
@@ -30,7 +32,8 @@ class FixMatch(SemiMethod):
         probs_mix = self.predict_eval(u_mix)
 
         box = self.partner.box(u_w)
-        u_s = mix(self.strong(u_w), self.strong(u_mix), box)
+        paste = self.paste.draw(x, y, u_w.shape[0], self.strong)  # None unless method.paste_p
+        u_s = self.paste.images(mix(self.strong(u_w), self.strong(u_mix), box), paste)
 
         pred_x, pred_u_w = self.model(torch.cat([x, u_w])).split([x.shape[0], u_w.shape[0]])
         with self.perturbed_stats():
@@ -40,8 +43,10 @@ class FixMatch(SemiMethod):
         pl_w, w_w = self.labeler(probs_w, ign_u, batch.get("u_props"))
         ((pl_s, w_s, ign_s),) = self.labeler.mixed_views([box], probs_w, ign_u, probs_mix, ign_mix,
                                                           self.partner.proposals(batch), (pl_w, w_w))
+        pl_s, w_s, ign_s = self.paste.labels(pl_s, w_s, ign_s, paste)
 
         loss_x = self.criterion(pred_x, y)
+        self.paste.observe(pred_x, y)
         loss_s = masked_ce(pred_u_s, pl_s, w_s, ign_s)
         loss = (loss_x + loss_s) / 2
         # statistics on the weak view's own selection: the hidden labels belong to u, not to the mixed view

@@ -5,7 +5,8 @@
 - :class:`PerturbedStats`: whether perturbed views' forwards move the BatchNorm running statistics
   (``running_stats``);
 - :class:`PseudoLabeler`: pseudo-labels = the selector, then (if configured) the refiner against mask
-  proposals (``selector``, ``refiner``).
+  proposals (``selector``, ``refiner``);
+- :class:`LabeledPaste`: labeled objects pasted into the strong views with their true labels (``paste_p``).
 
 A method file plus the parts it names is all a reader opens (docs/methods.md, "Shared parts").
 """
@@ -137,3 +138,66 @@ class PseudoLabeler:
     def log(self) -> Dict[str, float]:
         """The last batch's share of class masks that fell back to PWA (with a refiner)."""
         return {"miss_rate": self.refine.miss_rate} if self.refine is not None else {}
+
+
+class LabeledPaste:
+    """With probability ``p`` per unlabeled image, the pixels of one class of one labeled image (strongly
+    perturbed as the view is) are pasted into that image's strong views, at the same place, with their true
+    labels at weight 1: the few labeled pixels of a class the teacher mislabels reach the unlabeled stream
+    too, in new contexts. The class is drawn among those of the labeled batch (class 0, the background, never)
+    with odds 1 - its confidence bank: the student's mean probability of the true class on that class's
+    labeled pixels, an EMA over steps (``momentum``), so the classes the model is least sure of come most
+    often. Adaptive copy-paste after AEL (Hu et al., NeurIPS 2021), in our form: the same object in every
+    strong view of an image, so that a Siamese pair still compares like with like. ``p`` 0: off."""
+
+    def __init__(self, p: float, num_classes: int, ignore_index: int = 255, momentum: float = 0.99) -> None:
+        self.p, self.ignore_index, self.momentum = p, ignore_index, momentum
+        self.confidence = torch.zeros(num_classes)  # saved with the method state: resume draws the same classes
+
+    def observe(self, pred_x: torch.Tensor, y: torch.Tensor) -> None:
+        """Update the confidence bank from the labeled batch's logits."""
+        if not self.p:
+            return
+        probs = pred_x.detach().float().softmax(1)
+        for k in y.unique().tolist():
+            if k != self.ignore_index and k < len(self.confidence):
+                mean = probs[:, k][y == k].mean().cpu()
+                self.confidence[k] = self.momentum * self.confidence[k] + (1 - self.momentum) * mean
+
+    def draw(self, x: torch.Tensor, y: torch.Tensor, n: int, perturb: Callable[[torch.Tensor], torch.Tensor]):
+        """For ``n`` unlabeled images: (mask (n, H, W) bool, source pixels (n, 3, H, W), labels (n, H, W)), or
+        None when nothing is pasted this step. ``perturb``: the strong view's photometric part, applied to the
+        labeled batch ``x`` only when something is pasted (off, the random stream is the method's own)."""
+        if not self.p:
+            return None
+        present = [k for k in y.unique().tolist() if 0 < k < len(self.confidence)]
+        if not present:
+            return None
+        x_strong = perturb(x)
+        odds = (1 - self.confidence[present]).clamp(min=1e-3)
+        h, w = y.shape[-2:]
+        mask = torch.zeros(n, h, w, dtype=torch.bool, device=y.device)
+        labels = torch.zeros(n, h, w, dtype=torch.long, device=y.device)
+        src = torch.zeros(n, *x_strong.shape[1:], dtype=x_strong.dtype, device=x_strong.device)
+        for i in range(n):
+            if float(torch.rand(())) >= self.p:
+                continue
+            k = present[int(torch.multinomial(odds, 1))]
+            holders = [j for j in range(y.shape[0]) if bool((y[j] == k).any())]
+            j = holders[int(torch.randint(len(holders), ()))]
+            mask[i], src[i] = y[j] == k, x_strong[j]
+            labels[i][mask[i]] = k
+        return (mask, src, labels) if bool(mask.any()) else None
+
+    @staticmethod
+    def images(views: torch.Tensor, plan) -> torch.Tensor:
+        """The strong views (n, 3, H, W) with the drawn pixels pasted in."""
+        return views if plan is None else torch.where(plan[0][:, None], plan[1], views)
+
+    @staticmethod
+    def labels(pl: torch.Tensor, weight: torch.Tensor, ignore: torch.Tensor, plan):
+        """A view's (pl, weight, ignore) with the pasted pixels' true labels at weight 1."""
+        if plan is None:
+            return pl, weight, ignore
+        mask, _, true = plan
+        return torch.where(mask, true, pl), torch.where(mask, torch.ones_like(weight), weight), ignore & ~mask

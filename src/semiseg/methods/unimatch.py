@@ -32,6 +32,7 @@ class UniMatchConfig(SemiConfig):
 @METHODS.register("unimatch")
 class UniMatch(SemiMethod):
     Config = UniMatchConfig
+    pastes = True
 
     def training_step(self, batch: Dict[str, torch.Tensor], step: int) -> Dict[str, torch.Tensor]:
         x, y, u_w, ign_u = batch["x"], batch["y"], batch["u"], batch["u_ignore"]
@@ -39,7 +40,8 @@ class UniMatch(SemiMethod):
         probs_mix = self.predict_eval(u_mix)
 
         boxes = [self.partner.box(u_w) for _ in range(2 if self.cfg.dual else 1)]
-        u_s = [mix(self.strong(u_w), self.strong(u_mix), box) for box in boxes]
+        paste = self.paste.draw(x, y, u_w.shape[0], self.strong)  # None unless method.paste_p
+        u_s = [self.paste.images(mix(self.strong(u_w), self.strong(u_mix), box), paste) for box in boxes]
 
         n = x.shape[0]
         if self.cfg.fp:
@@ -54,8 +56,10 @@ class UniMatch(SemiMethod):
         pl_w, w_w = self.labeler(probs_w, ign_u, batch.get("u_props"))
         labels = self.labeler.mixed_views(boxes, probs_w, ign_u, probs_mix, ign_mix, self.partner.proposals(batch),
                                           (pl_w, w_w))
+        labels = [self.paste.labels(*lab, paste) for lab in labels]
 
         loss_x = self.criterion(pred_x, y)
+        self.paste.observe(pred_x, y)
         losses = {f"loss_s{i + 1}": masked_ce(pred, *lab) for i, (pred, lab) in enumerate(zip(preds_s, labels))}
         if self.cfg.fp:
             losses["loss_fp"] = masked_ce(preds_fp[n:], pl_w, w_w, ign_u)

@@ -31,6 +31,7 @@ class UniMatchV2Config(TeacherConfig):
 @METHODS.register("unimatch_v2")
 class UniMatchV2(SemiMethod):
     Config = UniMatchV2Config
+    pastes = True
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -45,6 +46,8 @@ class UniMatchV2(SemiMethod):
         box1, box2 = self.partner.box(u_w), self.partner.box(u_w)
         u_s1 = mix(self.strong(u_w), self.strong(u_mix), box1)
         u_s2 = mix(self.strong(u_w), self.strong(u_mix), box2)
+        paste = self.paste.draw(x, y, u_w.shape[0], self.strong)  # None unless method.paste_p
+        u_s1, u_s2 = self.paste.images(u_s1, paste), self.paste.images(u_s2, paste)
 
         pred_x = self.model(x)
         with self.perturbed_stats():
@@ -53,9 +56,10 @@ class UniMatchV2(SemiMethod):
         pl_w, w_w = self.labeler(probs_w, ign_u, batch.get("u_props"))
         views = self.labeler.mixed_views([box1, box2], probs_w, ign_u, probs_mix, ign_mix,
                                          self.partner.proposals(batch), (pl_w, w_w))
-        (pl_s1, w_s1, ign_s1), (pl_s2, w_s2, ign_s2) = views
+        (pl_s1, w_s1, ign_s1), (pl_s2, w_s2, ign_s2) = [self.paste.labels(*v, paste) for v in views]
 
         loss_x = self.criterion(pred_x, y)
+        self.paste.observe(pred_x, y)
         loss_s1 = masked_ce(pred_u_s1, pl_s1, w_s1, ign_s1)
         loss_s2 = masked_ce(pred_u_s2, pl_s2, w_s2, ign_s2)
         loss = (loss_x + 0.5 * (loss_s1 + loss_s2)) / 2
