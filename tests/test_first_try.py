@@ -2,6 +2,7 @@
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from semiseg.configure import load_config
 from semiseg.errors import SemisegError
@@ -294,3 +295,49 @@ def test_a_folder_without_masks_or_with_one_labeled_image_says_what_is_missing(t
     line = (f"folder {root}: 1 labeled image and no val/ folder: label at least 2 (every 4th is held out for "
             "validation) or add val/images + val/masks")
     assert f"  - {line}" in out.out and out.err.strip().splitlines()[-1] == f"error: {line}"
+
+
+def test_hidden_files_are_skipped_and_two_files_of_one_name_are_refused(tmp_path):
+    from semiseg.data.presets import resolve_layout
+
+    root = tmp_path / "mine"
+    for i in range(4):
+        write_pair(root, f"images/a{i}.png", f"masks/a{i}.png" if i < 3 else None, size=(40, 40), classes=2, seed=i)
+    (root / "images" / "._a0.png").write_bytes(b"\0\5\26\7")  # a copy's AppleDouble file: not an image
+    (root / "masks" / "._a0.png").write_bytes(b"\0\5\26\7")
+    write_pair(root, "images/.ipynb_checkpoints/a1-checkpoint.png", None, size=(40, 40))
+    layout = resolve_layout(load_config(None, cfg_args(root)).data)
+    assert [s.image for s in layout.unlabeled] == ["images/a3.png"]  # before: ._a0.png and the checkpoint too
+    assert sorted(s.image for s in layout.labeled + layout.val) == [f"images/a{i}.png" for i in range(3)]
+    write_pair(root, "images/a1.jpg", None, size=(40, 40))  # a second a1: before, one of the two vanished
+    with pytest.raises(SemisegError, match=rf"folder {root / 'images'}: two files named a1 \(a1.jpg, a1.png\); "
+                                           "keep one"):
+        resolve_layout(load_config(None, cfg_args(root)).data)
+
+
+def test_stray_val_masks_and_jpeg_masks_are_named(tmp_path, capsys):
+    from semiseg.cli import main
+
+    root = tmp_path / "mine"
+    for i in range(6):
+        write_pair(root, f"images/a{i}.png", f"masks/a{i}.png" if i < 4 else None, size=(40, 40), classes=2, seed=i)
+    (root / "val/masks").mkdir(parents=True)  # masks for validation, but no val/images
+    Image.fromarray(np.zeros((40, 40), np.uint8)).save(root / "val/masks/v0.png")
+    (root / "masks/a0.png").unlink()
+    Image.fromarray(np.zeros((40, 40), np.uint8)).save(root / "masks/a0.jpg")  # lossy: ids change at edges
+    with pytest.raises(SystemExit):
+        main(["data", "check", *cfg_args(root)])
+    out = capsys.readouterr().out
+    assert f"  - folder {root / 'val'}: val/masks without val/images; put the validation images in val/images" in out
+    assert f"  - {root / 'masks/a0.jpg'}: a JPEG mask: its lossy compression changes class ids at edges; save masks as PNG" in out
+
+
+def test_one_labeled_image_is_named_before_the_batch_size(tmp_path, capsys):
+    from semiseg.cli import main
+
+    root = tmp_path / "one"
+    for i in range(3):
+        write_pair(root, f"images/a{i}.png", "masks/a0.png" if i == 0 else None, size=(40, 40), classes=2, seed=i)
+    with pytest.raises(SystemExit):
+        main(["train", "--work-dir", str(tmp_path / "run"), *cfg_args(root)])  # supervised: 1 image, batch 2
+    assert "1 labeled image and no val/ folder" in capsys.readouterr().err  # before: lower data.batch_size

@@ -126,6 +126,8 @@ def _check_sample(layout: Layout, s: Sample, labeled: bool, n: int, ignore: int,
     mask_path = layout.root / s.mask
     if not mask_path.is_file():
         return [f"{mask_path}: mask file missing"]
+    if mask_path.suffix.lower() in (".jpg", ".jpeg"):
+        return [f"{mask_path}: a JPEG mask: its lossy compression changes class ids at edges; save masks as PNG"]
     try:
         problem = _mask_problem(layout, mask_path, size, n, ignore, hist)
     except Exception as e:

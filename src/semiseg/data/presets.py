@@ -100,17 +100,22 @@ def _stem_map(folder: Path) -> Dict[str, Path]:
     label ids (mapped on load); its colour and instance images are not masks."""
     if not folder.is_dir():
         return {}
-    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTS)
+    # hidden files and folders (a copy's ._x.png, .ipynb_checkpoints/) are no one's images
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTS
+                   and not any(part.startswith(".") for part in p.relative_to(folder).parts))
     for kind in ("_gtFine_labelTrainIds", "_gtFine_labelIds"):
         if any(p.stem.endswith(kind) for p in files):
             files = [p for p in files if p.stem.endswith(kind)]
             break
-    out = {}
+    out: Dict[str, Path] = {}
     for p in files:
         stem = p.stem
         for suffix in CITYSCAPES_SUFFIXES:
             stem = stem.removesuffix(suffix)
-        out[str(p.relative_to(folder).with_name(stem))] = p
+        key = str(p.relative_to(folder).with_name(stem))
+        if key in out:  # a.png and a.jpg: which one is meant is the user's to say
+            raise SemisegError(f"folder {folder}: two files named {key} ({out[key].name}, {p.name}); keep one")
+        out[key] = p
     return out
 
 
@@ -227,7 +232,10 @@ def _fill_folder(layout: Layout, root: Path, lenient: bool) -> None:
     if layout.unlabeled is None and (root / "unlabeled").is_dir():
         layout.unlabeled = folder_samples(root / "unlabeled", None, root)
         layout.sources["unlabeled"] = str(root / "unlabeled")
-    if layout.val is None and (root / "val" / "images").is_dir():
+    if layout.val is None and (root / "val" / "masks").is_dir() and not (root / "val" / "images").is_dir():
+        _missing(layout, "val", f"folder {root / 'val'}: val/masks without val/images; put the validation images "
+                 "in val/images", lenient)
+    elif layout.val is None and (root / "val" / "images").is_dir():
         layout.val = folder_samples(root / "val" / "images", root / "val" / "masks", root, lenient, problems)
         layout.sources["val"] = str(root / "val" / "images")
     elif layout.val is None and from_images and len(layout.labeled) == 1:

@@ -116,8 +116,9 @@ class SegDataset(Dataset):
 def check_lists(cfg, layout: Layout, unlabeled_streams: int) -> None:
     """The split's lists before any step: present, holding images (the unlabeled one when the method reads
     it), their files on disk, hidden masks where ``data.hidden_labels`` asks for them, no 0/255 labeled masks."""
-    if not layout.labeled and "labeled" in layout.why:
-        raise SemisegError(layout.why["labeled"])
+    for kind in ("labeled", "val"):  # what the folder could not make, before anything that follows from it
+        if not getattr(layout, kind) and kind in layout.why:
+            raise SemisegError(layout.why[kind])
     if layout.labeled is None:
         raise SemisegError(no_split_found(layout.root, cfg.data.split, "labeled"))
     if unlabeled_streams and layout.unlabeled is None:
