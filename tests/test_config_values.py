@@ -3,6 +3,7 @@ schema (methods, selectors, refiners and proposal generators included) and an in
 enumerated key give one line naming the key, where it was set, and what is valid; for train (a file plus
 overrides), eval (a checkpoint's config plus overrides) and bench (a suite's runs, before any trains)."""
 import dataclasses
+import re
 
 import pytest
 
@@ -107,3 +108,14 @@ def test_a_component_option_given_as_a_list_loads_from_a_file_and_the_command_li
     for cfg in (load_config(None, [cli]), load_config(path)):
         gen = build_proposals(dict(cfg.proposals))
         assert gen.scales == [50, 100] and gen.slic_segments == [4]
+
+
+@pytest.mark.parametrize("override,message", [
+    ("method.teacher_scales=[]", "bad value for 'method.teacher_scales': []; valid: a list of at least 1 number"),
+    ("method.teacher_scales=[1.0,[1.5]]", "bad value for 'method.teacher_scales[1]': Value '[1.5]'"),
+    ("data.scale_range=[0.5,[2]]", "bad value for 'data.scale_range': [0.5, [2]]; valid: a pair [low, high]"),
+])
+def test_an_empty_or_nested_list_is_one_line_naming_the_key(override, message):
+    # before: a division by zero at the first step, and two tracebacks at load
+    with pytest.raises(SemisegError, match=re.escape(f"command line override: {message}")):
+        load_config(None, ["method.name=dssn", override])

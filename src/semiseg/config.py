@@ -26,11 +26,13 @@ def choice(default: Any, *others: Any) -> Any:
 
 
 def bounded(default: Any, lo: Optional[float] = None, hi: Optional[float] = None, ordered: bool = False,
-            length: Optional[int] = None, item_length: Optional[int] = None) -> Any:
+            length: Optional[int] = None, item_length: Optional[int] = None, min_length: Optional[int] = None) -> Any:
     """A finite number, or each number of a list (of lists), within [lo, hi] (None: unbounded on that side);
     ``ordered``: a list of two that does not decrease (a range); ``length``: the list's length;
-    ``item_length``: each inner list's. Checked when a config loads, like the choices."""
-    meta = {"bounds": (lo, hi), "ordered": ordered, "length": length, "item_length": item_length}
+    ``item_length``: each inner list's; ``min_length``: the fewest items. Checked when a config loads, like the
+    choices."""
+    meta = {"bounds": (lo, hi), "ordered": ordered, "length": length, "item_length": item_length,
+            "min_length": min_length}
     if isinstance(default, list):
         return field(default_factory=lambda: list(default), metadata=meta)
     return field(default=default, metadata=meta)

@@ -29,14 +29,16 @@ def check_choice(origin: Dict[str, str], key: str, value: Any, valid: Sequence[A
 
 
 def check_bounds(origin: Dict[str, str], key: str, value: Any, lo: Any, hi: Any, ordered: bool = False,
-                 length: Any = None, item_length: Any = None) -> None:
+                 length: Any = None, item_length: Any = None, min_length: Any = None) -> None:
     """A finite number, or each number of a list (of lists), within [lo, hi]; ``ordered``: a pair that does not
-    decrease; ``length``: the list's length; ``item_length``: each inner list's."""
+    decrease; ``length``: the list's length; ``item_length``: each inner list's; ``min_length``: the fewest."""
     is_list = isinstance(value, Sequence) and not isinstance(value, str)
     shown = _plain(value)
     span = " and ".join(f"{op} {v:g}" if isinstance(v, float) else f"{op} {v}"
                         for op, v in ((">=", lo), ("<=", hi)) if v is not None)
-    if ordered and (len(value) != 2 or value[0] > value[1]):
+    if min_length is not None and (not is_list or len(value) < min_length):
+        raise _fail(origin, key, shown, f"a list of at least {min_length} number(s), each {span}")
+    if ordered and (len(value) != 2 or not all(_number(v) for v in value) or value[0] > value[1]):
         raise _fail(origin, key, shown, f"a pair [low, high] with low <= high, each {span}")
     if length is not None and len(value) != length:
         raise _fail(origin, key, shown, f"a list of {length} numbers")
@@ -45,9 +47,12 @@ def check_bounds(origin: Dict[str, str], key: str, value: Any, lo: Any, hi: Any,
         if any(not isinstance(v, Sequence) or isinstance(v, str) or len(v) != item_length for v in items):
             raise _fail(origin, key, shown, f"a list of lists of {item_length} numbers, each {span}")
         items = [n for v in items for n in v]
-    if any(isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v)
-           or (lo is not None and v < lo) or (hi is not None and v > hi) for v in items):
+    if any(not _number(v) or (lo is not None and v < lo) or (hi is not None and v > hi) for v in items):
         raise _fail(origin, key, shown, ("each " if is_list else "") + f"a number {span}".rstrip())
+
+
+def _number(v: Any) -> bool:
+    return not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v)
 
 
 def _plain(value: Any) -> Any:
@@ -65,7 +70,7 @@ def check_fields(obj: Any, schema: Any, origin: Dict[str, str], prefix: str) -> 
             check_choice(origin, prefix + f.name, value, f.metadata["choices"])
         if "bounds" in f.metadata:
             check_bounds(origin, prefix + f.name, value, *f.metadata["bounds"], f.metadata["ordered"],
-                         f.metadata["length"], f.metadata["item_length"])
+                         f.metadata["length"], f.metadata["item_length"], f.metadata.get("min_length"))
         sub = getattr(schema, f.name)
         if dataclasses.is_dataclass(sub):
             check_fields(value, sub, origin, f"{prefix}{f.name}.")

@@ -92,15 +92,15 @@ def resolve_method(cfg: DictConfig, origin: Optional[Dict[str, str]] = None) -> 
                            f"valid: {', '.join(METHODS.names())}")
     mschema = METHODS.get(name).Config()
     check_keys(method, mschema, origin.get("method", "method section"), "method.")
-    try:  # merging into the dataclass node validates every value's type and names the key
+    try:  # merging into the dataclass node validates every value's type and names the key (a list's items too)
         OmegaConf.merge(OmegaConf.structured(mschema), method)
+        # the values themselves with the component rule: a selector of another name drops the old options
+        merged = deep_merge(dataclasses.asdict(mschema), method)
+        cfg.method = {"name": name, **OmegaConf.to_container(OmegaConf.structured(type(mschema)(**merged)))}
     except OmegaConfBaseException as e:
         key = f"method.{getattr(e, 'full_key', '') or '?'}"
-        where = origin.get(key, "method section")
+        where = origin.get(key.split("[")[0], "method section")
         raise SemisegError(f"{where}: bad value for '{key}': {str(e).splitlines()[0]}") from None
-    # the values themselves with the component rule: a selector of another name drops the old options
-    merged = deep_merge(dataclasses.asdict(mschema), method)
-    cfg.method = {"name": name, **OmegaConf.to_container(OmegaConf.structured(type(mschema)(**merged)))}
     return cfg
 
 

@@ -47,7 +47,7 @@ class TeacherConfig(SemiConfig):
 
     ema_momentum: float = 0.996
     ema_horizon: float = 0.0
-    teacher_scales: List[float] = bounded([1.0], 0.25, 4.0)
+    teacher_scales: List[float] = bounded([1.0], 0.25, 4.0, min_length=1)
 
 
 def binary_note(method: str) -> str:
