@@ -84,6 +84,7 @@ def test_compare_on_a_folder_prints_verdicts_a_recommendation_and_writes_its_pag
                                            r"config \(train.iters: 2, now 3\); give another --out"):
         run(["compare", str(own_folder), "--recipes", "unimatch", "--seeds", "0,1", "--iters", "3", "--out", str(out)])
     assert "estimated" not in capsys.readouterr().out  # refused before anything is timed or trained
+    assert "train.iters=2" in (out / "suite.yaml").read_text()  # the page's suite is still the runs' own
 
 
 @pytest.mark.slow

@@ -70,12 +70,13 @@ def run(args) -> int:
     out = Path(args.out or f"runs/compare/{Path(args.config).stem}")
     suite = compare_suite(args.config, [r for r in recipes if r != "supervised"], seeds, overrides,
                           f"compare-{out.name}")
+    todo = todo_runs(suite, out, None, seeds)  # first: it refuses a folder of another comparison
     out.mkdir(parents=True, exist_ok=True)
     (out / "suite.yaml").write_text(yaml.safe_dump(suite))  # `semiseg report OUT` rebuilds the page
     n = len(suite["runs"]) * len(seeds)
     print(f"comparing supervised-only with {', '.join(recipes)} on {args.config}: {n} runs of {cfg.train.iters} "
-          f"steps ({len(seeds)} seeds); a stopped comparison continues where it stopped", flush=True)
-    todo = todo_runs(suite, out, None, seeds)
+          f"steps ({len(seeds)} seed{'s' if len(seeds) > 1 else ''}); a stopped comparison continues where it "
+          "stopped", flush=True)
     if todo:
         print(f"timing 3 steps of each recipe... estimated {fmt_time(estimate_seconds(suite, todo, args.jobs))} "
               f"of training for the {len(todo)} runs to go on this machine (evaluations come on top; the time "
