@@ -181,9 +181,13 @@ def test_bench_pseudo_end_to_end(tiny_scenes, tiny_store, tmp_path, capsys):
         assert torch.allclose(_probs(predictor, item, [1.0, 2.0]), want, atol=1e-5)
     assert run(["bench", "pseudo", str(tmp_path / "latest.pth"), "--scales", "1,2", "--max-images", "2",
                 "--section", "ms", "--doc", str(tmp_path / "d.md")]) == 0
-    assert "--max-images 2 --scales 1,2 --section ms --doc" in (tmp_path / "d.md").read_text()
+    written = (tmp_path / "d.md").read_text()
+    assert "--max-images 2 --scales 1,2 --section ms --doc" in written
+    assert "The checkpoint's student, labelling at scales 1, 2; 2 unlabeled images, scored" in written
     with pytest.raises(SemisegError, match="--scales 1,0: numbers between 0.25 and 4"):
         run(["bench", "pseudo", str(tmp_path / "latest.pth"), "--scales", "1,0"])
+    with pytest.raises(SemisegError, match="--max-images -1: 0 \\(all\\) or more"):
+        run(["bench", "pseudo", str(tmp_path / "latest.pth"), "--max-images", "-1"])
 
 
 def test_bench_speed_reports_every_number(tiny_scenes, tmp_path):

@@ -170,10 +170,9 @@ def check_keys(user: Any, schema: Any, where: str, prefix: str = "") -> None:
     valid = {f.name: f for f in dataclasses.fields(schema)}
     for key, value in user.items():
         if key not in valid:
-            raise SemisegError(
-                f"{where}: unknown config key '{prefix}{key}'; valid keys under "
-                f"'{prefix.rstrip('.') or '<top>'}': {', '.join(valid)}"
-            )
+            under = f"'{prefix.rstrip('.') or '<top>'}'"
+            raise SemisegError(f"{where}: unknown config key '{prefix}{key}'; " + (
+                f"valid keys under {under}: {', '.join(valid)}" if valid else f"{under} takes no keys here"))
         sub = getattr(schema, key)
         kind = dict if dataclasses.is_dataclass(sub) or isinstance(sub, dict) else list if isinstance(sub, list) \
             else None

@@ -180,6 +180,8 @@ def _pseudo(args) -> int:
         scales = []
     if not scales or not all(0.25 <= v <= 4 for v in scales):
         raise SemisegError(f"--scales {args.scales}: numbers between 0.25 and 4, separated by commas (e.g. 1,1.5)")
+    if args.max_images < 0:
+        raise SemisegError(f"--max-images {args.max_images}: 0 (all) or more")
     predictor = load(args.ckpt, teacher=args.teacher)
     layout = resolve_layout(predictor.cfg.data)
     if layout.unlabeled is None or any(s.mask is None for s in layout.unlabeled):
@@ -190,7 +192,9 @@ def _pseudo(args) -> int:
 
         store = ProposalStore(args.proposals)
         store.verify([s.image for s in layout.unlabeled[: args.max_images or None]], "the unlabeled split")
-    body = format_pseudo(evaluate_pseudo(predictor, layout.unlabeled, layout, store, args.max_images, scales))
+    body = (f"The checkpoint's {'teacher' if args.teacher else 'student'}, labelling at scale"
+            f"{'s' if len(scales) > 1 else ''} {', '.join(f'{v:g}' for v in scales)}; "
+            + format_pseudo(evaluate_pseudo(predictor, layout.unlabeled, layout, store, args.max_images, scales)))
     print(body)
     if args.doc:
         cmd = f"semiseg bench pseudo {args.ckpt}" + (" --teacher" if args.teacher else "") + \

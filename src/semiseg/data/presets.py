@@ -248,4 +248,5 @@ def _fill_folder(layout: Layout, root: Path, lenient: bool) -> None:
         layout.labeled = [s for i, s in enumerate(layout.labeled) if i not in held]
         layout.sources["val"] = f"{images} (every 4th labeled image, held out; val/images + val/masks choose them)"
         layout.notes.append(f"no val/ folder: {len(layout.val)} of the {n} labeled images (every 4th by file name) "
-                            "are held out for validation; val/images + val/masks choose them")
+                            f"{'is' if len(layout.val) == 1 else 'are'} held out for validation; val/images + "
+                            "val/masks choose them")
