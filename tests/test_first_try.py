@@ -332,6 +332,18 @@ def test_stray_val_masks_and_jpeg_masks_are_named(tmp_path, capsys):
     assert f"  - {root / 'masks/a0.jpg'}: a JPEG mask: its lossy compression changes class ids at edges; save masks as PNG" in out
 
 
+def test_a_folder_without_images_says_where_they_go(tmp_path, capsys):
+    from semiseg.cli import main
+
+    root = tmp_path / "mine"
+    write_pair(root, "unlabeled/u0.png", None, size=(40, 40))
+    with pytest.raises(SystemExit):
+        main(["train", "--work-dir", str(tmp_path / "run"), *cfg_args(root)])
+    assert capsys.readouterr().err == (f"error: folder {root}: no images/ folder; put the labeled images in images/ "
+                                       "and their masks in masks/ (the unlabeled ones in unlabeled/ or in images/ "
+                                       "without a mask)\n")  # before: advice about split files
+
+
 def test_one_labeled_image_is_named_before_the_batch_size(tmp_path, capsys):
     from semiseg.cli import main
 

@@ -215,6 +215,9 @@ def _fill_folder(layout: Layout, root: Path, lenient: bool) -> None:
     split_by_mask = layout.unlabeled is None and not (root / "unlabeled").is_dir()
     from_images = layout.labeled is None and images.is_dir()
     problems = layout.problems if lenient else None
+    if layout.labeled is None and not images.is_dir():
+        _missing(layout, "labeled", f"folder {root}: no images/ folder; put the labeled images in images/ and their "
+                 "masks in masks/ (the unlabeled ones in unlabeled/ or in images/ without a mask)", lenient)
     if from_images:
         samples = folder_samples(images, root / "masks", root, lenient or split_by_mask, problems)
         if samples and all(s.mask is None for s in samples):
