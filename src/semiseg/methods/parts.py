@@ -150,8 +150,8 @@ class LabeledPaste:
     often. Adaptive copy-paste after AEL (Hu et al., NeurIPS 2021), in our form: the same object in every
     strong view of an image, so that a Siamese pair still compares like with like. ``p`` 0: off."""
 
-    def __init__(self, p: float, num_classes: int, ignore_index: int = 255, momentum: float = 0.99) -> None:
-        self.p, self.ignore_index, self.momentum = p, ignore_index, momentum
+    def __init__(self, p: float, num_classes: int, momentum: float = 0.99) -> None:
+        self.p, self.momentum = p, momentum
         self.confidence = torch.zeros(num_classes)  # saved with the method state: resume draws the same classes
 
     def observe(self, pred_x: torch.Tensor, y: torch.Tensor) -> None:
@@ -160,7 +160,7 @@ class LabeledPaste:
             return
         probs = pred_x.detach().float().softmax(1)
         for k in y.unique().tolist():
-            if k != self.ignore_index and k < len(self.confidence):
+            if k < len(self.confidence):  # the ignore label (255) is none of the classes
                 mean = probs[:, k][y == k].mean().cpu()
                 self.confidence[k] = self.momentum * self.confidence[k] + (1 - self.momentum) * mean
 
