@@ -29,6 +29,7 @@ def _recipe(name: str, overrides: Tuple[str, ...], about: str, measured: str) ->
 
 METHODS_TABLE = 'docs/benchmarks.md, "Methods at 1/16 labels"'
 BINARY = 'docs/benchmarks.md, "Binary data"'
+PROBES = 'docs/benchmarks.md, "Composing a recipe: the probes"'
 
 _recipe("supervised", ("method.name=supervised",),
         "labeled images only: the baseline every recipe is measured against", METHODS_TABLE)
@@ -54,3 +55,6 @@ _recipe("dssn-iom", ("method.name=dssn", "method.refiner={name: iom}"),
 _recipe("dssn-horizon-clean", ("method.name=dssn", "method.ema_horizon=0.033", "method.running_stats=clean"),
         "for binary and imbalanced data: DSSN with a fitted horizon, its perturbed views kept out of BatchNorm's "
         "running statistics", BINARY)
+_recipe("dssn-horizon-iom", ("method.name=dssn", "method.ema_horizon=0.033", "method.refiner={name: iom}"),
+        "the composed recipe under test: DSSN with its teacher's horizon fitted to the schedule and pseudo-labels "
+        "refined against mask proposals (needs data.proposal_store: semiseg proposals)", PROBES)
