@@ -158,11 +158,14 @@ class LabeledPaste:
         """Update the confidence bank from the labeled batch's logits."""
         if not self.p:
             return
-        probs = pred_x.detach().float().softmax(1)
-        for k in y.unique().tolist():
-            if k < len(self.confidence):  # the ignore label (255) is none of the classes
-                mean = probs[:, k][y == k].mean().cpu()
-                self.confidence[k] = self.momentum * self.confidence[k] + (1 - self.momentum) * mean
+        c = len(self.confidence)
+        valid = y < c  # the ignore label (255) is none of the classes
+        p_true = pred_x.detach().float().softmax(1).gather(1, y.clamp(max=c - 1)[:, None])[:, 0][valid]
+        sums = torch.bincount(y[valid], weights=p_true, minlength=c).cpu()  # one transfer per step, not per class
+        counts = torch.bincount(y[valid], minlength=c).cpu()
+        seen = counts > 0
+        self.confidence[seen] = (self.momentum * self.confidence[seen]
+                                 + (1 - self.momentum) * sums[seen].float() / counts[seen])
 
     def draw(self, x: torch.Tensor, y: torch.Tensor, n: int, perturb: Callable[[torch.Tensor], torch.Tensor]):
         """For ``n`` unlabeled images: (mask (n, H, W) bool, source pixels (n, 3, H, W), labels (n, H, W)), or
