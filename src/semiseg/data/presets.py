@@ -81,7 +81,7 @@ class Layout:
     sources: Dict[str, str] = field(default_factory=dict)  # list name -> where it came from (for messages)
     notes: List[str] = field(default_factory=list)  # lists the folder layout made up, said once at train start
     problems: List[str] = field(default_factory=list)  # a folder's pairing problems, for ``data check`` to list
-    why: Dict[str, str] = field(default_factory=dict)  # a list a folder could not make, and why: said where it is used
+    why: Dict[str, str] = field(default_factory=dict)  # a list the folder could not make, and why (said where used)
 
     def map_mask(self, mask: np.ndarray, mask_path: str) -> np.ndarray:
         # Cityscapes users often have only labelIds; map them on load instead of asking for a converter run
