@@ -59,6 +59,20 @@ def test_a_resume_past_the_end_says_there_is_nothing_to_train(tiny_scenes, tmp_p
     assert "nothing to train: the run is at step 2 and train.iters is 1" in capsys.readouterr().out
 
 
+def test_a_resume_with_changed_settings_names_each_change(tiny_scenes, tmp_path, capsys):
+    """Continuing with another method option (or a longer schedule) is allowed, and said, key by key."""
+    train(short(tiny_scenes, "method.name=fixmatch"), work_dir=str(tmp_path))
+    capsys.readouterr()
+    train(short(tiny_scenes, "method.name=fixmatch", "method.paste_p=0.5", "train.iters=3"), work_dir=str(tmp_path),
+          resume="auto")
+    out = capsys.readouterr().out
+    assert "method.paste_p: 0.0, now 0.5" in out and "train.iters: 2, now 3" in out
+    assert "work_dir" not in out.split("continues with changed settings")[1].splitlines()[0]
+    train(short(tiny_scenes, "method.name=fixmatch", "method.paste_p=0.5", "train.iters=4"), work_dir=str(tmp_path),
+          resume="auto")
+    assert "method.paste_p" not in capsys.readouterr().out  # the checkpoint now holds 0.5
+
+
 # ---------------------------------------------------------------- item 5: CSV rows under a fixed header
 def test_metrics_csv_rows_stay_under_their_header_when_a_term_is_missing_or_new(tmp_path):
     log = RunLogger(tmp_path, True, 10)

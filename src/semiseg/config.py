@@ -264,3 +264,25 @@ def save_config(cfg: DictConfig, path: str | Path) -> None:
 
 def as_dict(cfg: DictConfig) -> Dict[str, Any]:
     return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+
+
+# where a run is written and with how many threads: not what it learns
+NOT_THE_EXPERIMENT = ("work_dir", "train.threads")
+
+
+def _flat(tree: Dict[str, Any], prefix: str = "") -> Dict[str, Any]:
+    out: Dict[str, Any] = {}
+    for k, v in tree.items():
+        out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+    return out
+
+
+def changed_settings(was: Dict[str, Any], now: Dict[str, Any]) -> Dict[str, tuple]:
+    """The settings two configs (as dicts) give different values, ``{key: (was, now)}`` in key order; keys one
+    side lacks (an option added since) and where the run is written are not compared."""
+    a, b = _flat(was), _flat(now)
+    return {k: (a[k], b[k]) for k in sorted(a.keys() & b.keys()) if k not in NOT_THE_EXPERIMENT and a[k] != b[k]}
+
+
+def describe_changes(changes: Dict[str, tuple]) -> List[str]:
+    return [f"{k}: {a}, now {b}" for k, (a, b) in changes.items()]

@@ -121,16 +121,7 @@ def run_one(cmd: List[str], work_dir: Path, threads: int, echo: bool = False) ->
         raise SemisegError(f"run failed (exit {code}): {' '.join(cmd)}; see {work_dir / 'train.log'}")
 
 
-# where a run was written and with how many threads: not what it learned
-NOT_THE_EXPERIMENT = {"work_dir", "train.threads"}
 FILLED_AT_START = {"train.iters", "train.eval_interval", "train.ckpt_interval"}  # 0: the trainer sets them
-
-
-def _flat(tree: dict, prefix: str = "") -> Dict[str, object]:
-    out: Dict[str, object] = {}
-    for k, v in tree.items():
-        out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
-    return out
 
 
 def config_changes(work_dir: Path, config: str, overrides: List[str], seed: int) -> List[str]:
@@ -139,13 +130,12 @@ def config_changes(work_dir: Path, config: str, overrides: List[str], seed: int)
     saved = work_dir / "config.yaml"
     if not saved.is_file():
         return []
-    from semiseg.config import as_dict
+    from semiseg.config import as_dict, changed_settings, describe_changes
     from semiseg.configure import load_config
 
-    want = _flat(as_dict(load_config(config, [*overrides, f"train.seed={seed}"])))
-    have = _flat(yaml.safe_load(saved.read_text()) or {})
-    return [f"{k}: {have[k]}, now {want[k]}" for k in sorted(want.keys() & have.keys())
-            if k not in NOT_THE_EXPERIMENT and have[k] != want[k] and not (k in FILLED_AT_START and not want[k])]
+    changes = changed_settings(yaml.safe_load(saved.read_text()) or {},
+                               as_dict(load_config(config, [*overrides, f"train.seed={seed}"])))
+    return describe_changes({k: v for k, v in changes.items() if not (k in FILLED_AT_START and not v[1])})
 
 
 def todo_runs(suite: dict, out: Path, only: Optional[List[str]] = None,

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from semiseg.config import as_dict, save_config, to_yaml
+from semiseg.config import as_dict, changed_settings, describe_changes, save_config, to_yaml
 from semiseg.engine import dist
 from semiseg.engine.checkpoint import (load_checkpoint, process_state, refuse_another_run, refuse_to_overwrite,
                                       restore_process_state, rng_state, save_checkpoint)
@@ -157,6 +157,9 @@ class Trainer:
     def _resume(self, path: Path) -> None:
         ckpt = load_checkpoint(path)
         refuse_another_run(ckpt, self.cfg, path)
+        changes = describe_changes(changed_settings(ckpt.get("config") or {}, as_dict(self.cfg)))
+        if changes and self.ctx.is_main:  # allowed (a longer schedule, a switch turned on), never silent
+            print(f"note: the run of {path} continues with changed settings: {'; '.join(changes)}", flush=True)
         load_weights(self.model, ckpt["model"], path)
         self.method.load_state_dict(ckpt["method"], path)
         self.optimizer.load_state_dict(ckpt["optimizer"])
