@@ -190,6 +190,27 @@ def test_bench_pseudo_end_to_end(tiny_scenes, tiny_store, tmp_path, capsys):
         run(["bench", "pseudo", str(tmp_path / "latest.pth"), "--max-images", "-1"])
 
 
+def test_bench_pseudo_finds_a_relative_data_root_elsewhere_with_data_root(tiny_scenes, tmp_path, monkeypatch):
+    """A checkpoint saves data.root as given (relative to where it trained); from another folder the root is
+    given with --data-root, and without it the refusal says so."""
+    from semiseg.cli import run
+    from semiseg.engine.trainer import train
+
+    from conftest import tiny_cfg
+
+    (tmp_path / "there").mkdir()
+    (tmp_path / "there" / "scenes").symlink_to(tiny_scenes)
+    monkeypatch.chdir(tmp_path / "there")
+    train(tiny_cfg("scenes", "train.iters=1", "train.eval_interval=1"), work_dir=str(tmp_path / "run"))
+    monkeypatch.chdir(tmp_path)
+    ckpt = str(tmp_path / "run" / "latest.pth")
+    with pytest.raises(SemisegError, match=r"data.root 'scenes'.*--data-root"):
+        run(["bench", "pseudo", ckpt, "--max-images", "1"])
+    assert run(["bench", "pseudo", ckpt, "--max-images", "1", "--data-root", str(tmp_path / "there" / "scenes"),
+                "--doc", str(tmp_path / "d.md")]) == 0
+    assert "1 unlabeled images, scored" in (tmp_path / "d.md").read_text()
+
+
 def test_bench_speed_reports_every_number(tiny_scenes, tmp_path):
     """Each number is what it says: images per second are the step's images over its time (UniMatch's step
     reads the labeled and the unlabeled batch, supervised-only the labeled one), peak memory is the process's

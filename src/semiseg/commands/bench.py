@@ -50,6 +50,8 @@ def add_arguments(bench, verb) -> None:
     p.add_argument("--max-images", type=int, default=0, help="score only the first N images (0: all)")
     p.add_argument("--scales", default="1", help="input scales the model labels at, its probabilities averaged, "
                    "as method.teacher_scales does (e.g. 1,1.5)")
+    p.add_argument("--data-root", help="the data the checkpoint trained on, where its saved data.root (relative to "
+                   "the folder it trained in) is not found from here")
     p.add_argument("--doc", help="Markdown file to write the table into")
     p.add_argument("--section", default="pseudo", help="section name in --doc")
     p = verb(bverbs, "selector", "time the batched CSL selector against the per-image SVD loop")
@@ -183,6 +185,11 @@ def _pseudo(args) -> int:
     if args.max_images < 0:
         raise SemisegError(f"--max-images {args.max_images}: 0 (all) or more")
     predictor = load(args.ckpt, teacher=args.teacher)
+    if args.data_root:
+        predictor.cfg.data.root = args.data_root
+    elif not Path(predictor.cfg.data.root).is_dir():
+        raise SemisegError(f"{args.ckpt}: its data.root {predictor.cfg.data.root!r} is not found from here (a relative "
+                           "root is relative to the folder it trained in); give the data with --data-root DIR")
     layout = resolve_layout(predictor.cfg.data)
     if layout.unlabeled is None or any(s.mask is None for s in layout.unlabeled):
         raise SemisegError("bench pseudo needs an unlabeled split whose lines keep their (hidden) masks")
@@ -201,6 +208,7 @@ def _pseudo(args) -> int:
             (f" --proposals {args.proposals}" if args.proposals else "") + \
             (f" --max-images {args.max_images}" if args.max_images else "") + \
             (f" --scales {args.scales}" if scales != [1.0] else "") + \
+            (f" --data-root {args.data_root}" if args.data_root else "") + \
             (f" --section {args.section}" if args.section != "pseudo" else "")
         write_section(Path(args.doc), args.section, f"Produced by `{cmd} --doc {args.doc}` on {date.today()}.\n\n{body}")
     return 0
