@@ -145,6 +145,39 @@ def test_labeled_paste_draws_the_least_confident_class_and_pastes_its_true_label
     assert paste.confidence[2] > 0.0099 and paste.confidence[0] < before[0] + 0.0001  # background: 0.99*0 + 0.01*~0
 
 
+def _paste_bank_in_process(rank: int, port: int, out: str) -> None:
+    import torch.distributed as dist
+
+    from semiseg.methods.parts import LabeledPaste
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    y = torch.full((1, 4, 4), rank + 1)  # process 0 sees only class 1, process 1 only class 2
+    logits = torch.zeros(1, 3, 4, 4)
+    logits[:, rank + 1] = 2.0 + 2.0 * rank
+    paste = LabeledPaste(1.0, 3, momentum=0.0)
+    paste.observe(logits, y)
+    torch.save(paste.confidence, f"{out}/bank{rank}.pt")
+    dist.destroy_process_group()
+
+
+def test_labeled_paste_keeps_one_bank_for_every_process_under_torchrun(tmp_path):
+    """Each process sees its own labeled batch; the bank is their pooled mean, the same on every process, so
+    the checkpoint's bank (rank 0's) is every process's and a resumed group draws as it would have."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    mp.spawn(_paste_bank_in_process, args=(port, str(tmp_path)), nprocs=2)
+    banks = [torch.load(tmp_path / f"bank{r}.pt") for r in range(2)]
+    p1 = torch.tensor([0.0, 2.0, 0.0]).softmax(0)[1]  # the true class's probability on each process's pixels
+    p2 = torch.tensor([0.0, 0.0, 4.0]).softmax(0)[2]
+    assert torch.equal(banks[0], banks[1])
+    assert torch.allclose(banks[0], torch.stack([torch.tensor(0.0), p1, p2]))
+
+
 def test_labeled_paste_off_draws_nothing_and_leaves_the_random_stream():
     from semiseg.methods.parts import LabeledPaste
 

@@ -161,11 +161,14 @@ class LabeledPaste:
         c = len(self.confidence)
         valid = y < c  # the ignore label (255) is none of the classes
         p_true = pred_x.detach().float().softmax(1).gather(1, y.clamp(max=c - 1)[:, None])[:, 0][valid]
-        sums = torch.bincount(y[valid], weights=p_true, minlength=c).cpu()  # one transfer per step, not per class
-        counts = torch.bincount(y[valid], minlength=c).cpu()
+        stats = torch.stack([torch.bincount(y[valid], weights=p_true, minlength=c),
+                             torch.bincount(y[valid], minlength=c).to(p_true.dtype)])
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.all_reduce(stats)  # one bank for every process: the checkpoint's is everyone's
+        sums, counts = stats.cpu()  # one transfer per step, not per class
         seen = counts > 0
         self.confidence[seen] = (self.momentum * self.confidence[seen]
-                                 + (1 - self.momentum) * sums[seen].float() / counts[seen])
+                                 + (1 - self.momentum) * sums[seen] / counts[seen])
 
     def draw(self, x: torch.Tensor, y: torch.Tensor, n: int, perturb: Callable[[torch.Tensor], torch.Tensor]):
         """For ``n`` unlabeled images: (mask (n, H, W) bool, source pixels (n, 3, H, W), labels (n, H, W)), or
