@@ -143,6 +143,14 @@ def test_labeled_paste_draws_the_least_confident_class_and_pastes_its_true_label
     before = paste.confidence.clone()
     paste.observe(logits, y)
     assert paste.confidence[2] > 0.0099 and paste.confidence[0] < before[0] + 0.0001  # background: 0.99*0 + 0.01*~0
+    # p = 0.5: some images get an object, the others keep their views and pseudo-labels whole
+    mask, src, true = LabeledPaste(0.5, 3).draw(x, y, 64, lambda t: t)
+    pasted = mask.flatten(1).any(1)
+    assert 0 < int(pasted.sum()) < 64 and not true[~pasted].any()
+    for i in pasted.nonzero()[:, 0].tolist():  # each pasted object is one labeled image's class, whole
+        k = int(true[i].max())
+        j = 0 if k == 1 else 1
+        assert torch.equal(mask[i], y[j] == k) and torch.equal(src[i], x[j]) and (true[i][mask[i]] == k).all()
 
 
 def _paste_bank_in_process(rank: int, port: int, out: str) -> None:

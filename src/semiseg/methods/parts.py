@@ -176,23 +176,22 @@ class LabeledPaste:
         labeled batch ``x`` only when something is pasted (off, the random stream is the method's own)."""
         if not self.p:
             return None
-        present = [k for k in y.unique().tolist() if 0 < k < len(self.confidence)]
-        if not present:
+        c = len(self.confidence)
+        holds = torch.zeros(y.shape[0], c, dtype=torch.bool, device=y.device)  # labeled image j holds class k
+        holds.scatter_(1, torch.where(y < c, y, 0).flatten(1), True)  # the ignore label is none of the classes
+        holds[:, 0] = False  # the background is never pasted
+        present = holds.any(0)
+        if not bool(present.any()):
             return None
         x_strong = perturb(x)
-        odds = (1 - self.confidence[present]).clamp(min=1e-3)
-        h, w = y.shape[-2:]
-        mask = torch.zeros(n, h, w, dtype=torch.bool, device=y.device)
-        labels = torch.zeros(n, h, w, dtype=torch.long, device=y.device)
-        src = torch.zeros(n, *x_strong.shape[1:], dtype=x_strong.dtype, device=x_strong.device)
-        for i in range(n):
-            if float(torch.rand(())) >= self.p:
-                continue
-            k = present[int(torch.multinomial(odds, 1))]
-            holders = [j for j in range(y.shape[0]) if bool((y[j] == k).any())]
-            j = holders[int(torch.randint(len(holders), ()))]
-            mask[i], src[i] = y[j] == k, x_strong[j]
-            labels[i][mask[i]] = k
+        odds = (1 - self.confidence.to(y.device)).clamp(min=1e-3) * present
+        # batched, no host sync per image: each image's class, one labeled image holding it, and whether to paste
+        k = torch.multinomial(odds, n, replacement=True)
+        j = torch.multinomial(holds[:, k].T.float(), 1)[:, 0]
+        chosen = torch.rand(n, device=y.device) < self.p
+        mask = (y[j] == k[:, None, None]) & chosen[:, None, None]
+        labels = torch.where(mask, k[:, None, None], 0)
+        src = x_strong[j]
         return (mask, src, labels) if bool(mask.any()) else None
 
     @staticmethod
