@@ -87,6 +87,27 @@ def test_compare_on_a_folder_prints_verdicts_a_recommendation_and_writes_its_pag
     assert "train.iters=2" in (out / "suite.yaml").read_text()  # the page's suite is still the runs' own
 
 
+def test_compare_makes_the_proposals_a_refining_recipe_needs(own_folder, tmp_path, capsys):
+    """A recipe that refines against mask proposals (dssn-iom) on data without a store: compare makes one in its
+    folder first, from the config's proposals section, and that recipe's runs read it; supervised-only does not."""
+    import yaml
+
+    out = tmp_path / "cmp"
+    assert run(["compare", str(own_folder), "data.proposal_store=", "--recipes", "dssn-iom", "--seeds", "0",
+                "--iters", "2", "--out", str(out)]) == 0
+    store = out / "proposals"
+    assert len((store / "proposals.jsonl").read_text().splitlines()) == 8  # one line per unlabeled image
+    printed = capsys.readouterr().out
+    assert f"dssn-iom refines its pseudo-labels against mask proposals: making them in {store}" in printed
+    assert printed.index("making them in") < printed.index("start supervised seed 0")
+    config = lambda name: yaml.safe_load((out / name / "seed0" / "config.yaml").read_text())  # noqa: E731
+    assert config("dssn-iom")["data"]["proposal_store"] == str(store)
+    assert config("supervised")["data"]["proposal_store"] == ""
+    assert run(["compare", str(own_folder), "data.proposal_store=", "--recipes", "dssn-iom", "--seeds", "0",
+                "--iters", "2", "--out", str(out)]) == 0  # finished: the store is not made again
+    assert "making them" not in capsys.readouterr().out
+
+
 @pytest.mark.slow
 def test_compare_trains_each_run_as_a_torchrun_group(own_folder, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")

@@ -37,6 +37,7 @@ def run(args) -> int:
         verdict_lines,
     )
     from semiseg.bench.quality import run_suite, suite_results, suite_task, table, todo_runs, write_section
+    from semiseg.commands.proposals import make_store
     from semiseg.configure import load_config
     from semiseg.engine.logging import fmt_time
     from semiseg.recipes import RECIPES
@@ -70,6 +71,10 @@ def run(args) -> int:
     out = Path(args.out or f"runs/compare/{Path(args.config).stem}")
     suite = compare_suite(args.config, [r for r in recipes if r != "supervised"], seeds, overrides,
                           f"compare-{out.name}")
+    store = out / "proposals"
+    refining = [r for r in suite["runs"] if _needs_store(args.config, [*overrides, *r["overrides"]])]
+    for r in refining:  # their runs read the store compare makes, unless the config names one
+        r["overrides"].append(f"data.proposal_store={store}")
     todo = todo_runs(suite, out, None, seeds)  # first: it refuses a folder of another comparison
     out.mkdir(parents=True, exist_ok=True)
     (out / "suite.yaml").write_text(yaml.safe_dump(suite))  # `semiseg report OUT` rebuilds the page
@@ -77,6 +82,11 @@ def run(args) -> int:
     print(f"comparing supervised-only with {', '.join(recipes)} on {args.config}: {n} runs of {cfg.train.iters} "
           f"steps ({len(seeds)} seed{'s' if len(seeds) > 1 else ''}); a stopped comparison continues where it "
           "stopped", flush=True)
+    if any(r in refining for r, _ in todo):
+        names = [r["name"] for r in refining]
+        print(f"{', '.join(names)} refine{'s its' if len(names) == 1 else ' their'} pseudo-labels against mask "
+              f"proposals: making them in {store} (the config's proposals section)", flush=True)
+        make_store(cfg, store)
     if todo:
         print(f"timing 3 steps of each recipe... estimated {fmt_time(estimate_seconds(suite, todo, args.jobs))} "
               f"of training for the {len(todo)} runs to go on this machine (evaluations come on top; the time "
@@ -101,3 +111,12 @@ def run(args) -> int:
                       f"{args.doc}` on {date.today().isoformat()}.\n\n{text}")
     print(f"page: {build_report(out)}")
     return 0
+
+
+def _needs_store(config: str, overrides) -> bool:
+    """A run of these overrides refines against mask proposals and its config names no store."""
+    from semiseg.configure import load_config
+    from semiseg.methods import METHODS
+
+    cfg = load_config(config, overrides)
+    return METHODS.get(cfg.method.name).proposals_needed(cfg.method) and not cfg.data.proposal_store

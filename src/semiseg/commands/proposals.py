@@ -12,10 +12,18 @@ def add_arguments(p, verb) -> None:
 
 
 def run(args) -> int:
+    from semiseg.configure import load_config
+
+    make_store(load_config(args.config, args.overrides), args.out, args.limit)
+    return 0
+
+
+def make_store(cfg, out, limit: int = 0) -> None:
+    """The proposals of ``cfg``'s unlabeled split (its ``proposals`` section) into the store at ``out``, the
+    images already there skipped; ``limit``: only the first N images. ``semiseg compare`` calls it too."""
     import time
 
     from semiseg.config import as_dict
-    from semiseg.configure import load_config
     from semiseg.data.io import read_image
     from semiseg.data.presets import resolve_layout
     from semiseg.engine.logging import fmt_time
@@ -23,14 +31,13 @@ def run(args) -> int:
     from semiseg.pseudo.proposals import build_proposals
     from semiseg.pseudo.store import ProposalStore
 
-    cfg = load_config(args.config, args.overrides)
     layout = resolve_layout(cfg.data)
     if layout.unlabeled is None:
         raise SemisegError(f"no unlabeled split under {layout.root}: nothing to make proposals for")
-    samples = layout.unlabeled[: args.limit or None]
+    samples = layout.unlabeled[: limit or None]
     split = layout.sources.get("unlabeled", "")
     generate = build_proposals(cfg.proposals)
-    store = ProposalStore(args.out)
+    store = ProposalStore(out)
     todo = [s for s in samples if s.image not in store.records]
     spec = as_dict(cfg)["proposals"]
     store.write_index(split, len(samples), spec)
@@ -48,5 +55,4 @@ def run(args) -> int:
     store.write_index(split, len(samples), spec)
     if todo:
         print(f"wrote proposals for {len(todo)} images in {time.time() - t0:.1f}s "
-              f"({len(todo) / (time.time() - t0):.1f} images/s) to {args.out}")
-    return 0
+              f"({len(todo) / (time.time() - t0):.1f} images/s) to {out}")

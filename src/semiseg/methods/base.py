@@ -56,6 +56,12 @@ class Method(ABC):
         self.iters, self.steps_per_epoch = 0, 1  # the schedule, told by the trainer (set_schedule)
         self.notes: List[str] = []  # what a user should know about this method on this data (the trainer logs it)
 
+    @classmethod
+    def proposals_needed(cls, cfg: Any) -> bool:
+        """Whether a run with this ``method`` section reads mask proposals, known before anything is built
+        (``semiseg compare`` makes the store first)."""
+        return cls.needs_proposals
+
     def set_schedule(self, iters: int, steps_per_epoch: int) -> None:
         """The run's length in optimizer steps and one epoch's: a teacher whose averaging horizon is given
         as a share of the schedule (``ema_horizon``) takes its momentum from it here."""

@@ -78,7 +78,11 @@ class SemiMethod(Method):
         self.labeler = PseudoLabeler(c.selector, c.refiner, self.num_classes)
         self.notes += self.labeler.notes
         self.unlabeled_streams = self.partner.streams  # the trainer builds this many unlabeled loaders
-        self.needs_proposals = self.labeler.needs_proposals or type(self).needs_proposals
+        self.needs_proposals = self.proposals_needed(c)
+
+    @classmethod
+    def proposals_needed(cls, cfg: Any) -> bool:
+        return cls.needs_proposals or bool(cfg.refiner)  # a refiner matches the teacher's labels to proposals
 
     def state_dict(self) -> Dict[str, Any]:
         state = super().state_dict()

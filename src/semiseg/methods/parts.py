@@ -107,10 +107,6 @@ class PseudoLabeler:
         note = getattr(getattr(self.select, "func", self.select), "note", None)  # a selector's word on this data
         self.notes = [n for n in [note(num_classes) if note else ""] if n]
 
-    @property
-    def needs_proposals(self) -> bool:
-        return self.refine is not None
-
     def __call__(self, probs: torch.Tensor, ignore: torch.Tensor, props=None) -> Tuple[torch.Tensor, torch.Tensor]:
         pl, weight = self.select(probs, ignore)
         if self.refine is None:

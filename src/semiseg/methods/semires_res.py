@@ -16,7 +16,7 @@ CE. ``matcher: none`` is the teacher-student recipe without refinement (every sa
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict
+from typing import Any, Dict
 
 import torch
 import torch.nn.functional as F
@@ -47,8 +47,12 @@ class ReferringSemiRES(BurnIn, Method):
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self.needs_proposals = self.cfg.matcher != "none"
+        self.needs_proposals = self.proposals_needed(self.cfg)
         self.teacher = EMATeacher(self.student, self.cfg.ema_momentum)
+
+    @classmethod
+    def proposals_needed(cls, cfg: Any) -> bool:
+        return cfg.matcher != "none"
 
     def training_step(self, batch: Dict[str, torch.Tensor], step: int) -> Dict[str, torch.Tensor]:
         c = self.cfg
