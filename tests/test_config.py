@@ -96,3 +96,20 @@ def test_every_shipped_config_and_suite_loads(path):
             load_config(REPO / r["config"], list(suite.get("overrides", [])) + list(r.get("overrides", [])))
     else:
         load_config(path, [])
+
+
+def test_changed_settings_compare_a_components_options_whole_and_ignore_what_does_not_change_learning():
+    from semiseg.config import changed_settings, describe_changes
+
+    was = {"work_dir": "a", "recipe": "", "data": {"num_workers": 2, "proposal_store": ""},
+           "method": {"name": "dssn", "refiner": {}, "selector": {"name": "class_aware"}},
+           "proposals": {"name": "superpixel"}, "train": {"iters": 2, "log_interval": 50}}
+    now = {"work_dir": "b", "recipe": "dssn-iom", "data": {"num_workers": 0, "proposal_store": "p"},
+           "method": {"name": "dssn", "refiner": {"name": "iom"}, "selector": {"name": "class_aware", "per": "batch"},
+                      "paste_p": 0.0},  # an option added since: the older run has no value to compare
+           "proposals": {"name": "superpixel", "min_area": 5}, "train": {"iters": 2, "log_interval": 1}}
+    assert describe_changes(changed_settings(was, now)) == [
+        "data.proposal_store: '', now 'p'", "method.refiner: {}, now {'name': 'iom'}",
+        "method.selector: {'name': 'class_aware'}, now {'name': 'class_aware', 'per': 'batch'}",
+        "proposals: {'name': 'superpixel'}, now {'name': 'superpixel', 'min_area': 5}"]
+    assert changed_settings(now, now) == {}

@@ -67,7 +67,7 @@ def test_a_resume_with_changed_settings_names_each_change(tiny_scenes, tmp_path,
           resume="auto")
     out = capsys.readouterr().out
     assert "method.paste_p: 0.0, now 0.5" in out and "train.iters: 2, now 3" in out
-    assert "work_dir" not in out.split("continues with changed settings")[1].splitlines()[0]
+    assert "work_dir" not in out.split("settings changed since")[1].splitlines()[0]
     train(short(tiny_scenes, "method.name=fixmatch", "method.paste_p=0.5", "train.iters=4"), work_dir=str(tmp_path),
           resume="auto")
     assert "method.paste_p" not in capsys.readouterr().out  # the checkpoint now holds 0.5

@@ -266,23 +266,28 @@ def as_dict(cfg: DictConfig) -> Dict[str, Any]:
     return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
 
 
-# where a run is written and with how many threads: not what it learns
-NOT_THE_EXPERIMENT = ("work_dir", "train.threads")
+# where a run is written, how often it logs, with how many threads and loader processes: not what it learns;
+# nor a recipe's name (the values it sets are compared)
+NOT_THE_EXPERIMENT = ("work_dir", "recipe", "data.num_workers", "train.threads", "train.log_interval", "train.report",
+                      "eval.batch_size")
+# a component's options are free-form (only those given are kept): compared whole, so one set on one side counts
+COMPONENTS = ("method.selector", "method.refiner", "proposals")
 
 
 def _flat(tree: Dict[str, Any], prefix: str = "") -> Dict[str, Any]:
     out: Dict[str, Any] = {}
     for k, v in tree.items():
-        out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+        key = f"{prefix}{k}"
+        out.update(_flat(v, f"{key}.") if isinstance(v, dict) and key not in COMPONENTS else {key: v})
     return out
 
 
 def changed_settings(was: Dict[str, Any], now: Dict[str, Any]) -> Dict[str, tuple]:
-    """The settings two configs (as dicts) give different values, ``{key: (was, now)}`` in key order; keys one
-    side lacks (an option added since) and where the run is written are not compared."""
+    """The settings two configs (as dicts) give different values, ``{key: (was, now)}`` in key order. A schema
+    key one side lacks (an option added since) is not compared, nor what does not change what a run learns."""
     a, b = _flat(was), _flat(now)
     return {k: (a[k], b[k]) for k in sorted(a.keys() & b.keys()) if k not in NOT_THE_EXPERIMENT and a[k] != b[k]}
 
 
 def describe_changes(changes: Dict[str, tuple]) -> List[str]:
-    return [f"{k}: {a}, now {b}" for k, (a, b) in changes.items()]
+    return [f"{k}: {a!r}, now {b!r}" for k, (a, b) in changes.items()]

@@ -159,7 +159,7 @@ class Trainer:
         refuse_another_run(ckpt, self.cfg, path)
         changes = describe_changes(changed_settings(ckpt.get("config") or {}, as_dict(self.cfg)))
         if changes and self.ctx.is_main:  # allowed (a longer schedule, a switch turned on), never silent
-            print(f"note: the run of {path} continues with changed settings: {'; '.join(changes)}", flush=True)
+            print(f"note: settings changed since {path} was saved: {'; '.join(changes)}", flush=True)
         load_weights(self.model, ckpt["model"], path)
         self.method.load_state_dict(ckpt["method"], path)
         self.optimizer.load_state_dict(ckpt["optimizer"])
