@@ -75,6 +75,19 @@ def test_store_resumes_after_a_torn_line_and_checks_the_split(tiny_scenes, tmp_p
     assert (out / "proposals.jsonl").read_text().count("\n") == len(images)
 
 
+def test_a_store_made_with_other_generator_options_is_refused_not_relabelled(tiny_scenes, tmp_path):
+    """Resuming a store with other options would mix two generators' masks under the new one's name."""
+    out = tmp_path / "store"
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"data:\n  root: {tiny_scenes}\n")
+    assert run(["proposals", str(cfg), "--out", str(out), "--limit", "2"]) == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    with pytest.raises(SemisegError, match=rf"{out} holds proposals made with \{{'name': 'superpixel'\}}; the config "
+                                           r"says \{'name': 'superpixel', 'min_area': 5\}: give another --out"):
+        run(["proposals", str(cfg), "proposals={name: superpixel, min_area: 5}", "--out", str(out)])
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
 def test_proposals_get_the_same_geometry_as_the_image(tiny_scenes, tmp_path):
     """Proposals made from the class mask itself must still match the mask after rescale/crop/flip."""
     cfg = load_config(None, [f"data.root={tiny_scenes}", "data.crop_size=32", "data.num_workers=0"])

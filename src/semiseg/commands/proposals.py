@@ -40,6 +40,7 @@ def make_store(cfg, out, limit: int = 0) -> None:
     store = ProposalStore(out)
     todo = [s for s in samples if s.image not in store.records]
     spec = as_dict(cfg)["proposals"]
+    store.check_generator(spec)
     store.write_index(split, len(samples), spec)
     print(f"{len(samples) - len(todo)} of {len(samples)} images already done; computing {len(todo)} with {spec}")
     t0 = time.time()

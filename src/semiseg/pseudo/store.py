@@ -67,6 +67,14 @@ class ProposalStore:
         self.records = _read_lines(self.lines)
 
     # ---------------------------------------------------------------- writing
+    def check_generator(self, spec: dict) -> None:
+        """A store is continued only by the generator options it was made with: another's masks would be
+        mixed in under the new options' name."""
+        made = json.loads(self.index_path.read_text()).get("generator") if self.index_path.is_file() else None
+        if self.records and made is not None and made != spec:
+            raise SemisegError(f"{self.root} holds proposals made with {made}; the config says {spec}: give another "
+                               "--out, or remove that folder to make them anew")
+
     def write_index(self, split: str, total: int, spec: dict) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
         index = {"split": split, "images": total, "done": len(self.records), "complete": len(self.records) >= total,
