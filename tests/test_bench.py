@@ -209,6 +209,22 @@ def test_bench_pseudo_finds_a_relative_data_root_elsewhere_with_data_root(tiny_s
     assert run(["bench", "pseudo", ckpt, "--max-images", "1", "--data-root", str(tmp_path / "there" / "scenes"),
                 "--doc", str(tmp_path / "d.md")]) == 0
     assert "1 unlabeled images, scored" in (tmp_path / "d.md").read_text()
+    import json
+
+    other = tmp_path / "three"  # the same scenes labelled with 3 classes: not the data this checkpoint predicts
+    other.mkdir()
+    for entry in tiny_scenes.iterdir():
+        if entry.name != "meta.json":
+            (other / entry.name).symlink_to(entry)
+    meta = json.loads((tiny_scenes / "meta.json").read_text())
+    (other / "meta.json").write_text(json.dumps({**meta, "class_names": meta["class_names"][:3],
+                                                 "palette": meta["palette"][:3]}))
+    with pytest.raises(SemisegError, match=rf"{ckpt} predicts {len(meta['class_names'])} classes and the data at "
+                                           rf"{other} has 3"):
+        run(["bench", "pseudo", ckpt, "--data-root", str(other)])
+    (tmp_path / "notes.txt").write_text("x")
+    with pytest.raises(SemisegError, match=rf"data.root {tmp_path / 'notes.txt'} is a file, not a folder"):
+        run(["bench", "pseudo", ckpt, "--data-root", str(tmp_path / "notes.txt")])
 
 
 def test_bench_speed_reports_every_number(tiny_scenes, tmp_path):

@@ -93,17 +93,18 @@ def test_compare_makes_the_proposals_a_refining_recipe_needs(own_folder, tmp_pat
     import yaml
 
     out = tmp_path / "cmp"
-    assert run(["compare", str(own_folder), "data.proposal_store=", "--recipes", "dssn-iom", "--seeds", "0",
+    assert run(["compare", str(own_folder), "data.proposal_store=", "--recipes", "dssn-iom,supervised", "--seeds", "0",
                 "--iters", "2", "--out", str(out)]) == 0
     store = out / "proposals"
     assert len((store / "proposals.jsonl").read_text().splitlines()) == 8  # one line per unlabeled image
     printed = capsys.readouterr().out
+    assert "comparing supervised-only with dssn-iom on " in printed  # supervised-only is named once
     assert f"dssn-iom refines its pseudo-labels against mask proposals: making them in {store}" in printed
     assert printed.index("making them in") < printed.index("start supervised seed 0")
     config = lambda name: yaml.safe_load((out / name / "seed0" / "config.yaml").read_text())  # noqa: E731
     assert config("dssn-iom")["data"]["proposal_store"] == str(store)
     assert config("supervised")["data"]["proposal_store"] == ""
-    assert run(["compare", str(own_folder), "data.proposal_store=", "--recipes", "dssn-iom", "--seeds", "0",
+    assert run(["compare", str(own_folder), "data.proposal_store=", "--recipes", "dssn-iom,supervised", "--seeds", "0",
                 "--iters", "2", "--out", str(out)]) == 0  # finished: the store is not made again
     assert "making them" not in capsys.readouterr().out
 
@@ -134,6 +135,7 @@ def test_compare_refuses_an_unknown_recipe_and_bad_seeds_before_any_run(own_fold
            ("--recipes", ""): "--recipes is empty",
            ("--seeds", "0,0"): "--seeds: 0 given twice",
            ("--recipes", "unimatch,unimatch"): "--recipes: unimatch given twice",
+           ("--recipes", "supervised"): "--recipes supervised: supervised-only is the baseline every comparison",
            ("--doc", str(tmp_path / "nowhere" / "x.md")): "--doc .*: its folder .*nowhere does not exist"}
     for (flag, value), message in bad.items():
         with pytest.raises(SemisegError, match=message):

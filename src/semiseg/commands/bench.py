@@ -191,6 +191,9 @@ def _pseudo(args) -> int:
         raise SemisegError(f"{args.ckpt}: its data.root {predictor.cfg.data.root!r} is not found from here (a relative "
                            "root is relative to the folder it trained in); give the data with --data-root DIR")
     layout = resolve_layout(predictor.cfg.data)
+    if len(layout.class_names) != len(predictor.class_names):
+        raise SemisegError(f"{args.ckpt} predicts {len(predictor.class_names)} classes and the data at {layout.root} "
+                           f"has {len(layout.class_names)}: give the data it trained on")
     if layout.unlabeled is None or any(s.mask is None for s in layout.unlabeled):
         raise SemisegError("bench pseudo needs an unlabeled split whose lines keep their (hidden) masks")
     store = None

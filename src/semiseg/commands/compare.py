@@ -59,6 +59,10 @@ def run(args) -> int:
     unknown = [r for r in recipes if r not in RECIPES]
     if unknown:
         raise SemisegError(f"--recipes: unknown recipe {unknown[0]!r}; valid: {', '.join(RECIPES.names())}")
+    others = [r for r in recipes if r != "supervised"]  # supervised-only is every comparison's baseline
+    if not others:
+        raise SemisegError("--recipes supervised: supervised-only is the baseline every comparison trains; name a "
+                           "recipe to compare with it (semiseg recipes lists them)")
     try:
         seeds = [int(s) for s in args.seeds.split(",")]
     except ValueError:
@@ -69,8 +73,7 @@ def run(args) -> int:
         if twice:
             raise SemisegError(f"{flag}: {', '.join(twice)} given twice")
     out = Path(args.out or f"runs/compare/{Path(args.config).stem}")
-    suite = compare_suite(args.config, [r for r in recipes if r != "supervised"], seeds, overrides,
-                          f"compare-{out.name}")
+    suite = compare_suite(args.config, others, seeds, overrides, f"compare-{out.name}")
     store = out / "proposals"
     refining = [r for r in suite["runs"] if _needs_store(args.config, [*overrides, *r["overrides"]])]
     for r in refining:  # their runs read the store compare makes, unless the config names one
@@ -79,7 +82,7 @@ def run(args) -> int:
     out.mkdir(parents=True, exist_ok=True)
     (out / "suite.yaml").write_text(yaml.safe_dump(suite))  # `semiseg report OUT` rebuilds the page
     n = len(suite["runs"]) * len(seeds)
-    print(f"comparing supervised-only with {', '.join(recipes)} on {args.config}: {n} runs of {cfg.train.iters} "
+    print(f"comparing supervised-only with {', '.join(others)} on {args.config}: {n} runs of {cfg.train.iters} "
           f"steps ({len(seeds)} seed{'s' if len(seeds) > 1 else ''}); a stopped comparison continues where it "
           "stopped", flush=True)
     if any(r in refining for r, _ in todo):

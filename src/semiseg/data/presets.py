@@ -172,6 +172,8 @@ def resolve_layout(data, lenient: bool = False) -> Layout:
     if data.dataset not in PRESETS:
         raise SemisegError(f"unknown data.dataset {data.dataset!r}; valid: {', '.join(PRESETS)}")
     root = Path(data.root)
+    if root.is_file():
+        raise SemisegError(f"data.root {root} is a file, not a folder: give the folder that holds the data")
     if not root.is_dir():
         raise SemisegError(f"data.root {root} does not exist (for the scenes benchmark run `semiseg data scenes`)")
     preset = PRESETS[data.dataset]
