@@ -337,6 +337,39 @@ def test_sigterm_to_the_group_with_loader_workers_and_an_echoing_parent_exits_an
     equal_weights(tmp_path / "ref" / "latest.pth", work / "latest.pth")
 
 
+def test_sigterm_to_a_suite_stops_its_run_with_a_checkpoint_and_starts_no_other(tiny_scenes, tmp_path):
+    """`bench quality` (and `compare`) train each run in a child process: a SIGTERM to the parent alone (a
+    scheduler's, `kill PID`) reaches the run, which checkpoints and stops, and no further run starts."""
+    import yaml
+
+    write_cfg(tmp_path, tiny_scenes)
+    run_overrides = [*TINY, "train.threads=1", "train.iters=60", "train.ckpt_interval=1000", "train.eval_interval=1000",
+                     "train.report=false"]
+    suite = {"name": "s", "seeds": [0], "overrides": run_overrides,
+             "runs": [{"name": "a", "config": str(tmp_path / "c.yaml")}, {"name": "b", "config": str(tmp_path / "c.yaml")}]}
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump(suite))
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "semiseg", "bench", "quality", str(tmp_path / "s.yaml"), "--out", str(out)]
+    p = subprocess.Popen(cmd, env=ENV, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                         text=True)
+    wait_for(lambda: steps_logged(out / "a" / "seed0") >= 3)
+    os.kill(p.pid, signal.SIGTERM)  # the parent alone
+    try:
+        printed = p.communicate(timeout=60)[0]
+    except subprocess.TimeoutExpired:
+        os.killpg(p.pid, signal.SIGKILL)
+        pytest.fail("the suite was still there 60 s after SIGTERM")
+    try:
+        wait_for(lambda: not any(stat[1] != "Z" and int(stat[2]) == p.pid for stat in process_stats()), timeout=30)
+    except TimeoutError:
+        os.killpg(p.pid, signal.SIGKILL)
+        pytest.fail("the run went on training after its suite was stopped")
+    assert p.returncode == 128 + signal.SIGTERM and "Traceback" not in printed
+    assert "stopped by SIGTERM" in printed and "the same command continues the suite" in printed
+    assert 3 <= load_checkpoint(out / "a" / "seed0" / "latest.pth")["step"] < 60
+    assert not (out / "b").exists()  # no run started after the signal
+
+
 # ---------------------------------------------------------------- item 3: torchrun restart, per-process state
 @pytest.mark.slow
 def test_torchrun_restart_after_a_killed_worker_equals_an_uninterrupted_two_process_run(tiny_scenes, tmp_path):

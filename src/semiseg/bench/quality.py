@@ -33,6 +33,7 @@ thresholds, of the teacher where a run has one).
 from __future__ import annotations
 
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -101,22 +102,26 @@ def run_command(config: str, overrides: List[str], seed: int, work_dir: Path, th
     return cmd + (["--resume"] if (work_dir / "latest.pth").is_file() else ["--force"])
 
 
-def run_one(cmd: List[str], work_dir: Path, threads: int, echo: bool = False) -> None:
-    """Train one run in its own process; its output goes to ``train.log`` (and, with ``echo``, to stdout too)."""
+def run_one(cmd: List[str], work_dir: Path, threads: int, echo: bool = False, live: Optional[set] = None) -> None:
+    """Train one run in its own process; its output goes to ``train.log`` (and, with ``echo``, to stdout too).
+    ``live``: the set the process is kept in while it runs, for a signal to the suite to reach it."""
     work_dir.mkdir(parents=True, exist_ok=True)
     env = os.environ.copy()
     if threads:
         env["OMP_NUM_THREADS"] = str(threads)
+    live = set() if live is None else live
     with open(work_dir / "train.log", "a") as f:
-        if not echo:
-            code = subprocess.call(cmd, stdout=f, stderr=subprocess.STDOUT, env=env)
-        else:
-            with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True) as proc:
-                for line in proc.stdout:
-                    f.write(line)
-                    sys.stdout.write(line)
-                    sys.stdout.flush()
-            code = proc.returncode
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE if echo else f, stderr=subprocess.STDOUT, env=env,
+                                text=True)
+        live.add(proc)
+        try:
+            for line in proc.stdout if echo else ():
+                f.write(line)
+                sys.stdout.write(line)
+                sys.stdout.flush()
+            code = proc.wait()
+        finally:
+            live.discard(proc)
     if code != 0:
         raise SemisegError(f"run failed (exit {code}): {' '.join(cmd)}; see {work_dir / 'train.log'}")
 
@@ -176,23 +181,48 @@ def run_suite(suite: dict, out: Path, only: Optional[List[str]] = None, jobs: in
     threads = max(1, (os.cpu_count() or 1) // procs) if procs > 1 else 0
     t0, done = time.time(), 0
     lock = threading.Lock()
+    live: set = set()  # the runs' processes now training
+    stopping = threading.Event()
+
+    def on_sigterm(signum, frame) -> None:  # forwarded: each run finishes its step, checkpoints and exits
+        stopping.set()
+        for proc in list(live):
+            proc.send_signal(signum)
 
     def one(item) -> None:
         nonlocal done
         r, seed = item
+        if stopping.is_set():
+            return
         wd = out / r["name"] / f"seed{seed}"
         overrides = list(suite.get("overrides", [])) + list(r.get("overrides", []))
         with lock:
             print(f"start {r['name']} seed {seed} -> {wd}", flush=True)
-        run_one(run_command(r["config"], overrides, seed, wd, threads, nproc), wd, threads, echo)
+        try:
+            run_one(run_command(r["config"], overrides, seed, wd, threads, nproc), wd, threads, echo, live)
+        except SemisegError:
+            if not stopping.is_set():  # a run the signal stopped may exit non-zero (a torchrun group does)
+                raise
+        if stopping.is_set():
+            return
         with lock:
             done += 1
             left = (time.time() - t0) / done * (len(todo) - done)
             print(f"[{done}/{len(todo)}] finished {r['name']} seed {seed}, about {fmt_time(left)} left", flush=True)
 
-    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        for future in [pool.submit(one, item) for item in todo]:
-            future.result()  # the first failure stops the suite (runs already started finish)
+    main = threading.current_thread() is threading.main_thread()  # where Python lets a handler be set
+    previous = signal.signal(signal.SIGTERM, on_sigterm) if main else None
+    try:
+        with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+            for future in [pool.submit(one, item) for item in todo]:
+                future.result()  # the first failure stops the suite (runs already started finish)
+    finally:
+        if main:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+    if stopping.is_set():
+        print(f"suite {suite['name']}: stopped by SIGTERM, its runs checkpointed; the same command continues the suite",
+              flush=True)
+        raise SystemExit(128 + signal.SIGTERM)
 
 
 def _mean_sd(values: List[float]) -> str:
