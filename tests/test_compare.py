@@ -66,7 +66,7 @@ def test_compare_on_a_folder_prints_verdicts_a_recommendation_and_writes_its_pag
     printed = capsys.readouterr().out
     assert "comparing supervised-only with unimatch" in printed and "4 runs of 2 steps (2 seeds)" in printed
     assert "of training for the 4 runs to go on this machine" in printed  # the estimate comes before any run
-    assert printed.index("estimated ") < printed.index("start supervised seed 0")
+    assert printed.index("estimated under a minute of training") < printed.index("start supervised seed 0")
     written = doc.read_text()
     assert "stale table" not in written and written.endswith("kept\n") and "Recommendation: " in written
     assert f"Produced by `semiseg compare {own_folder} --recipes unimatch --iters 2 --seeds 0,1 --out {out}" in written

@@ -346,7 +346,7 @@ def test_sigterm_to_a_suite_stops_its_run_with_a_checkpoint_and_starts_no_other(
     run_overrides = [*TINY, "train.threads=1", "train.iters=60", "train.ckpt_interval=1000", "train.eval_interval=1000",
                      "train.report=false"]
     suite = {"name": "s", "seeds": [0], "overrides": run_overrides,
-             "runs": [{"name": "a", "config": str(tmp_path / "c.yaml")}, {"name": "b", "config": str(tmp_path / "c.yaml")}]}
+             "runs": [{"name": n, "config": str(tmp_path / "c.yaml")} for n in ("a", "b")]}
     (tmp_path / "s.yaml").write_text(yaml.safe_dump(suite))
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "semiseg", "bench", "quality", str(tmp_path / "s.yaml"), "--out", str(out)]

@@ -91,7 +91,8 @@ def run(args) -> int:
               f"proposals: making them in {store} (the config's proposals section)", flush=True)
         make_store(cfg, store)
     if todo:
-        print(f"timing 3 steps of each recipe... estimated {fmt_time(estimate_seconds(suite, todo, args.jobs))} "
+        seconds = estimate_seconds(suite, todo, args.jobs)
+        print(f"timing 3 steps of each recipe... estimated {fmt_time(seconds) if seconds >= 60 else 'under a minute'} "
               f"of training for the {len(todo)} runs to go on this machine (evaluations come on top; the time "
               f"left is printed after each run)", flush=True)
     run_suite(suite, out, None, args.jobs, seeds, args.echo, args.nproc_per_node)
