@@ -32,14 +32,19 @@ def test_the_readme_config_trains_on_a_folder_of_images(tmp_path, capsys):
     root = write_folder(tmp_path / "mine", size=(48, 64))
     text = readme_config()
     cfg = yaml.safe_load(text)
-    assert cfg["data"]["dataset"] == "folder" and cfg["method"]["name"] == "dssn"  # the config a newcomer copies
+    assert cfg["data"]["dataset"] == "folder" and cfg["recipe"] == "dssn-horizon-iom"  # the config a newcomer copies
     (tmp_path / "mine.yaml").write_text(text)
-    fit = [f"data.root={root}", "train.iters=2", "train.eval_interval=2", "data.crop_size=32",
-           "data.batch_size=2", "data.num_workers=0", "train.report=false", "--work-dir", str(tmp_path / "run")]
+    store = tmp_path / "proposals"
+    fit = [f"data.root={root}", f"data.proposal_store={store}", "train.iters=2", "train.eval_interval=2",
+           "data.crop_size=32", "data.batch_size=2", "data.num_workers=0", "train.report=false",
+           "--work-dir", str(tmp_path / "run")]
     assert run(["data", "check", str(tmp_path / "mine.yaml"), f"data.root={root}"]) == 0
+    assert run(["proposals", str(tmp_path / "mine.yaml"), f"data.root={root}", "--out", str(store)]) == 0
     assert run(["train", str(tmp_path / "mine.yaml"), *fit]) == 0
+    method = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["method"]
+    assert method["name"] == "dssn" and method["ema_horizon"] == 0.033 and method["refiner"] == {"name": "iom"}
     baseline = [*fit[:-1], str(tmp_path / "baseline")]  # the README's baseline: the same file, supervised-only
-    assert run(["train", str(tmp_path / "mine.yaml"), "method.name=supervised", *baseline]) == 0
+    assert run(["train", str(tmp_path / "mine.yaml"), "recipe=supervised", *baseline]) == 0
     assert yaml.safe_load((tmp_path / "baseline" / "config.yaml").read_text())["method"] == {"name": "supervised"}
     out = capsys.readouterr().out
     assert "IoU_defect" in (tmp_path / "run" / "metrics.jsonl").read_text() and "defect" in out

@@ -30,6 +30,7 @@ def _recipe(name: str, overrides: Tuple[str, ...], about: str, measured: str) ->
 METHODS_TABLE = 'docs/benchmarks.md, "Methods at 1/16 labels"'
 BINARY = 'docs/benchmarks.md, "Binary data"'
 PROBES = 'docs/benchmarks.md, "Composing a recipe: the probes"'
+RECIPE = 'docs/benchmarks.md, "The composed recipe on three seeds"'
 
 _recipe("supervised", ("method.name=supervised",),
         "labeled images only: the baseline every recipe is measured against", METHODS_TABLE)
@@ -47,7 +48,8 @@ _recipe("csl", ("method.name=csl",),
 _recipe("dssn", ("method.name=dssn",),
         "DSSN as authored: image- and feature-level Siamese pairs, an EMA teacher (0.996), CPLG", METHODS_TABLE)
 _recipe("dssn-horizon", ("method.name=dssn", "method.ema_horizon=0.033"),
-        "the recommended recipe: DSSN with its teacher's horizon fitted to the schedule (3.3% of it)",
+        "DSSN with its teacher's horizon fitted to the schedule (3.3% of it): the recommended recipe without "
+        "mask proposals",
         'docs/lab-notebook.md, "DSSN against UniMatch"; ' + METHODS_TABLE)
 _recipe("dssn-iom", ("method.name=dssn", "method.refiner={name: iom}"),
         "DSSN with its pseudo-labels refined against mask proposals (needs data.proposal_store: semiseg proposals)",
@@ -56,5 +58,6 @@ _recipe("dssn-horizon-clean", ("method.name=dssn", "method.ema_horizon=0.033", "
         "for binary and imbalanced data: DSSN with a fitted horizon, its perturbed views kept out of BatchNorm's "
         "running statistics", BINARY)
 _recipe("dssn-horizon-iom", ("method.name=dssn", "method.ema_horizon=0.033", "method.refiner={name: iom}"),
-        "the composed recipe under test: DSSN with its teacher's horizon fitted to the schedule and pseudo-labels "
-        "refined against mask proposals (needs data.proposal_store: semiseg proposals)", PROBES)
+        "the recommended recipe: DSSN with its teacher's horizon fitted to the schedule and pseudo-labels refined "
+        "against mask proposals (needs data.proposal_store: semiseg proposals; compare makes one)",
+        f"{RECIPE}; {PROBES}")
