@@ -47,6 +47,7 @@ class Method(ABC):
     def __init__(self, cfg: Any, model: nn.Module, criterion: nn.Module, num_classes: int,
                  student: Optional[nn.Module] = None, norm: Tuple[Sequence[float], Sequence[float]] = IMAGENET) -> None:
         self.cfg = typed(cfg, self.Config)  # the ``method`` section as this method's own dataclass
+        self.needs_proposals = self.proposals_needed(self.cfg)
         self.model = model  # possibly DDP-wrapped: call it for forward passes
         self.student = student if student is not None else model  # unwrapped: for the teacher and state
         self.criterion = criterion

@@ -78,7 +78,6 @@ class SemiMethod(Method):
         self.labeler = PseudoLabeler(c.selector, c.refiner, self.num_classes)
         self.notes += self.labeler.notes
         self.unlabeled_streams = self.partner.streams  # the trainer builds this many unlabeled loaders
-        self.needs_proposals = self.proposals_needed(c)
 
     @classmethod
     def proposals_needed(cls, cfg: Any) -> bool:

@@ -47,7 +47,6 @@ class ReferringSemiRES(BurnIn, Method):
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self.needs_proposals = self.proposals_needed(self.cfg)
         self.teacher = EMATeacher(self.student, self.cfg.ema_momentum)
 
     @classmethod
