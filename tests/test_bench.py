@@ -337,3 +337,50 @@ def test_distribution_alignment_raises_an_under_predicted_class_to_its_labeled_s
     assert torch.allclose(aligned[0, :, 0, 1], torch.tensor([0.875, 1.5]) / 2.375)
     assert aligned.argmax(1).tolist() == [[[0, 1]]] and probs.argmax(1).tolist() == [[[0, 0]]]
     assert torch.allclose(aligned.sum(1), torch.ones(1, 1, 2))
+
+
+def test_bench_speed_times_the_step_with_and_without_its_loader_under_the_same_load(monkeypatch):
+    """Another process that starts or pauses between two timings must not move their ratio: a fake clock on
+    which the machine is three times slower for the first half of the timed steps, a loader that adds a
+    tenth to each step; the step with its loader reads 1.1 times the step, whenever the load changed."""
+    import contextlib
+    import itertools
+    from types import SimpleNamespace
+
+    import torch
+
+    from semiseg.bench import speed
+
+    now, calls = [0.0], itertools.count(1)
+    load = {"factor": 3.0}
+
+    def spend(seconds):
+        now[0] += seconds * load["factor"]
+
+    class Loader:
+        def __next__(self):
+            spend(0.1)
+            return {"x": torch.zeros(2, 3, 4, 4)}
+
+    class Trainer:
+        device, batches = torch.device("cpu"), Loader()
+        method = SimpleNamespace(unlabeled_streams=1)
+        autocast = staticmethod(contextlib.nullcontext)
+
+        def train_step(self):
+            next(self.batches)
+            spend(1.0)
+            if next(calls) == 10:  # warm-up and the first four pairs at three times the cost, then alone
+                load["factor"] = 1.0
+
+        class model:
+            def eval():
+                return lambda x: spend(0.5)
+
+    monkeypatch.setattr(speed, "bench_trainer", lambda cfg: contextlib.nullcontext(Trainer()))
+    monkeypatch.setattr(speed, "time", SimpleNamespace(perf_counter=lambda: now[0]))
+    cfg = SimpleNamespace(data=SimpleNamespace(batch_size=2), train=SimpleNamespace(accum_steps=1),
+                          method=SimpleNamespace(name="unimatch"))
+    r = speed.measure(cfg, steps=8, warmup=1)
+    assert r["step_with_loader_s"] == pytest.approx(1.1 * r["step_s"], rel=1e-3)
+    assert r["step_s"] == pytest.approx(2.0)  # the median of four steps at 3 s and four at 1 s

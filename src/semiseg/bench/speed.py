@@ -1,7 +1,7 @@
 """``semiseg bench speed CONFIG``: is this config fast enough, and is the data loader keeping up?
 
 Reports medians over repeated steps after warm-up (this machine's timings are noisy):
-- training step time with pre-loaded batches (compute only) and with the real loader,
+- training step time with pre-loaded batches (compute only) and with the real loader, the two taken in turn,
 - training images per second (labeled + unlabeled per optimizer step),
 - data loader throughput on its own, as a multiple of what training consumes,
 - inference images per second (eval mode, no grad, the training crop),
@@ -32,6 +32,24 @@ def _median_time(fn: Callable[[], object], steps: int, warmup: int, sync: Callab
         fn()
         sync()
         times.append(time.perf_counter() - t)
+    return times
+
+
+def _interleaved_times(fns: List[Callable[[], object]], steps: int, warmup: int,
+                       sync: Callable[[], None]) -> List[List[float]]:
+    """The times of each of ``fns``, called in turn step by step: a change of load on the machine (another
+    process starting or pausing) falls on all of them alike, so that their medians compare."""
+    for _ in range(warmup):
+        for fn in fns:
+            fn()
+    sync()
+    times: List[List[float]] = [[] for _ in fns]
+    for _ in range(steps):
+        for fn, out in zip(fns, times):
+            t = time.perf_counter()
+            fn()
+            sync()
+            out.append(time.perf_counter() - t)
     return times
 
 
@@ -90,10 +108,15 @@ def measure(cfg, steps: int = 20, warmup: int = 5) -> Dict[str, float]:
         streams = 1 + trainer.method.unlabeled_streams
         per_step_images = cfg.data.batch_size * min(streams, 2) * cfg.train.accum_steps
 
-        trainer.batches = itertools.cycle(cached)
-        compute = _median_time(trainer.train_step, steps, warmup, sync)
-        trainer.batches = real
-        with_loader = _median_time(trainer.train_step, steps, warmup, sync)
+        preloaded = itertools.cycle(cached)
+
+        def step_on(batches):
+            def step():
+                trainer.batches = batches
+                trainer.train_step()
+            return step
+
+        compute, with_loader = _interleaved_times([step_on(preloaded), step_on(real)], steps, warmup, sync)
         loader = _median_time(lambda: next(real), steps * 2, warmup, sync)
 
         model = trainer.model.eval()
