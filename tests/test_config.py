@@ -113,3 +113,13 @@ def test_changed_settings_compare_a_components_options_whole_and_ignore_what_doe
         "method.selector: {'name': 'class_aware'}, now {'name': 'class_aware', 'per': 'batch'}",
         "proposals: {'name': 'superpixel'}, now {'name': 'superpixel', 'min_area': 5}"]
     assert changed_settings(now, now) == {}
+
+
+def test_changed_settings_take_a_path_written_two_ways_as_the_same():
+    from semiseg.config import changed_settings
+
+    was = {"data": {"root": "data/scenes/", "proposal_store": "./data/scenes/proposals", "labeled": ""}}
+    same = {"data": {"root": "data/scenes", "proposal_store": "data/scenes/proposals", "labeled": ""}}
+    assert changed_settings(was, same) == {}
+    other = {"data": {"root": "data/scenes-fine", "proposal_store": "data/scenes/proposals", "labeled": "."}}
+    assert list(changed_settings(was, other)) == ["data.labeled", "data.root"]  # unset and "." are not one path

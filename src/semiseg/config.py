@@ -8,6 +8,7 @@ there, so every method validates its own knobs.
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -286,7 +287,15 @@ def changed_settings(was: Dict[str, Any], now: Dict[str, Any]) -> Dict[str, tupl
     """The settings two configs (as dicts) give different values, ``{key: (was, now)}`` in key order. A schema
     key one side lacks (an option added since) is not compared, nor what does not change what a run learns."""
     a, b = _flat(was), _flat(now)
-    return {k: (a[k], b[k]) for k in sorted(a.keys() & b.keys()) if k not in NOT_THE_EXPERIMENT and a[k] != b[k]}
+    return {k: (a[k], b[k]) for k in sorted(a.keys() & b.keys())
+            if k not in NOT_THE_EXPERIMENT and not _same_value(a[k], b[k])}
+
+
+def _same_value(a: Any, b: Any) -> bool:
+    """Equal, or one path written two ways (``data/scenes/``, ``./data/scenes``); an unset path is no path."""
+    if isinstance(a, str) and isinstance(b, str) and a and b:
+        return os.path.normpath(a) == os.path.normpath(b)
+    return a == b
 
 
 def describe_changes(changes: Dict[str, tuple]) -> List[str]:
