@@ -370,6 +370,34 @@ def test_sigterm_to_a_suite_stops_its_run_with_a_checkpoint_and_starts_no_other(
     assert not (out / "b").exists()  # no run started after the signal
 
 
+
+def test_sigterm_as_a_suite_starts_its_next_run_reaches_that_run(tmp_path, monkeypatch):
+    """The signal can come after the suite decided to start a run and before the run's process is one it
+    forwards to: the run that starts is stopped as well, not left to train alone. The signal is sent just
+    before the process is made; the stand-in run sleeps 60 s unless stopped."""
+    import time
+
+    from semiseg.bench import quality
+
+    made, real_popen = [], subprocess.Popen
+
+    def popen(cmd, **kw):
+        if not made:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.5)  # the handler has run: the suite is stopping, its run not yet started
+        made.append(real_popen([sys.executable, "-c", "import time; time.sleep(60)"], **kw))
+        return made[-1]
+
+    monkeypatch.setattr(quality.subprocess, "Popen", popen)
+    suite = {"name": "s", "seeds": [0], "runs": [{"name": n, "config": "configs/scenes/supervised.yaml"}
+                                                 for n in ("a", "b")]}
+    t0 = time.time()
+    with pytest.raises(SystemExit) as stopped:
+        quality.run_suite(suite, tmp_path / "out")
+    assert stopped.value.code == 128 + signal.SIGTERM
+    assert len(made) == 1 and made[0].returncode == -signal.SIGTERM and time.time() - t0 < 30
+
+
 # ---------------------------------------------------------------- item 3: torchrun restart, per-process state
 @pytest.mark.slow
 def test_torchrun_restart_after_a_killed_worker_equals_an_uninterrupted_two_process_run(tiny_scenes, tmp_path):

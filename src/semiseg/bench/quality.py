@@ -102,9 +102,11 @@ def run_command(config: str, overrides: List[str], seed: int, work_dir: Path, th
     return cmd + (["--resume"] if (work_dir / "latest.pth").is_file() else ["--force"])
 
 
-def run_one(cmd: List[str], work_dir: Path, threads: int, echo: bool = False, live: Optional[set] = None) -> None:
+def run_one(cmd: List[str], work_dir: Path, threads: int, echo: bool = False, live: Optional[set] = None,
+            stopping: Optional[threading.Event] = None) -> None:
     """Train one run in its own process; its output goes to ``train.log`` (and, with ``echo``, to stdout too).
-    ``live``: the set the process is kept in while it runs, for a signal to the suite to reach it."""
+    ``live``: the set the process is kept in while it runs, for a signal to the suite to reach it;
+    ``stopping``: set by that signal, which may have come while this process was being made."""
     work_dir.mkdir(parents=True, exist_ok=True)
     env = os.environ.copy()
     if threads:
@@ -114,6 +116,8 @@ def run_one(cmd: List[str], work_dir: Path, threads: int, echo: bool = False, li
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE if echo else f, stderr=subprocess.STDOUT, env=env,
                                 text=True)
         live.add(proc)
+        if stopping is not None and stopping.is_set():  # after the signal went to the processes then live
+            proc.send_signal(signal.SIGTERM)
         try:
             for line in proc.stdout if echo else ():
                 f.write(line)
@@ -199,7 +203,7 @@ def run_suite(suite: dict, out: Path, only: Optional[List[str]] = None, jobs: in
         with lock:
             print(f"start {r['name']} seed {seed} -> {wd}", flush=True)
         try:
-            run_one(run_command(r["config"], overrides, seed, wd, threads, nproc), wd, threads, echo, live)
+            run_one(run_command(r["config"], overrides, seed, wd, threads, nproc), wd, threads, echo, live, stopping)
         except SemisegError:
             if not stopping.is_set():  # a run the signal stopped may exit non-zero (a torchrun group does)
                 raise
