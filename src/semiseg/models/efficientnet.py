@@ -42,7 +42,19 @@ def lite_stages(variant: int):
 class SameConv2d(nn.Conv2d):
     """Conv with TensorFlow SAME padding (asymmetric for stride 2), bias-free like the checkpoint."""
 
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        spans = [(k - 1) * d + 1 for k, d in zip(self.kernel_size, self.dilation)]
+        # Where SAME pads alike at every input size and on both sides (stride 1 and an odd span: (span - 1) / 2
+        # each side; a kernel narrower than its stride: none), the convolution pads by itself: no padded copy
+        # of its input, forward and backward, for each of the many 1x1 convolutions
+        fixed = [(span - 1) // 2 if s == 1 and span % 2 else 0 if span < s else None
+                 for span, s in zip(spans, self.stride)]
+        self.fixed_padding = None if None in fixed else tuple(fixed)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.fixed_padding is not None:
+            return F.conv2d(x, self.weight, None, self.stride, self.fixed_padding, self.dilation, self.groups)
         ih, iw = x.shape[-2:]
         kh, kw = self.weight.shape[-2:]
         (sh, sw), (dh, dw) = self.stride, self.dilation
