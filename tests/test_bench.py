@@ -384,3 +384,19 @@ def test_bench_speed_times_the_step_with_and_without_its_loader_under_the_same_l
     r = speed.measure(cfg, steps=8, warmup=1)
     assert r["step_with_loader_s"] == pytest.approx(1.1 * r["step_s"], rel=1e-3)
     assert r["step_s"] == pytest.approx(2.0)  # the median of four steps at 3 s and four at 1 s
+
+
+def test_bench_pseudo_on_folder_data_says_first_that_its_unlabeled_images_have_no_masks(own_folder, tmp_path,
+                                                                                     monkeypatch):
+    """A folder data set's unlabeled images carry no masks to score against: said at once, not after asking
+    for --data-root (a relative data.root from another folder) and then refusing for the masks."""
+    from semiseg.cli import run
+    from semiseg.configure import load_config
+    from semiseg.engine.trainer import train
+
+    root = own_folder.parent
+    monkeypatch.chdir(root.parent)
+    train(load_config(own_folder, [f"data.root={root.name}", "train.iters=1"]), work_dir=str(tmp_path / "run"))
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SemisegError, match=r"folder data set's unlabeled images have no masks.*data\.unlabeled"):
+        run(["bench", "pseudo", str(tmp_path / "run" / "latest.pth")])
