@@ -48,8 +48,8 @@ _recipe("csl", ("method.name=csl",),
 _recipe("dssn", ("method.name=dssn",),
         "DSSN as authored: image- and feature-level Siamese pairs, an EMA teacher (0.996), CPLG", METHODS_TABLE)
 _recipe("dssn-horizon", ("method.name=dssn", "method.ema_horizon=0.033"),
-        "DSSN with its teacher's horizon fitted to the schedule (3.3% of it): the recommended recipe without "
-        "mask proposals",
+        "DSSN with its teacher's horizon fitted to the schedule (3.3% of it): the cheaper choice without mask "
+        "proposals",
         'docs/lab-notebook.md, "DSSN against UniMatch"; ' + METHODS_TABLE)
 _recipe("dssn-iom", ("method.name=dssn", "method.refiner={name: iom}"),
         "DSSN with its pseudo-labels refined against mask proposals (needs data.proposal_store: semiseg proposals)",
@@ -58,6 +58,10 @@ _recipe("dssn-horizon-clean", ("method.name=dssn", "method.ema_horizon=0.033", "
         "for binary and imbalanced data: DSSN with a fitted horizon, its perturbed views kept out of BatchNorm's "
         "running statistics", BINARY)
 _recipe("dssn-horizon-iom", ("method.name=dssn", "method.ema_horizon=0.033", "method.refiner={name: iom}"),
-        "the recommended recipe: DSSN with its teacher's horizon fitted to the schedule and pseudo-labels refined "
-        "against mask proposals (needs data.proposal_store: semiseg proposals; compare makes one)",
+        "DSSN with its teacher's horizon fitted to the schedule and pseudo-labels refined against mask proposals "
+        "(needs data.proposal_store: semiseg proposals; compare makes one)", f"{RECIPE}; {PROBES}")
+_recipe("dssn-horizon-iom-paste", ("method.name=dssn", "method.ema_horizon=0.033", "method.refiner={name: iom}",
+                                   "method.paste_p=0.5"),
+        "the recommended recipe: dssn-horizon-iom with labeled objects pasted into the strong views, the classes "
+        "the model is least sure of most often (needs data.proposal_store: semiseg proposals; compare makes one)",
         f"{RECIPE}; {PROBES}")
