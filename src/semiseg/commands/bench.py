@@ -187,8 +187,8 @@ def _pseudo(args) -> int:
     predictor = load(args.ckpt, teacher=args.teacher)
     if predictor.cfg.data.dataset == "folder" and not predictor.cfg.data.unlabeled:
         raise SemisegError("bench pseudo scores pseudo-labels against the unlabeled images' hidden masks, and a "
-                           "folder data set's unlabeled images have no masks (a run trained with data.unlabeled, a list "
-                           "of image and mask lines, has them)")
+                           "folder data set's unlabeled images have no masks (a run trained with data.unlabeled, "
+                           "a list of image and mask lines, has them)")
     if args.data_root:
         predictor.cfg.data.root = args.data_root
     elif not Path(predictor.cfg.data.root).is_dir():
