@@ -23,16 +23,7 @@ import torch
 
 
 def _median_time(fn: Callable[[], object], steps: int, warmup: int, sync: Callable[[], None]) -> List[float]:
-    for _ in range(warmup):
-        fn()
-    sync()
-    times = []
-    for _ in range(steps):
-        t = time.perf_counter()
-        fn()
-        sync()
-        times.append(time.perf_counter() - t)
-    return times
+    return _interleaved_times([fn], steps, warmup, sync)[0]
 
 
 def _interleaved_times(fns: List[Callable[[], object]], steps: int, warmup: int,
