@@ -7,6 +7,7 @@ import shlex
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -379,16 +380,22 @@ def test_sigterm_as_a_suite_starts_its_next_run_reaches_that_run(tmp_path, monke
 
     from semiseg.bench import quality
 
-    made, real_popen = [], subprocess.Popen
+    made, real_popen, events = [], subprocess.Popen, []
+
+    class Event(threading.Event):  # the suite's stop flag, kept to wait until the handler has set it
+        def __init__(self):
+            super().__init__()
+            events.append(self)
 
     def popen(cmd, **kw):
         if not made:
             os.kill(os.getpid(), signal.SIGTERM)
-            time.sleep(0.5)  # the handler has run: the suite is stopping, its run not yet started
+            assert events[0].wait(10)  # the handler has run: the suite is stopping, its run not yet started
         made.append(real_popen([sys.executable, "-c", "import time; time.sleep(60)"], **kw))
         return made[-1]
 
     monkeypatch.setattr(quality.subprocess, "Popen", popen)
+    monkeypatch.setattr(quality.threading, "Event", Event)
     suite = {"name": "s", "seeds": [0], "runs": [{"name": n, "config": "configs/scenes/supervised.yaml"}
                                                  for n in ("a", "b")]}
     t0 = time.time()
