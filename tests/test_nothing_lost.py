@@ -74,6 +74,20 @@ def test_a_resume_with_changed_settings_names_each_change(tiny_scenes, tmp_path,
     assert "method.paste_p" not in capsys.readouterr().out  # the checkpoint now holds 0.5
 
 
+def test_a_resume_from_a_checkpoint_without_settings_says_changes_cannot_be_checked(tiny_scenes, tmp_path, capsys):
+    """A checkpoint that holds no settings (made by another tool from our weights) still resumes, and says
+    that what changed since cannot be checked rather than nothing."""
+    train(short(tiny_scenes), work_dir=str(tmp_path))
+    ckpt = torch.load(tmp_path / "latest.pth", weights_only=False)
+    del ckpt["config"]
+    torch.save(ckpt, tmp_path / "latest.pth")
+    capsys.readouterr()
+    train(short(tiny_scenes, "train.iters=3"), work_dir=str(tmp_path), resume="auto")
+    assert f"note: {tmp_path / 'latest.pth'} holds no settings: what changed since it was saved cannot be checked" \
+        in capsys.readouterr().out
+    assert load_checkpoint(tmp_path / "latest.pth")["step"] == 3
+
+
 # ---------------------------------------------------------------- item 5: CSV rows under a fixed header
 def test_metrics_csv_rows_stay_under_their_header_when_a_term_is_missing_or_new(tmp_path):
     log = RunLogger(tmp_path, True, 10)

@@ -158,7 +158,9 @@ class Trainer:
         ckpt = load_checkpoint(path)
         refuse_another_run(ckpt, self.cfg, path)
         changes = describe_changes(changed_settings(ckpt.get("config") or {}, as_dict(self.cfg)))
-        if changes and self.ctx.is_main:  # allowed (a longer schedule, a switch turned on), never silent
+        if not ckpt.get("config") and self.ctx.is_main:  # made elsewhere from our weights: say it, not "no change"
+            print(f"note: {path} holds no settings: what changed since it was saved cannot be checked", flush=True)
+        elif changes and self.ctx.is_main:  # allowed (a longer schedule, a switch turned on), never silent
             print(f"note: settings changed since {path} was saved: {'; '.join(changes)}", flush=True)
         load_weights(self.model, ckpt["model"], path)
         self.method.load_state_dict(ckpt["method"], path)
