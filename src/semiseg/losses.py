@@ -100,7 +100,9 @@ def standardize(logits: torch.Tensor) -> torch.Tensor:
     centred = logits - logits.mean(1, keepdim=True)
     if logits.shape[1] <= 2:
         return centred
-    return centred / logits.std(1, keepdim=True).clamp(min=1e-6)
+    # torch.std over the channel of NCHW logits is a strided reduction, 4x slower fwd+bwd on a CPU than this
+    std = (centred.pow(2).sum(1, keepdim=True) / (logits.shape[1] - 1)).sqrt()
+    return centred / std.clamp(min=1e-6)
 
 
 def consistency(a: torch.Tensor, b: torch.Tensor, kind: str = "mse", sigma: float = 0.0) -> torch.Tensor:
