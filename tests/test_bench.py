@@ -139,6 +139,18 @@ def test_boundary_f_and_auroc_on_known_inputs():
     assert auroc(np.array([0.5, 0.5, 0.5, 0.5]), np.array([False, True, False, True])) == 0.5
 
 
+def test_confused_with_names_where_each_true_class_goes_wrong_most():
+    import torch
+
+    from semiseg.bench.pseudo import confused_with
+
+    cm = torch.tensor([[90, 6, 4],    # background: 6% to class 1
+                       [10, 50, 40],  # class 1: 40% to class 2 (more than to background)
+                       [0, 0, 0]])    # class 2: never in the labels
+    assert confused_with(cm) == [(1, pytest.approx(0.06)), (2, pytest.approx(0.40)), (-1, 0.0)]
+    assert confused_with(torch.eye(2, dtype=torch.long) * 5) == [(-1, 0.0), (-1, 0.0)]  # nothing went elsewhere
+
+
 def test_bench_pseudo_end_to_end(tiny_scenes, tiny_store, tmp_path, capsys):
     from semiseg.cli import run
     from semiseg.engine.trainer import train
@@ -153,6 +165,7 @@ def test_bench_pseudo_end_to_end(tiny_scenes, tiny_store, tmp_path, capsys):
                 "| prediction aligned to the labeled shares |", "| labeled |", "| predicted (mean probability) |",
                 "| refined by cpi |"):
         assert row in text
+    assert "Per true class: the other class the label maps give its pixels most often" in text
     # per predicted class: `none` keeps every pixel of every predicted class (never-predicted classes: -)
     none_rows = [line for line in text.splitlines() if line.startswith("| none |") and " / " in line]
     cells = none_rows[0].strip("| ").split(" | ")[1:]

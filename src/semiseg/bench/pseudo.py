@@ -5,10 +5,12 @@ Selectors: share of pixels selected (full weight), precision (selected pixels wh
 recall (right pixels that were selected), and AUROC of each per-pixel score as a detector of right
 labels (max confidence; CSL's weight), which is the separation CSL claims to improve.
 Refiners (selector ``none``, proposals from a store): pseudo-label mIoU and boundary F-score (1 px).
+Each label map, per true class: precision, recall, and the other class its pixels are given most often (where
+a class's pseudo-labels go: a rare class lost to a look-alike).
 """
 from __future__ import annotations
 
-from typing import Dict, List, Sequence
+from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -61,6 +63,16 @@ def align(probs: torch.Tensor, prior: torch.Tensor, mean: torch.Tensor) -> torch
     is raised, one it over-predicts lowered."""
     p = probs * (prior / mean.clamp(min=1e-8))[None, :, None, None]
     return p / p.sum(1, keepdim=True)
+
+
+def confused_with(cm: torch.Tensor) -> List[Tuple[int, float]]:
+    """Per true class (a row of the confusion matrix ``cm[true, predicted]``): the other class its pixels are
+    given most often, and the share of the class's pixels it takes; (-1, 0.0) where no pixel went elsewhere."""
+    off = cm.double().clone()
+    off.fill_diagonal_(0)
+    rows = cm.double().sum(1).clamp(min=1)
+    share, other = (off / rows[:, None]).max(1)
+    return [(int(o), float(v)) if v > 0 else (-1, 0.0) for o, v in zip(other, share)]
 
 
 def _probs(predictor: Predictor, item, scales: Sequence[float] = (1.0,)) -> torch.Tensor:
@@ -150,6 +162,7 @@ def evaluate_pseudo(predictor: Predictor, samples, layout, store=None, max_image
             class_pr = ((cmf.diag() / cmf.sum(0)).numpy(), (cmf.diag() / cmf.sum(1)).numpy())  # by predicted, true
         out["labels"][name] = {"mIoU": metrics_from_confusion(cm)["mIoU"], "class_precision": class_pr[0],
                                "class_recall": class_pr[1],
+                               "confused_with": confused_with(cm),
                                "boundary_F": 100 * 2 * prec * rec / max(prec + rec, 1e-9),
                                "miss_rate": float(np.mean(miss[name])) if name in miss else float("nan")}
     return out
@@ -185,6 +198,12 @@ def format_pseudo(res: Dict[str, object]) -> str:
     for name, r in res["labels"].items():
         cells = [f"{'-' if np.isnan(p) else f'{100 * p:.1f}'} / {'-' if np.isnan(c) else f'{100 * c:.1f}'}"
                  for p, c in zip(r["class_precision"], r["class_recall"])]
+        lines.append(f"| {MAP_NAMES.get(name, 'refined by ' + name)} | " + " | ".join(cells) + " |")
+    lines += ["", "Per true class: the other class the label maps give its pixels most often, and the share of the "
+              "class's pixels it takes (%).", "",
+              "| pseudo-labels | " + " | ".join(names) + " |", "| --- |" + " --- |" * len(names)]
+    for name, r in res["labels"].items():
+        cells = ["-" if o < 0 else f"{names[o]} {100 * v:.1f}" for o, v in r["confused_with"]]
         lines.append(f"| {MAP_NAMES.get(name, 'refined by ' + name)} | " + " | ".join(cells) + " |")
     lines += ["", "| per-pixel score | AUROC for 'pseudo-label is right' |", "| --- | --- |"]
     lines += [f"| {name} | {v:.4f} |" for name, v in res["auroc"].items()]
