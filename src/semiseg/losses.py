@@ -101,8 +101,9 @@ def standardize(logits: torch.Tensor) -> torch.Tensor:
     if logits.shape[1] <= 2:
         return centred
     # torch.std over the channel of NCHW logits is a strided reduction, 4x slower fwd+bwd on a CPU than this
-    std = (centred.pow(2).sum(1, keepdim=True) / (logits.shape[1] - 1)).sqrt()
-    return centred / std.clamp(min=1e-6)
+    # (the variance is clamped, not the root, so that a pixel whose logits tie has torch.std's finite gradient)
+    var = centred.pow(2).sum(1, keepdim=True) / (logits.shape[1] - 1)
+    return centred / var.clamp(min=1e-12).sqrt()
 
 
 def consistency(a: torch.Tensor, b: torch.Tensor, kind: str = "mse", sigma: float = 0.0) -> torch.Tensor:
