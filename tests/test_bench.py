@@ -337,21 +337,6 @@ def test_suite_runs_in_parallel_and_resumes(tiny_scenes, tmp_path, capsys):
     assert (out / "a/seed1/latest.pth").is_file() and not (out / "b/seed1").exists()
 
 
-def test_distribution_alignment_raises_an_under_predicted_class_to_its_labeled_share():
-    import torch
-
-    from semiseg.bench.pseudo import align
-
-    # two pixels; the model gives class 1 a mean of 0.2 where the labels hold it at 0.5
-    probs = torch.tensor([[0.9, 0.1], [0.7, 0.3]]).T.reshape(1, 2, 1, 2)
-    mean = probs.mean((0, 2, 3))
-    aligned = align(probs, torch.tensor([0.5, 0.5]), mean)
-    # p * prior / mean renormalised: pixel 2 is (0.7/0.8, 0.3/0.2) -> (0.875, 1.5) / 2.375: class 1 now wins
-    assert torch.allclose(aligned[0, :, 0, 1], torch.tensor([0.875, 1.5]) / 2.375)
-    assert aligned.argmax(1).tolist() == [[[0, 1]]] and probs.argmax(1).tolist() == [[[0, 0]]]
-    assert torch.allclose(aligned.sum(1), torch.ones(1, 1, 2))
-
-
 def test_bench_speed_times_the_step_with_and_without_its_loader_under_the_same_load(monkeypatch):
     """Another process that starts or pauses between two timings must not move their ratio: a fake clock on
     which the machine is three times slower for the first half of the timed steps, a loader that adds a

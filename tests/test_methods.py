@@ -114,6 +114,51 @@ def test_paste_puts_labeled_objects_into_every_strong_view_and_its_bank_resumes(
     assert torch.equal(again.paste.confidence, method.paste.confidence)
 
 
+def test_distribution_alignment_keeps_the_labeled_shares_and_an_ema_of_the_mean_prediction():
+    from semiseg.methods.parts import DistributionAlignment
+    from semiseg.pseudo.align import align
+
+    probs = torch.tensor([[0.9, 0.1], [0.7, 0.3], [0.2, 0.8]]).T.reshape(1, 2, 1, 3)  # class 1 predicted at 0.2
+    ignore = torch.tensor([[[False, False, True]]])  # the third pixel is outside the image: not in the mean
+    y = torch.tensor([[[0, 1, 255, 1]]])  # the labels hold class 1 on 2 of 3 labeled pixels
+    off = DistributionAlignment(False, 2)
+    assert off(y, ignore, probs)[0] is probs and not off.labeled.any()
+    da = DistributionAlignment(True, 2, momentum=0.9)
+    out, partner = da(y, ignore, probs, probs.flip(-1))
+    assert da.labeled.tolist() == [1.0, 2.0] and torch.allclose(da.mean, torch.tensor([0.8, 0.2]))
+    prior = torch.tensor([1 / 3, 2 / 3])
+    assert torch.allclose(out, align(probs, prior, da.mean)) and torch.allclose(partner, out.flip(-1))
+    # pixel 2: (0.7 * (1/3) / 0.8, 0.3 * (2/3) / 0.2) -> class 1 now wins; every pixel still sums to 1
+    assert out.argmax(1).tolist() == [[[0, 1, 1]]] and probs.argmax(1).tolist() == [[[0, 0, 1]]]
+    assert torch.allclose(out.sum(1), torch.ones(1, 1, 3))
+    da(y, torch.zeros_like(ignore), probs)  # second batch, every pixel: class 1 at 0.4; EMA 0.9
+    assert torch.allclose(da.mean, 0.9 * torch.tensor([0.8, 0.2]) + 0.1 * torch.tensor([0.6, 0.4]))
+    assert da.labeled.tolist() == [2.0, 4.0]
+
+
+@pytest.mark.parametrize("name", ["fixmatch", "unimatch", "unimatch_v2", "dssn"])
+def test_distribution_alignment_feeds_the_pseudo_labels_and_its_banks_resume(name, tiny_scenes, tiny_store):
+    method, _, batch = make_method(name, tiny_scenes, tiny_store, "method.distribution_alignment=true")
+    bank, select, aligned, seen = method.align, method.labeler.select, [], []
+    method.align = lambda *a: aligned.append(bank(*a)) or aligned[-1]
+    method.labeler.select = lambda probs, ignore: seen.append(probs) or select(probs, ignore)
+    method.training_step(batch, step=3)
+    method.align = bank
+    assert len(aligned) == 1 and any(p is aligned[0][0] for p in seen)  # labels made from the aligned weak view
+    n_labeled = int((batch["y"] < method.num_classes).sum())
+    assert bank.labeled.sum() == n_labeled and torch.allclose(bank.mean.sum(), torch.tensor(1.0))
+    again, _, _ = make_method(name, tiny_scenes, tiny_store, "method.distribution_alignment=true")
+    again.load_state_dict(method.state_dict())
+    assert torch.equal(again.align.mean, bank.mean) and torch.equal(again.align.labeled, bank.labeled)
+
+
+def test_distribution_alignment_on_a_method_that_does_not_align_is_refused(tiny_scenes, tiny_store):
+    from semiseg.errors import SemisegError
+
+    with pytest.raises(SemisegError, match="method.distribution_alignment: method csl does not align"):
+        make_method("csl", tiny_scenes, tiny_store, "method.distribution_alignment=true")
+
+
 def test_paste_on_a_method_without_strong_views_is_refused(tiny_scenes, tiny_store):
     from semiseg.errors import SemisegError
 

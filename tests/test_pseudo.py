@@ -196,3 +196,16 @@ def test_labeled_paste_off_draws_nothing_and_leaves_the_random_stream():
     assert torch.equal(state, torch.get_rng_state()) and not called
     background_only = torch.zeros(2, 8, 8, dtype=torch.long)  # class 0 is never pasted
     assert LabeledPaste(1.0, 3).draw(torch.zeros(2, 3, 8, 8), background_only, 2, lambda t: t) is None
+
+
+def test_distribution_alignment_raises_an_under_predicted_class_to_its_labeled_share():
+    from semiseg.pseudo.align import align
+
+    # two pixels; the model gives class 1 a mean of 0.2 where the labels hold it at 0.5
+    probs = torch.tensor([[0.9, 0.1], [0.7, 0.3]]).T.reshape(1, 2, 1, 2)
+    mean = probs.mean((0, 2, 3))
+    aligned = align(probs, torch.tensor([0.5, 0.5]), mean)
+    # p * prior / mean renormalised: pixel 2 is (0.7/0.8, 0.3/0.2) -> (0.875, 1.5) / 2.375: class 1 now wins
+    assert torch.allclose(aligned[0, :, 0, 1], torch.tensor([0.875, 1.5]) / 2.375)
+    assert aligned.argmax(1).tolist() == [[[0, 1]]] and probs.argmax(1).tolist() == [[[0, 0]]]
+    assert torch.allclose(aligned.sum(1), torch.ones(1, 1, 2))

@@ -21,6 +21,7 @@ from semiseg.methods.teacher import multiscale_probs
 from semiseg.tasks.semantic.dataset import SegDataset, labeled_class_pixels
 from semiseg.tasks.semantic.evaluator import confusion, metrics_from_confusion
 from semiseg.tasks.base import Predictor
+from semiseg.pseudo.align import align
 from semiseg.pseudo.refiners import build_refiner
 from semiseg.pseudo.selectors import build_selector, selected
 
@@ -55,14 +56,6 @@ def auroc(score: np.ndarray, positive: np.ndarray) -> float:
         return float("nan")
     ranks = rankdata(score)
     return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
-
-
-def align(probs: torch.Tensor, prior: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
-    """Distribution alignment (ReMixMatch): each pixel's class probabilities times the labeled class shares
-    over the mean prediction, renormalised: a class the model predicts less often than the labels hold it
-    is raised, one it over-predicts lowered."""
-    p = probs * (prior / mean.clamp(min=1e-8))[None, :, None, None]
-    return p / p.sum(1, keepdim=True)
 
 
 def confused_with(cm: torch.Tensor) -> List[Tuple[int, float]]:

@@ -10,7 +10,8 @@ import torch
 from semiseg.config import bounded, choice
 from semiseg.errors import SemisegError
 from semiseg.methods.base import Method, MethodConfig
-from semiseg.methods.parts import CutMixPartner, LabeledPaste, PerturbedStats, PseudoLabeler, StrongView
+from semiseg.methods.parts import (CutMixPartner, DistributionAlignment, LabeledPaste, PerturbedStats, PseudoLabeler,
+                                   StrongView)
 from semiseg.pseudo.selectors import selection_stats
 
 
@@ -35,6 +36,9 @@ class SemiConfig(MethodConfig):
     # labeled objects pasted into the strong views with their true labels, per unlabeled image with this
     # probability, the least confident classes most often (parts.LabeledPaste); 0: off, as every author trains
     paste_p: float = bounded(0.0, 0.0, 1.0)
+    # the probabilities pseudo-labels are made from, aligned to the labeled class shares before selection
+    # (parts.DistributionAlignment, ReMixMatch's distribution alignment); off, as every author trains
+    distribution_alignment: bool = False
 
 
 @dataclass
@@ -64,6 +68,7 @@ class SemiMethod(Method):
 
     Config = SemiConfig
     pastes = False  # its strong views take LabeledPaste's objects (method.paste_p)
+    aligns = False  # its pseudo-labels' probabilities pass through DistributionAlignment
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -71,7 +76,11 @@ class SemiMethod(Method):
         if c.paste_p and not self.pastes:
             raise SemisegError(f"method.paste_p={c.paste_p}: method {type(self).__name__.lower()} has no strong views "
                                "to paste labeled objects into; fixmatch, unimatch, unimatch_v2 and dssn have")
+        if c.distribution_alignment and not self.aligns:
+            raise SemisegError(f"method.distribution_alignment: method {type(self).__name__.lower()} does not align "
+                               "its pseudo-labels; fixmatch, unimatch, unimatch_v2 and dssn do")
         self.paste = LabeledPaste(c.paste_p, self.num_classes)
+        self.align = DistributionAlignment(c.distribution_alignment, self.num_classes)
         self.strong = StrongView(c.strong_view, self.mean, self.std)
         self.partner = CutMixPartner(c.mix, c.cutmix_p)
         self.perturbed_stats = PerturbedStats(c.running_stats, self.student)
@@ -85,12 +94,19 @@ class SemiMethod(Method):
 
     def state_dict(self) -> Dict[str, Any]:
         state = super().state_dict()
-        return {**state, "paste_confidence": self.paste.confidence.clone()} if self.paste.p else state
+        if self.paste.p:
+            state["paste_confidence"] = self.paste.confidence.clone()
+        if self.align.on:
+            state["align_labeled"], state["align_mean"] = self.align.labeled.clone(), self.align.mean.clone()
+        return state
 
     def load_state_dict(self, state: Dict[str, Any], source: str = "the method state") -> None:
         super().load_state_dict(state, source)
         if self.paste.p and "paste_confidence" in state:
             self.paste.confidence = state["paste_confidence"].clone().float()
+        if self.align.on and "align_mean" in state:
+            self.align.labeled = state["align_labeled"].clone().double()
+            self.align.mean = state["align_mean"].clone().float()
 
     @torch.no_grad()
     def predict_eval(self, x: torch.Tensor) -> torch.Tensor:

@@ -60,6 +60,7 @@ class DSSNConfig(TeacherConfig):
 class DSSN(SemiMethod):
     Config = DSSNConfig
     pastes = True
+    aligns = True
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -75,6 +76,7 @@ class DSSN(SemiMethod):
         u_mix, ign_mix = self.partner.images(batch)
         batch_stats = c.teacher_mode == "first_epoch" and step < self.steps_per_epoch
         t_w, t_mix = self.teacher.probs(u_w, batch_stats), self.teacher.probs(u_mix, batch_stats)
+        t_w, t_mix = self.align(y, ign_u, t_w, t_mix)  # unchanged unless distribution_alignment
 
         box1, box2 = self.partner.box(u_w), self.partner.box(u_w)
         u_s1 = mix(self.strong(u_w), self.strong(u_mix), box1)

@@ -20,6 +20,7 @@ from semiseg.methods.registry import METHODS
 @METHODS.register("fixmatch")
 class FixMatch(SemiMethod):
     pastes = True
+    aligns = True
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -40,6 +41,7 @@ class FixMatch(SemiMethod):
             pred_u_s = self.model(u_s)
 
         probs_w = pred_u_w.detach().float().softmax(1)
+        probs_w, probs_mix = self.align(y, ign_u, probs_w, probs_mix)  # unchanged unless distribution_alignment
         pl_w, w_w = self.labeler(probs_w, ign_u, batch.get("u_props"))
         ((pl_s, w_s, ign_s),) = self.labeler.mixed_views([box], probs_w, ign_u, probs_mix, ign_mix,
                                                           self.partner.proposals(batch), (pl_w, w_w))

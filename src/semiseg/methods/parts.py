@@ -6,7 +6,9 @@
   (``running_stats``);
 - :class:`PseudoLabeler`: pseudo-labels = the selector, then (if configured) the refiner against mask
   proposals (``selector``, ``refiner``);
-- :class:`LabeledPaste`: labeled objects pasted into the strong views with their true labels (``paste_p``).
+- :class:`LabeledPaste`: labeled objects pasted into the strong views with their true labels (``paste_p``);
+- :class:`DistributionAlignment`: the pseudo-labels' probabilities aligned to the labeled class shares
+  (``distribution_alignment``).
 
 A method file plus the parts it names is all a reader opens (docs/methods.md, "Shared parts").
 """
@@ -20,6 +22,7 @@ from torch import nn
 
 from semiseg.data.augment import SEMIRES_STRONG, cutmix_box, mix, strong_photometric
 from semiseg.errors import SemisegError
+from semiseg.pseudo.align import align
 from semiseg.pseudo.refiners import build_refiner
 from semiseg.pseudo.selectors import build_selector
 
@@ -202,3 +205,39 @@ class LabeledPaste:
             return pl, weight, ignore
         mask, _, true = plan
         return torch.where(mask, true, pl), torch.where(mask, torch.ones_like(weight), weight), ignore & ~mask
+
+
+class DistributionAlignment:
+    """The probabilities pseudo-labels are made from, aligned to the labeled class shares (``pseudo.align``):
+    each class scaled by its share of the labeled pixels seen so far over its share of the model's mean
+    prediction on the unlabeled pixels, an EMA over steps (``momentum`` 0.99, ReMixMatch's window of 128
+    batches in our form). A class the teacher starves is raised before selection, one it over-predicts lowered;
+    a class no labeled pixel holds is never pseudo-labelled. Off (``on`` False): the probabilities unchanged."""
+
+    def __init__(self, on: bool, num_classes: int, momentum: float = 0.99) -> None:
+        self.on, self.momentum = on, momentum
+        self.labeled = torch.zeros(num_classes, dtype=torch.float64)  # labeled pixels per class, every batch so far
+        self.mean = torch.zeros(num_classes)  # saved with the method state: resume aligns as the run did
+
+    def __call__(self, y: torch.Tensor, ignore: torch.Tensor, probs: torch.Tensor, *others: torch.Tensor):
+        """Observe the labeled batch ``y`` and ``probs`` (B, C, H, W) on its pixels outside ``ignore``, then
+        return ``probs`` and ``others`` (the partner's, say) aligned with the banks."""
+        if not self.on:
+            return (probs, *others)
+        c = len(self.mean)
+        valid = ~ignore
+        stats = torch.stack([torch.bincount(y[y < c], minlength=c).to(probs.dtype),
+                             probs.permute(1, 0, 2, 3)[:, valid].sum(1),
+                             valid.sum().to(probs.dtype).expand(c)])
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.all_reduce(stats)  # one pair of banks for every process
+        counts, sums, n = stats.cpu()
+        self.labeled += counts.double()
+        if n[0] > 0:
+            batch = sums / n[0]
+            fresh = not bool(self.mean.any())  # the first batch sets the bank: no pull towards zero
+            self.mean = batch if fresh else self.momentum * self.mean + (1 - self.momentum) * batch
+        if not (self.labeled.any() and self.mean.any()):
+            return (probs, *others)
+        prior = (self.labeled / self.labeled.sum()).float()
+        return tuple(align(p, prior, self.mean) for p in (probs, *others))

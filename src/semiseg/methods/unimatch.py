@@ -33,6 +33,7 @@ class UniMatchConfig(SemiConfig):
 class UniMatch(SemiMethod):
     Config = UniMatchConfig
     pastes = True
+    aligns = True
 
     def training_step(self, batch: Dict[str, torch.Tensor], step: int) -> Dict[str, torch.Tensor]:
         x, y, u_w, ign_u = batch["x"], batch["y"], batch["u"], batch["u_ignore"]
@@ -53,6 +54,7 @@ class UniMatch(SemiMethod):
             preds_s = self.model(torch.cat(u_s)).chunk(len(boxes))
 
         probs_w = pred_u_w.detach().float().softmax(1)
+        probs_w, probs_mix = self.align(y, ign_u, probs_w, probs_mix)  # unchanged unless distribution_alignment
         pl_w, w_w = self.labeler(probs_w, ign_u, batch.get("u_props"))
         labels = self.labeler.mixed_views(boxes, probs_w, ign_u, probs_mix, ign_mix, self.partner.proposals(batch),
                                           (pl_w, w_w))

@@ -32,6 +32,7 @@ class UniMatchV2Config(TeacherConfig):
 class UniMatchV2(SemiMethod):
     Config = UniMatchV2Config
     pastes = True
+    aligns = True
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -42,6 +43,7 @@ class UniMatchV2(SemiMethod):
         u_mix, ign_mix = self.partner.images(batch)
         probs_w = self.teacher.probs(u_w)
         probs_mix = probs_w.flip(0) if self.cfg.mix == "flip" else self.teacher.probs(u_mix)
+        probs_w, probs_mix = self.align(y, ign_u, probs_w, probs_mix)  # unchanged unless distribution_alignment
 
         box1, box2 = self.partner.box(u_w), self.partner.box(u_w)
         u_s1 = mix(self.strong(u_w), self.strong(u_mix), box1)
