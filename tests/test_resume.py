@@ -44,8 +44,9 @@ def states(trainer):
 @pytest.mark.parametrize("extra", [("data.split=all",), ("method.name=dssn",),
                                    ("method.name=dssn", "method.paste_p=0.5", "method.distribution_alignment=true",
                                     "method.selector={name: none}")],
-                         ids=["supervised", "dssn", "dssn-paste-align"])  # the method's banks resume too; selector none: every
-# pixel's aligned label reaches the loss (the tiny model clears no threshold), so a bank not restored fails it
+                         ids=["supervised", "dssn", "dssn-paste-align"])
+# dssn-paste-align: the method's banks resume too; with selector none every pixel's aligned label reaches the
+# loss (the tiny model clears no threshold), so a bank that is not restored fails it
 def test_resume_mid_epoch_equals_an_uninterrupted_run(extra, tiny_scenes, tmp_path):
     full = Trainer(config(tiny_scenes, *extra), work_dir=str(tmp_path / "a"))
     assert full.batches.steps_per_epoch >= 15  # the kill and the checkpoint fall inside the first epoch
