@@ -152,6 +152,28 @@ def test_distribution_alignment_feeds_the_pseudo_labels_and_its_banks_resume(nam
     assert torch.equal(again.align.mean, bank.mean) and torch.equal(again.align.labeled, bank.labeled)
 
 
+def test_dssn_align_fp_labels_its_fp_branches_from_the_student_map_aligned_by_the_same_banks(tiny_scenes, tiny_store):
+    from semiseg.pseudo.align import align
+
+    method, _, batch = make_method("dssn", tiny_scenes, tiny_store, "method.distribution_alignment=true",
+                                   "method.align_fp=true")
+    bank, select, given, aligned, seen = method.align, method.labeler.select, [], [], []
+    method.align = lambda *a: given.append(a) or aligned.append(bank(*a)) or aligned[-1]
+    method.labeler.select = lambda probs, ignore: seen.append(probs) or select(probs, ignore)
+    method.training_step(batch, step=3)
+    (y, ign, t_w, t_mix, s_w), = given  # one call: the teacher's two maps and the student's weak one
+    assert any(p is aligned[0][2] for p in seen)  # the FP branches' labels come from the aligned student map
+    assert not any(p is s_w for p in seen) and not torch.allclose(aligned[0][2], s_w)
+    assert torch.allclose(aligned[0][2], align(s_w, bank.labeled.float() / bank.labeled.sum(), bank.mean))
+
+
+def test_dssn_align_fp_without_distribution_alignment_is_refused(tiny_scenes, tiny_store):
+    from semiseg.errors import SemisegError
+
+    with pytest.raises(SemisegError, match="method.align_fp: needs method.distribution_alignment=true"):
+        make_method("dssn", tiny_scenes, tiny_store, "method.align_fp=true")
+
+
 def test_distribution_alignment_on_a_method_that_does_not_align_is_refused(tiny_scenes, tiny_store):
     from semiseg.errors import SemisegError
 

@@ -23,6 +23,8 @@ Deviations and switches (docs/methods.md, "dssn"):
   statistics afterwards; ``eval`` uses running statistics from step 0.
 - ``extra_aug`` (default on, the VOC code): AugSeg's 1-3 random ops after the usual strong augmentation;
   off gives UniMatch's strong view alone (the Cityscapes code).
+- ``align_fp`` (off: the FP branches label from the student's own map, unaligned): with
+  ``distribution_alignment``, that map is aligned too, by the banks the teacher's maps fill.
 - ``ema_horizon`` sets the EMA momentum from a horizon given as a share of the schedule (off by default:
   0.996, whose 250-step horizon is 0.2% of the VOC run but 17% of a 1500-step CPU run).
 """
@@ -36,6 +38,7 @@ import torch
 from semiseg.config import choice
 from semiseg.data.augment import mix
 from semiseg.data.augment_extra import random_ops
+from semiseg.errors import SemisegError
 from semiseg.losses import consistency, masked_ce
 from semiseg.methods.common import SemiMethod, TeacherConfig, binary_note
 from semiseg.methods.parts import StrongView
@@ -54,6 +57,7 @@ class DSSNConfig(TeacherConfig):
     image_pair: bool = True  # ablation switches: the image-level and feature-level Siamese pairs
     feature_pair: bool = True
     extra_aug: bool = True  # AugSeg's 1-3 random ops after the strong augmentation (the VOC code)
+    align_fp: bool = False  # with distribution_alignment: the FP branches' labels (the student's map) aligned too
 
 
 @METHODS.register("dssn")
@@ -67,6 +71,8 @@ class DSSN(SemiMethod):
         self.teacher = EMATeacher(self.student, self.cfg.ema_momentum, scales=self.cfg.teacher_scales)
         if self.num_classes == 2 and not self.cfg.ema_horizon and self.cfg.running_stats == "all":  # as authored
             self.notes.append(binary_note("dssn"))
+        if self.cfg.align_fp and not self.cfg.distribution_alignment:
+            raise SemisegError("method.align_fp: needs method.distribution_alignment=true, whose banks it aligns with")
         if self.cfg.extra_aug:  # AugSeg's random operations after the strong view's photometric part
             self.strong = StrongView(self.cfg.strong_view, self.mean, self.std, then=random_ops)
 
@@ -76,7 +82,6 @@ class DSSN(SemiMethod):
         u_mix, ign_mix = self.partner.images(batch)
         batch_stats = c.teacher_mode == "first_epoch" and step < self.steps_per_epoch
         t_w, t_mix = self.teacher.probs(u_w, batch_stats), self.teacher.probs(u_mix, batch_stats)
-        t_w, t_mix = self.align(y, ign_u, t_w, t_mix)  # unchanged unless distribution_alignment
 
         box1, box2 = self.partner.box(u_w), self.partner.box(u_w)
         u_s1 = mix(self.strong(u_w), self.strong(u_mix), box1)
@@ -88,11 +93,16 @@ class DSSN(SemiMethod):
         preds, (fp1, fp2) = self.model(torch.cat([x, u_w]), fp_branches=2)
         pred_x, pred_u_w = preds.split([n, u_w.shape[0]])
         p_fp1, p_fp2 = fp1[n:], fp2[n:]
+        s_w = pred_u_w.detach().float().softmax(1)
+        if c.align_fp:  # the FP branches' labels aligned with the teacher's maps, by the same banks
+            t_w, t_mix, s_w = self.align(y, ign_u, t_w, t_mix, s_w)
+        else:  # unchanged unless distribution_alignment
+            t_w, t_mix = self.align(y, ign_u, t_w, t_mix)
         with self.perturbed_stats():
             p_s1, p_s2 = self.model(torch.cat([u_s1, u_s2])).chunk(2)
 
         # FP branches: the student's own weak prediction; strong views: the teacher's CutMixed map
-        pl_w, w_w = self.labeler(pred_u_w.detach().float().softmax(1), ign_u, batch.get("u_props"))
+        pl_w, w_w = self.labeler(s_w, ign_u, batch.get("u_props"))
         pl_t, w_t = self.labeler(t_w, ign_u, batch.get("u_props"))  # the teacher's weak-view labels (also logged)
         views = self.labeler.mixed_views([box1, box2], t_w, ign_u, t_mix, ign_mix, self.partner.proposals(batch),
                                          (pl_t, w_t))
