@@ -44,6 +44,22 @@ def test_table_means_spread_and_gap_closed(tmp_path):
     assert "Run time of the finished runs (s/step x steps, summed): 0m35s (seed 0 0m20s, seed 1 0m15s)." in text
 
 
+def test_table_says_where_and_in_what_precision_its_runs_trained(tmp_path):
+    """A run's setup records (one per start or resume) name its device and precision; the table counts them,
+    and runs from before the record exist say so instead of passing for this machine's."""
+    suite = {"name": "s", "seeds": [0, 1], "baseline": "sup", "runs": [{"name": "sup"}, {"name": "m"}]}
+    for name, seed in [("sup", 0), ("sup", 1), ("m", 0), ("m", 1)]:
+        fake_run(tmp_path, name, seed, 40.0)
+    setup = lambda device, precision: {"kind": "setup", "step": 0, "device": device, "precision": precision}  # noqa: E731
+    for name, seed, records in [("sup", 0, [setup("EPYC", "fp32")]), ("sup", 1, [setup("EPYC", "fp32")]),
+                                ("m", 0, [setup("EPYC", "fp32"), {**setup("Xeon", "bf16 autocast"), "step": 5}])]:
+        metrics = tmp_path / name / f"seed{seed}" / "metrics.jsonl"
+        metrics.write_text("".join(json.dumps(r) + "\n" for r in records) + metrics.read_text())
+    assert final_eval(tmp_path / "m" / "seed0")["machines"] == ["EPYC, fp32", "Xeon, bf16 autocast"]
+    assert ("Trained on (the runs' own records, a resumed run under each): EPYC, fp32 (3 runs); "
+            "Xeon, bf16 autocast (1 run); not recorded (1 run).") in table(suite, tmp_path)
+
+
 def test_gain_interval_is_paired_by_seed(tmp_path):
     """Seeds that move baseline and method together give a narrow interval although each run's own spread is
     wide; the half-width is t(0.975, n-1) x sd(differences) / sqrt(n)."""
@@ -253,7 +269,8 @@ def test_bench_speed_reports_every_number(tiny_scenes, tmp_path):
     res = [measure(tiny_cfg(tiny_scenes, f"method.name={m}", "method.mix=roll" if m != "supervised" else "train.seed=0"),
                    steps=2, warmup=1) for m in ("supervised", "unimatch")]
     for r, images in zip(res, (4, 8)):  # data.batch_size=4 per stream
-        assert r["train_images_per_s"] == pytest.approx(images / r["step_s"], rel=0.01)
+        # rounded to 0.1: on a loaded machine a step takes seconds and the rounding alone is over 1%
+        assert r["train_images_per_s"] == pytest.approx(images / r["step_s"], rel=0.01, abs=0.05)
         assert r["inference_images_per_s"] > 0 and r["step_with_loader_s"] >= r["step_s"] * 0.5
     high_water = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     assert 0 < res[0]["peak_memory_mib"] <= res[1]["peak_memory_mib"] <= round(high_water)  # a high-water mark

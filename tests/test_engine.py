@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from semiseg.engine.checkpoint import load_checkpoint
+from semiseg.engine.precision import device_name
 from semiseg.tasks.semantic.evaluator import confusion, iou_table, metrics_from_confusion, slide_logits
 from semiseg.engine.trainer import Trainer, train
 from semiseg.configure import load_config
@@ -59,7 +60,11 @@ def test_checkpoint_holds_everything_and_best_is_written(tiny_scenes, tmp_path):
     assert not any(k.startswith("module.") for k in ckpt["model"])
     assert (tmp_path / "best.pth").is_file() and (tmp_path / "config.yaml").is_file()
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
-    assert {r["kind"] for r in rows} == {"train", "eval"}
+    assert {r["kind"] for r in rows} == {"setup", "train", "eval"}
+    setup, = [r for r in rows if r["kind"] == "setup"]  # where and in what the run computed, in the file alone
+    assert setup["step"] == 0 and setup["precision"] == ("bf16 autocast" if trainer.amp else "fp32")
+    assert setup["device"] == device_name(torch.device("cpu")) and setup["device"]
+    assert not (tmp_path / "metrics_setup.csv").exists()  # text, not a curve: no CSV, no TensorBoard scalar
 
 
 def test_torchrun_two_cpu_processes(tiny_scenes, tmp_path):

@@ -39,6 +39,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Dict, List, Optional
@@ -87,7 +88,8 @@ def final_eval(work_dir: Path, step: Optional[int] = None) -> Optional[dict]:
         return None
     train = [r for r in rows if r["kind"] == "train" and "s_per_step" in r]
     s_per_step = train[-1].get("s_per_step", float("nan")) if train else float("nan")
-    return {**evals[-1], "s_per_step": s_per_step, "iters": iters}
+    machines = sorted({f"{r['device']}, {r['precision']}" for r in rows if r["kind"] == "setup"})
+    return {**evals[-1], "s_per_step": s_per_step, "iters": iters, "machines": machines}
 
 
 def run_command(config: str, overrides: List[str], seed: int, work_dir: Path, threads: int,
@@ -312,6 +314,15 @@ def run_time(suite: dict, res: Dict[str, List[dict]]) -> str:
     return f"Run time of the finished runs (s/step x steps, summed): {fmt_time(sum(per_seed.values()))} ({parts})."
 
 
+def trained_on(res: Dict[str, List[dict]]) -> str:
+    """Where the tabulated runs trained, and in what precision, by their own setup records (a run resumed on
+    another machine counts under each): a table written on one machine may hold runs from others."""
+    count = Counter(m for evals in res.values() for e in evals for m in e.get("machines") or ["not recorded"])
+    order = sorted(count, key=lambda m: (m == "not recorded", m))
+    parts = "; ".join(f"{m} ({count[m]} run{'s' * (count[m] > 1)})" for m in order)
+    return f"Trained on (the runs' own records, a resumed run under each): {parts}."
+
+
 def suite_task(suite: dict, out: Path):
     """The task of a suite's runs: the first run folder's config.yaml (written when a run starts), else the
     task its first config names."""
@@ -356,7 +367,7 @@ def table(suite: dict, out: Path, step: Optional[int] = None) -> str:
         speed = _mean_sd([e["s_per_step"] for e in evals]) if evals else "-"
         lines.append(f"| {label(name)} | {len(evals)} | " + " | ".join(cells) + f" | {gain} | {interval} | {gap} "
                      f"| {speed} |")
-    lines += ["", run_time(suite, res)]
+    lines += ["", run_time(suite, res), "", trained_on(res)]
     said = verdicts(suite, res)
     if said:
         lines += ["", f"What the paired 95% intervals support ({task.key}, method minus reference, by seed):", "",

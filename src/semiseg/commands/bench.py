@@ -137,13 +137,9 @@ def _machine() -> str:
     """The GPU's name, else the CPU's (timings differ between machines: a table names its own)."""
     import torch
 
-    if torch.cuda.is_available():
-        where = torch.cuda.get_device_name()
-    else:
-        info = Path("/proc/cpuinfo")
-        names = [line.split(":", 1)[1].strip() for line in (info.read_text().splitlines() if info.is_file() else [])
-                 if line.startswith("model name")]
-        where = names[0] if names else platform.machine()
+    from semiseg.engine.precision import device_name
+
+    where = device_name(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
     return f"{where}, {os.cpu_count()} CPU(s), torch {torch.__version__}"
 
 

@@ -8,7 +8,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 from semiseg.engine.checkpoint import atomic_file
 from semiseg.errors import SemisegError
@@ -87,13 +87,20 @@ class RunLogger:
     def write(self, kind: str, step: int, scalars: Dict[str, float]) -> None:
         if not self.enabled:
             return
-        row = {"kind": kind, "step": step, "time": round(time.time() - self.t0, 2), **scalars}
-        self.jsonl.write(json.dumps(row) + "\n")
-        self.jsonl.flush()
+        row = self.record(kind, step, scalars)
         self._append_csv(self.work_dir / f"metrics_{kind}.csv", row)
         if self.tb is not None:
             for k, v in scalars.items():
                 self.tb.add_scalar(f"{kind}/{k}", v, step)
+
+    def record(self, kind: str, step: int, fields: Dict[str, Any]) -> Dict[str, Any]:
+        """One row of metrics.jsonl alone: what ``write`` logs everywhere, and the run's text records (its
+        ``setup``: device and precision), which are no curve for the CSV files or TensorBoard."""
+        row = {"kind": kind, "step": step, "time": round(time.time() - self.t0, 2), **fields}
+        if self.enabled:
+            self.jsonl.write(json.dumps(row) + "\n")
+            self.jsonl.flush()
+        return row
 
     def _append_csv(self, path: Path, row: Dict[str, float]) -> None:
         """One row under the file's header: a term missing at this step is an empty cell, not a shift of every

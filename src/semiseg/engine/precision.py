@@ -1,6 +1,8 @@
-"""Which autocast dtype a run uses: ``train.amp`` resolved for the device it runs on."""
+"""Which autocast dtype a run uses: ``train.amp`` resolved for the device it runs on; and the names a run
+records of both (timings differ between devices, and autocast moves the scores too)."""
 from __future__ import annotations
 
+import platform
 from pathlib import Path
 from typing import Optional
 
@@ -15,6 +17,23 @@ def cpu_has_native_bf16() -> bool:
     except OSError:
         return False
     return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def device_name(device: torch.device) -> str:
+    """The GPU's name, else the CPU's model name."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    try:
+        models = [line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                  if line.startswith("model name")]
+    except OSError:
+        models = []
+    return models[0] if models else platform.processor() or platform.machine()
+
+
+def precision_name(dtype: Optional[torch.dtype]) -> str:
+    """What a run computes in: fp32, or its autocast dtype."""
+    return {None: "fp32", torch.bfloat16: "bf16 autocast", torch.float16: "fp16 autocast"}[dtype]
 
 
 def amp_dtype(amp: str, device: torch.device) -> Optional[torch.dtype]:

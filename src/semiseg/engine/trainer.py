@@ -28,7 +28,7 @@ from semiseg.engine.checkpoint import (load_checkpoint, process_state, refuse_an
 from semiseg.engine.lock import WorkDirLock
 from semiseg.engine.logging import RunLogger
 from semiseg.engine.optim import build_optimizer, poly_lr, set_lr
-from semiseg.engine.precision import amp_dtype
+from semiseg.engine.precision import amp_dtype, device_name, precision_name
 from semiseg.errors import SemisegError
 from semiseg.losses import build_criterion
 from semiseg.methods import METHODS
@@ -244,6 +244,8 @@ class Trainer:
                       + (f" (the config's LR was set for {t.base_batch_size})" if t.base_batch_size and
                          t.base_batch_size != gb else "")
                       + f", {self.batches.steps_per_epoch} steps/epoch, start at step {self.step}")
+        # each start and resume: a table of this run's scores can say where, and in what, they were computed
+        self.log.record("setup", self.step, {"device": device_name(self.device), "precision": precision_name(self.amp)})
         if self.method.teacher is not None:
             self.log.info(teacher_horizon_note(self.method.teacher.momentum, t.iters))
         if t.class_balance != "none":
