@@ -50,7 +50,10 @@ def test_table_says_where_and_in_what_precision_its_runs_trained(tmp_path):
     suite = {"name": "s", "seeds": [0, 1], "baseline": "sup", "runs": [{"name": "sup"}, {"name": "m"}]}
     for name, seed in [("sup", 0), ("sup", 1), ("m", 0), ("m", 1)]:
         fake_run(tmp_path, name, seed, 40.0)
-    setup = lambda device, precision: {"kind": "setup", "step": 0, "device": device, "precision": precision}  # noqa: E731
+
+    def setup(device, precision):
+        return {"kind": "setup", "step": 0, "device": device, "precision": precision}
+
     for name, seed, records in [("sup", 0, [setup("EPYC", "fp32")]), ("sup", 1, [setup("EPYC", "fp32")]),
                                 ("m", 0, [setup("EPYC", "fp32"), {**setup("Xeon", "bf16 autocast"), "step": 5}])]:
         metrics = tmp_path / name / f"seed{seed}" / "metrics.jsonl"

@@ -18,7 +18,7 @@ from semiseg.configure import load_config
 from semiseg.data.check import check_layout
 from semiseg.data.presets import resolve_layout
 from semiseg.engine.checkpoint import load_checkpoint
-from semiseg.engine.logging import RunLogger
+from semiseg.engine.logging import RunLogger, read_jsonl
 from semiseg.engine.trainer import Trainer, train
 from semiseg.errors import SemisegError
 
@@ -109,6 +109,22 @@ def test_metrics_csv_rows_stay_under_their_header_when_a_term_is_missing_or_new(
         rows = list(csv.DictReader(f))
     assert [(r["step"], r["lr"], r["s_per_step"]) for r in rows] == [("1", "0.1", "2.0"), ("2", "0.2", "3.0"),
                                                                      ("3", "0.35", "5.0")]
+
+
+def test_a_fresh_start_keeps_no_row_of_the_run_it_replaces_and_a_resume_keeps_its_setup_records(tmp_path):
+    """Setup records are written at the start step: a run started over in the folder must not inherit the
+    former run's step-0 record (the table would name a machine it never trained on)."""
+    log = RunLogger(tmp_path, True, 10)
+    log.record("setup", 0, {"device": "old machine", "precision": "fp32"})
+    log.write("train", 1, {"loss": 1.0})
+    log.close()
+    log = RunLogger(tmp_path, True, 10, start_step=1)  # resumed at step 1: both rows stay
+    log.record("setup", 1, {"device": "new machine", "precision": "fp32"})
+    log.close()
+    assert [(r["kind"], r["step"]) for r in read_jsonl(tmp_path / "metrics.jsonl")] == [
+        ("setup", 0), ("train", 1), ("setup", 1)]
+    RunLogger(tmp_path, True, 10).close()  # started over at step 0
+    assert read_jsonl(tmp_path / "metrics.jsonl") == []
 
 
 # ---------------------------------------------------------------- item 6 and 11: values checked at load

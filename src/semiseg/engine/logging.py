@@ -31,7 +31,7 @@ class RunLogger:
         if not enabled:
             return
         self.work_dir.mkdir(parents=True, exist_ok=True)
-        self._cut_after(start_step)
+        self._cut_after(start_step if start_step else -1)  # a fresh start keeps no row, step 0's setup included
         self.jsonl = open(self.work_dir / "metrics.jsonl", "a")
         try:
             from torch.utils.tensorboard import SummaryWriter
