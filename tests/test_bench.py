@@ -7,12 +7,13 @@ from semiseg.bench.quality import final_eval, read_suite, table, write_section
 from semiseg.errors import SemisegError
 
 
-def fake_run(root, name, seed, miou, iters=10, finished=True, teacher=None):
+def fake_run(root, name, seed, miou, iters=10, finished=True, teacher=None, obj=None):
     wd = root / name / f"seed{seed}"
     wd.mkdir(parents=True)
     (wd / "config.yaml").write_text(f"train:\n  iters: {iters}\n")
     rows = [{"kind": "train", "step": iters, "s_per_step": 0.5}]
-    ev = {"kind": "eval", "step": iters if finished else iters // 2, "mIoU": miou, "IoU_bg": miou + 10, "IoU_obj": miou - 10}
+    ev = {"kind": "eval", "step": iters if finished else iters // 2, "mIoU": miou, "IoU_bg": miou + 10,
+          "IoU_obj": miou - 10 if obj is None else obj}
     if teacher is not None:
         ev["teacher_mIoU"] = teacher
     rows.append(ev)
@@ -84,10 +85,29 @@ def test_a_sentence_per_run_says_which_differences_the_interval_supports(tmp_pat
     fake_run(tmp_path, "one-seed", 0, 60.0)
     text = table(suite, tmp_path)
     # um - sup: 2, 3, 4 -> [+0.52, +5.48]; m - sup: 1, 5, 5 -> 3.67 +- 5.74; m - um: -1, 2, 1 -> 0.67 +- 3.79
-    assert "- um: +3.00 against sup, [+0.52, +5.48]: a gain the interval supports." in text
-    assert ("- m: +3.67 against sup, [-2.07, +9.40]: no difference shown (the interval holds 0); "
-            "+0.67 against um, [-3.13, +4.46]: no difference shown (the interval holds 0).") in text
+    assert ("- um: +3.00 against sup (by seed +2.00 / +3.00 / +4.00), [+0.52, +5.48]: a gain the interval "
+            "supports.") in text
+    assert ("- m: +3.67 against sup (by seed +1.00 / +5.00 / +5.00), [-2.07, +9.40]: no difference shown (the "
+            "interval holds 0); +0.67 against um (by seed -1.00 / +2.00 / +1.00), [-3.13, +4.46]: no difference "
+            "shown (the interval holds 0). No class below sup on the seed mean.") in text
     assert "- one-seed" not in text and "- sup" not in text  # one seed has no interval; the baseline no sentence
+
+
+def test_the_sentence_gives_each_seeds_difference_and_the_classes_below_the_baseline(tmp_path):
+    """What a reader checks a recipe by: whether every seed gains, and whether any class ends below the
+    baseline on the seed mean (over the seeds both runs finished)."""
+    suite = {"name": "s", "seeds": [0, 1, 2], "baseline": "sup",
+             "runs": [{"name": "sup"}, {"name": "m"}, {"name": "low"}]}
+    for seed, (b, m, m_obj, low_obj) in enumerate([(40.0, 42.0, 25.0, 25.0), (50.0, 53.0, 45.0, 45.0),
+                                                   (45.0, 49.0, 38.0, 32.0)]):
+        fake_run(tmp_path, "sup", seed, b)  # obj 30, 40, 35: mean 35.0
+        fake_run(tmp_path, "m", seed, m, obj=m_obj)  # obj mean 36.0, though below on seed 0
+        fake_run(tmp_path, "low", seed, m, obj=low_obj)  # obj mean 34.0
+    text = table(suite, tmp_path)
+    assert ("- m: +3.00 against sup (by seed +2.00 / +3.00 / +4.00), [+0.52, +5.48]: a gain the interval "
+            "supports. No class below sup on the seed mean.") in text
+    assert ("- low: +3.00 against sup (by seed +2.00 / +3.00 / +4.00), [+0.52, +5.48]: a gain the interval "
+            "supports. Below sup on the seed mean: obj (34.0 against 35.0).") in text
 
 
 def test_table_at_an_intermediate_step(tmp_path):

@@ -8,7 +8,7 @@ from __future__ import annotations
 import statistics
 from typing import Dict, List, Optional, Sequence
 
-from semiseg.bench.quality import paired_ci
+from semiseg.bench.quality import paired, paired_ci
 
 BASELINE = "supervised"
 
@@ -40,8 +40,7 @@ def verdict(base: List[dict], evals: List[dict], key: str) -> Dict[str, object]:
     """One recipe against the baseline on the seeds both finished: ``gain`` when the paired 95% interval is
     above 0, ``harm`` when the recipe is below on every seed, else ``no difference shown``; the classes
     below the baseline on every seed (per-class IoU) are named."""
-    by_seed = {e["seed"]: e for e in base}
-    pairs = [(by_seed[e["seed"]], e) for e in evals if e["seed"] in by_seed]
+    pairs = paired(base, evals)
     diffs = [e[key] - b[key] for b, e in pairs]
     if not diffs:
         return {"kind": "unmeasured", "mean": float("nan"), "seeds": 0, "classes": [], "starved": []}

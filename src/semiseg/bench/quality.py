@@ -265,12 +265,17 @@ def paired_mean(reference: List[dict], evals: List[dict], key: str) -> Optional[
     return statistics.mean(e[key] for e in use) if use else None
 
 
+def paired(reference: List[dict], evals: List[dict]) -> List[tuple]:
+    """(reference, method) evaluations of each seed both finished, in the method's seed order."""
+    by_seed = {e["seed"]: e for e in reference}
+    return [(by_seed[e["seed"]], e) for e in evals if e["seed"] in by_seed]
+
+
 def paired_ci(reference: List[dict], evals: List[dict], key: str, level: float = 0.95):
     """(mean, low, high) of the per-seed differences (method - reference on the same seed), or None below two
     paired seeds: the seed moves both runs (split order, crops, initialisation of the head), so pairing
     removes what they share. Student t with n - 1 degrees of freedom."""
-    by_seed = {e["seed"]: e[key] for e in reference}
-    diffs = [e[key] - by_seed[e["seed"]] for e in evals if e["seed"] in by_seed]
+    diffs = [e[key] - b[key] for b, e in paired(reference, evals)]
     if len(diffs) < 2:
         return None
     half = scipy_t.ppf(0.5 + level / 2, len(diffs) - 1) * statistics.stdev(diffs) / len(diffs) ** 0.5
@@ -285,12 +290,14 @@ def paired_interval(reference: List[dict], evals: List[dict], key: str, level: f
 
 
 def verdicts(suite: dict, res: Dict[str, List[dict]]) -> List[str]:
-    """One sentence per run: which of its differences (against the baseline, and against the suite's
-    ``versus`` run) the paired 95% interval supports, and which it does not."""
+    """One sentence per run: its difference on each seed and which of its differences (against the baseline,
+    and against the suite's ``versus`` run) the paired 95% interval supports; then the classes below the
+    baseline on the seed mean, the bar a recipe is held to."""
     lines = []
     for r in suite["runs"]:
         name, parts = r["name"], []
-        for ref in dict.fromkeys([r.get("baseline", suite.get("baseline")), suite.get("versus")]):
+        base = r.get("baseline", suite.get("baseline"))
+        for ref in dict.fromkeys([base, suite.get("versus")]):
             if not ref or name in (ref, suite.get("baseline"), suite.get("full")) or not res.get(ref):
                 continue
             ci = paired_ci(res[ref], res[name], "headline")
@@ -299,10 +306,27 @@ def verdicts(suite: dict, res: Dict[str, List[dict]]) -> List[str]:
             mean, low, high = ci
             said = ("a gain the interval supports" if low > 0 else "a loss the interval supports" if high < 0
                     else "no difference shown (the interval holds 0)")
-            parts.append(f"{mean:+.2f} against {ref}, [{low:+.2f}, {high:+.2f}]: {said}")
+            by_seed = " / ".join(f"{e['headline'] - b['headline']:+.2f}" for b, e in paired(res[ref], res[name]))
+            parts.append(f"{mean:+.2f} against {ref} (by seed {by_seed}), [{low:+.2f}, {high:+.2f}]: {said}")
         if parts:
-            lines.append(f"- {name}: " + "; ".join(parts) + ".")
+            below = classes_below(res.get(base or "", []), res[name], base)
+            lines.append(f"- {name}: " + "; ".join(parts) + "." + below)
     return lines
+
+
+def classes_below(reference: List[dict], evals: List[dict], ref: str) -> str:
+    """The classes whose IoU, averaged over the seeds both runs finished, ends below the reference's; ""
+    where the task reports no per-class IoU."""
+    pairs = paired(reference, evals)
+    classes = [k for k in (pairs[0][1] if pairs else {}) if k.startswith("IoU_") and k in pairs[0][0]]
+    if not classes:
+        return ""
+    means = {k[4:]: (statistics.mean(e[k] for _, e in pairs), statistics.mean(b[k] for b, _ in pairs))
+             for k in classes}
+    below = [f"{c} ({m:.1f} against {b:.1f})" for c, (m, b) in means.items() if m < b]
+    if not below:
+        return f" No class below {ref} on the seed mean."
+    return f" Below {ref} on the seed mean: {', '.join(below)}."
 
 
 def run_time(suite: dict, res: Dict[str, List[dict]]) -> str:
