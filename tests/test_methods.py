@@ -23,6 +23,30 @@ def test_dssn_warm_up_drops_the_strong_views_and_copies_the_student(tiny_scenes,
     assert out["loss_s1"] > 0 and out["loss_s2"] > 0  # after it, both strong views learn
 
 
+def test_dssn_burn_in_trains_on_the_labels_alone_and_copies_the_student(tiny_scenes, tiny_store):
+    """Our addition, off by default: for burn_in_steps steps none of DSSN's four unlabeled losses or two
+    consistencies, only the labeled loss, and the teacher a copy of the student; its own warm-up (the authors')
+    drops the strong views only, so the FP branches still learn from the student's early map."""
+    method, model, batch = make_method("dssn", tiny_scenes, tiny_store, "method.burn_in_steps=2")
+    out = method.training_step(batch, step=1)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        alone = method.criterion(model(batch["x"]), batch["y"])
+    assert torch.allclose(out["loss"], alone) and torch.equal(out["loss_x"], out["loss"].detach())
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.1)
+    method.after_step(step=1)  # still burning in: the teacher becomes the student
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, method.teacher.module.state_dict()[k]), k
+    every = "method.selector={name: none}"  # every pixel labelled: an untrained model is confident nowhere
+    after, _, _ = make_method("dssn", tiny_scenes, tiny_store, "method.burn_in_steps=2", every)
+    out = after.training_step(batch, step=2)
+    assert out["loss_fp"] > 0 and out["loss_s1"] > 0 and out["loss_s2"] > 0  # after it: every loss on
+    warm, _, _ = make_method("dssn", tiny_scenes, tiny_store, "method.warmup_steps=2", every)
+    assert warm.training_step(batch, step=1)["loss_fp"] > 0  # the authors' warm-up keeps the FP branches
+
+
 @pytest.mark.parametrize("name,maps", [("fixmatch", 2), ("unimatch", 2), ("dssn", 3)])
 def test_each_map_is_refined_once_and_logged_labels_are_the_refined_ones(name, maps, tiny_scenes, tiny_store):
     """Weak view and CutMix partner once each (DSSN also the student's weak view, for its FP branches);

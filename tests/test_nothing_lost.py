@@ -144,6 +144,7 @@ def test_a_fresh_start_keeps_no_row_of_the_run_it_replaces_and_a_resume_keeps_it
     (["train=[1]"], "'train': [1]; valid: a mapping"),
     (["data.mean=[1,2]"], "'data.mean': [1.0, 2.0]; valid: a list of 3 numbers"),
     (["train.seed=-1"], "'train.seed': -1; valid: a number >= 0 and <= 4294967295"),
+    (["method.name=dssn", "method.burn_in_steps=-5"], "'method.burn_in_steps': -5; valid: a number >= 0"),
     (["train.lr=.nan"], "'train.lr': nan; valid: a number >= 0"),
     (["data.palette=[[1,2]]"], "'data.palette': [[1, 2]]; valid: a list of lists of 3 numbers"),
     (["method.name=[csl]"], "'method.name': ['csl']; valid: csl, dssn"),

@@ -25,6 +25,8 @@ Deviations and switches (docs/methods.md, "dssn"):
   off gives UniMatch's strong view alone (the Cityscapes code).
 - ``align_fp`` (off: the FP branches label from the student's own map, unaligned): with
   ``distribution_alignment``, that map is aligned too, by the banks the teacher's maps fill.
+- ``burn_in_steps`` (off: 0): the labeled loss alone for these steps, the teacher a copy of the student, so
+  that no unlabeled loss learns from an early model's maps; the warm-up above keeps the FP branches on.
 - ``ema_horizon`` sets the EMA momentum from a horizon given as a share of the schedule (off by default:
   0.996, whose 250-step horizon is 0.2% of the VOC run but 17% of a 1500-step CPU run).
 """
@@ -35,7 +37,7 @@ from typing import Any, Dict
 
 import torch
 
-from semiseg.config import choice
+from semiseg.config import bounded, choice
 from semiseg.data.augment import mix
 from semiseg.data.augment_extra import random_ops
 from semiseg.errors import SemisegError
@@ -58,6 +60,7 @@ class DSSNConfig(TeacherConfig):
     feature_pair: bool = True
     extra_aug: bool = True  # AugSeg's 1-3 random ops after the strong augmentation (the VOC code)
     align_fp: bool = False  # with distribution_alignment: the FP branches' labels (the student's map) aligned too
+    burn_in_steps: int = bounded(0, 0)  # the labeled loss alone for these first steps (teacher copied)
 
 
 @METHODS.register("dssn")
@@ -79,6 +82,11 @@ class DSSN(SemiMethod):
     def training_step(self, batch: Dict[str, torch.Tensor], step: int) -> Dict[str, torch.Tensor]:
         c = self.cfg
         x, y, u_w, ign_u = batch["x"], batch["y"], batch["u"], batch["u_ignore"]
+        if step < c.burn_in_steps:  # labels alone; after_step copies the student into the teacher
+            pred_x = self.model(x)
+            self.paste.observe(pred_x, y)
+            loss_x = self.criterion(pred_x, y)
+            return {"loss": loss_x, "loss_x": loss_x.detach()}
         u_mix, ign_mix = self.partner.images(batch)
         batch_stats = c.teacher_mode == "first_epoch" and step < self.steps_per_epoch
         t_w, t_mix = self.teacher.probs(u_w, batch_stats), self.teacher.probs(u_mix, batch_stats)
@@ -125,4 +133,4 @@ class DSSN(SemiMethod):
                 "loss_feat": loss_feat.detach(), **self.stats(pl_t, w_t, ign_u, batch), **self.labeler.log()}
 
     def after_step(self, step: int) -> None:
-        self.teacher.follow(self.student, step, copy_until=self.cfg.warmup_steps)
+        self.teacher.follow(self.student, step, copy_until=max(self.cfg.warmup_steps, self.cfg.burn_in_steps))
