@@ -3,7 +3,8 @@ import json
 
 import pytest
 
-from semiseg.bench.quality import final_eval, read_suite, table, write_section
+from semiseg.bench.quality import final_eval, read_suite
+from semiseg.bench.tables import table, write_section
 from semiseg.errors import SemisegError
 
 

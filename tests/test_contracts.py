@@ -107,7 +107,7 @@ def test_task_contract(name, request, tmp_path, capsys):
     assert f"validation {task_cls.key}" in page and 'id="images"' in page
 
     # a suite of this run: the task's score columns, the headline's gain over a baseline
-    from semiseg.bench.quality import table
+    from semiseg.bench.tables import table
 
     text = table({"name": "s", "seeds": [0], "runs": [{"name": "sup"}]}, tmp_path / "suite")
     headline = task_cls.headline(final)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import statistics
 from typing import Dict, List, Optional, Sequence
 
-from semiseg.bench.quality import paired, paired_ci
+from semiseg.bench.tables import paired, paired_ci
 
 BASELINE = "supervised"
 

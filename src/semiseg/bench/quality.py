@@ -21,31 +21,28 @@ lists them first, marked "(reference)".
 
 Each run trains in its own process into ``OUT/<name>/seed<k>`` (``--resume`` when a checkpoint exists);
 finished runs are skipped, so a killed suite continues where it stopped; ``--jobs N`` runs N at a time,
-``--seeds`` and ``--only`` pick what runs now. The table (mean and spread of the final score over seeds,
-teacher too where there is one, the gain and gap closed against the baseline's runs with the same seeds and
-the gain's 95% confidence interval paired by seed, a sentence per run on which differences that interval
-supports, per-class IoU, step time) is printed and, with ``--doc``, written between ``<!-- semiseg:NAME -->``
-markers of a Markdown file. ``--step N`` tabulates the finished runs' evaluations at step N instead of
-their last (section ``NAME-stepN``): how far each method is partway through the schedule. The runs' task
-gives the score columns and the headline score (referring segmentation: oIoU, mIoU and precision at IoU
-thresholds, of the teacher where a run has one).
+``--seeds`` and ``--only`` pick what runs now. The table (``semiseg.bench.tables``: mean and spread of the
+final score over seeds, teacher too where there is one, the gain and gap closed against the baseline's runs
+with the same seeds and the gain's 95% confidence interval paired by seed, a sentence per run on which
+differences that interval supports, per-class IoU, step time) is printed and, with ``--doc``, written between
+``<!-- semiseg:NAME -->`` markers of a Markdown file. ``--step N`` tabulates the finished runs' evaluations at
+step N instead of their last (section ``NAME-stepN``): how far each method is partway through the schedule.
+The runs' task gives the score columns and the headline score (referring segmentation: oIoU, mIoU and
+precision at IoU thresholds, of the teacher where a run has one).
 """
 from __future__ import annotations
 
 import os
 import signal
-import statistics
 import subprocess
 import sys
 import threading
 import time
-from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import List, Optional
 
 import yaml
-from scipy.stats import t as scipy_t
 
 from semiseg.engine.logging import fmt_time, read_jsonl
 from semiseg.errors import SemisegError
@@ -229,195 +226,3 @@ def run_suite(suite: dict, out: Path, only: Optional[List[str]] = None, jobs: in
         print(f"suite {suite['name']}: stopped by SIGTERM, its runs checkpointed; the same command continues the suite",
               flush=True)
         raise SystemExit(128 + signal.SIGTERM)
-
-
-def _mean_sd(values: List[float]) -> str:
-    if not values:
-        return "-"
-    sd = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{statistics.mean(values):.2f} ± {sd:.2f}" if len(values) > 1 else f"{values[0]:.2f}"
-
-
-def suite_results(suite: dict, out: Path, step: Optional[int] = None) -> Dict[str, List[dict]]:
-    """Each run's finished evaluations (at ``step`` if given), one per seed that has finished (with its
-    ``seed``); the baseline, full and ``reference_runs`` runs the suite does not hold come from its
-    ``reference`` runs folder."""
-    seeds = suite.get("seeds", [0])
-
-    def finished(root: Path, name: str) -> List[dict]:
-        return [{**e, "seed": s} for s in seeds if (e := final_eval(root / name / f"seed{s}", step))]
-
-    res = {r["name"]: finished(out, r["name"]) for r in suite["runs"]}
-    if "reference" in suite:
-        wanted = [suite.get("baseline"), suite.get("full"), *(r.get("baseline") for r in suite["runs"]),
-                  *suite.get("reference_runs", [])]
-        ref = {n: finished(Path(suite["reference"]), n) for n in dict.fromkeys(wanted) if n and n not in res}
-        return {**ref, **res}
-    return res
-
-
-def paired_mean(reference: List[dict], evals: List[dict], key: str) -> Optional[float]:
-    """Mean of ``key`` over the reference runs with the seeds ``evals`` has (a method that has finished
-    seed 0 only is compared with the baseline's seed 0), or over all of them if any of those is missing."""
-    seeds = {e["seed"] for e in evals}
-    same = [e for e in reference if e["seed"] in seeds]
-    use = same if len(same) == len(seeds) else reference
-    return statistics.mean(e[key] for e in use) if use else None
-
-
-def paired(reference: List[dict], evals: List[dict]) -> List[tuple]:
-    """(reference, method) evaluations of each seed both finished, in the method's seed order."""
-    by_seed = {e["seed"]: e for e in reference}
-    return [(by_seed[e["seed"]], e) for e in evals if e["seed"] in by_seed]
-
-
-def paired_ci(reference: List[dict], evals: List[dict], key: str, level: float = 0.95):
-    """(mean, low, high) of the per-seed differences (method - reference on the same seed), or None below two
-    paired seeds: the seed moves both runs (split order, crops, initialisation of the head), so pairing
-    removes what they share. Student t with n - 1 degrees of freedom."""
-    diffs = [e[key] - b[key] for b, e in paired(reference, evals)]
-    if len(diffs) < 2:
-        return None
-    half = scipy_t.ppf(0.5 + level / 2, len(diffs) - 1) * statistics.stdev(diffs) / len(diffs) ** 0.5
-    mean = statistics.mean(diffs)
-    return mean, mean - half, mean + half
-
-
-def paired_interval(reference: List[dict], evals: List[dict], key: str, level: float = 0.95) -> str:
-    """The gain's confidence interval as a table cell; "-" below two paired seeds."""
-    ci = paired_ci(reference, evals, key, level)
-    return f"[{ci[1]:+.2f}, {ci[2]:+.2f}]" if ci else "-"
-
-
-def verdicts(suite: dict, res: Dict[str, List[dict]]) -> List[str]:
-    """One sentence per run: its difference on each seed and which of its differences (against the baseline,
-    and against the suite's ``versus`` run) the paired 95% interval supports; then the classes below the
-    baseline on the seed mean, the bar a recipe is held to."""
-    lines = []
-    for r in suite["runs"]:
-        name, parts = r["name"], []
-        base = r.get("baseline", suite.get("baseline"))
-        for ref in dict.fromkeys([base, suite.get("versus")]):
-            if not ref or name in (ref, suite.get("baseline"), suite.get("full")) or not res.get(ref):
-                continue
-            ci = paired_ci(res[ref], res[name], "headline")
-            if ci is None:
-                continue
-            mean, low, high = ci
-            said = ("a gain the interval supports" if low > 0 else "a loss the interval supports" if high < 0
-                    else "no difference shown (the interval holds 0)")
-            by_seed = " / ".join(f"{e['headline'] - b['headline']:+.2f}" for b, e in paired(res[ref], res[name]))
-            parts.append(f"{mean:+.2f} against {ref} (by seed {by_seed}), [{low:+.2f}, {high:+.2f}]: {said}")
-        if parts:
-            below = classes_below(res.get(base or "", []), res[name], base)
-            lines.append(f"- {name}: " + "; ".join(parts) + "." + below)
-    return lines
-
-
-def classes_below(reference: List[dict], evals: List[dict], ref: str) -> str:
-    """The classes whose IoU, averaged over the seeds both runs finished, ends below the reference's; ""
-    where the task reports no per-class IoU."""
-    pairs = paired(reference, evals)
-    classes = [k for k in (pairs[0][1] if pairs else {}) if k.startswith("IoU_") and k in pairs[0][0]]
-    if not classes:
-        return ""
-    means = {k[4:]: (statistics.mean(e[k] for _, e in pairs), statistics.mean(b[k] for b, _ in pairs))
-             for k in classes}
-    below = [f"{c} ({m:.1f} against {b:.1f})" for c, (m, b) in means.items() if m < b]
-    if not below:
-        return f" No class below {ref} on the seed mean."
-    return f" Below {ref} on the seed mean: {', '.join(below)}."
-
-
-def run_time(suite: dict, res: Dict[str, List[dict]]) -> str:
-    """How long the suite's own finished runs trained (s/step x steps, summed), in all and per seed: what a
-    user plans a rerun by. Runs that shared the CPU count at their shared speed."""
-    evals = [e for r in suite["runs"] for e in res[r["name"]] if e["s_per_step"] == e["s_per_step"]]  # not NaN
-    per_seed = {s: sum(e["s_per_step"] * e["iters"] for e in evals if e["seed"] == s) for s in suite.get("seeds", [0])}
-    parts = ", ".join(f"seed {s} {fmt_time(v)}" for s, v in per_seed.items())
-    return f"Run time of the finished runs (s/step x steps, summed): {fmt_time(sum(per_seed.values()))} ({parts})."
-
-
-def trained_on(res: Dict[str, List[dict]]) -> str:
-    """Where the tabulated runs trained, and in what precision, by their own setup records (a run resumed on
-    another machine counts under each): a table written on one machine may hold runs from others."""
-    count = Counter(m for evals in res.values() for e in evals for m in e.get("machines") or ["not recorded"])
-    order = sorted(count, key=lambda m: (m == "not recorded", m))
-    parts = "; ".join(f"{m} ({count[m]} run{'s' * (count[m] > 1)})" for m in order)
-    return f"Trained on (the runs' own records, a resumed run under each): {parts}."
-
-
-def suite_task(suite: dict, out: Path):
-    """The task of a suite's runs: the first run folder's config.yaml (written when a run starts), else the
-    task its first config names."""
-    from semiseg.tasks import task_named
-
-    for r in suite["runs"]:
-        for s in suite.get("seeds", [0]):
-            cfg_file = out / r["name"] / f"seed{s}" / "config.yaml"
-            if cfg_file.is_file():
-                return task_named((yaml.safe_load(cfg_file.read_text()) or {}).get("task"))
-    first = suite["runs"][0].get("config")
-    named = (yaml.safe_load(Path(first).read_text()) or {}).get("task") if first and Path(first).is_file() else None
-    return task_named(named)
-
-
-def table(suite: dict, out: Path, step: Optional[int] = None) -> str:
-    """Each run's scores (the task's columns, mean ± sd over seeds), its gain in the task's headline score over
-    its baseline with the paired 95% interval, the share of the baseline-to-all-labels gap it closes, and
-    its speed; then per-class IoU where the task reports it."""
-    res = suite_results(suite, out, step)
-    task = suite_task(suite, out)
-    res = {name: [{**e, "headline": task.headline(e)} for e in evals] for name, evals in res.items()}
-    columns = list(task.table_scores(next((e for evals in res.values() for e in evals), {task.key: 0.0})))
-    lines = ["| run | seeds | " + " | ".join(columns) + " | gain | gain 95% CI (paired) | gap closed | s/step |",
-             "| --- | --- | " + "--- | " * len(columns) + "--- | --- | --- | --- |"]
-    own = {r["name"] for r in suite["runs"]}
-    label = lambda n: n if n in own else f"{n} (reference)"  # noqa: E731 (runs read from the suite's reference)
-    for r in [{"name": n} for n in res if n not in own] + suite["runs"]:  # against the run's baseline, on its seeds
-        name, evals = r["name"], res[r["name"]]
-        base_name = r.get("baseline", suite.get("baseline"))
-        base = paired_mean(res.get(base_name or "", []), evals, "headline")
-        full = paired_mean(res.get(suite.get("full", ""), []), evals, "headline")
-        gain = gap = interval = "-"
-        if base is not None and evals and name not in (base_name, suite.get("full")):
-            m = statistics.mean(e["headline"] for e in evals)
-            gain = f"{m - base:+.2f}"
-            interval = paired_interval(res.get(base_name or "", []), evals, "headline")
-            if full is not None and full != base:
-                gap = f"{100 * (m - base) / (full - base):+.0f}%"
-        scores = [task.table_scores(e) for e in evals]
-        cells = [_mean_sd([v for sc in scores if (v := sc[c]) == v]) for c in columns]  # NaN: a run without it
-        speed = _mean_sd([e["s_per_step"] for e in evals]) if evals else "-"
-        lines.append(f"| {label(name)} | {len(evals)} | " + " | ".join(cells) + f" | {gain} | {interval} | {gap} "
-                     f"| {speed} |")
-    lines += ["", run_time(suite, res), "", trained_on(res)]
-    said = verdicts(suite, res)
-    if said:
-        lines += ["", f"What the paired 95% intervals support ({task.key}, method minus reference, by seed):", "",
-                  *said]
-    classes: List[str] = []  # union over runs, first-seen order (runs may use different class sets)
-    for evals in res.values():
-        for e in evals[:1]:
-            classes += [k[4:] for k in e if k.startswith("IoU_") and k[4:] not in classes]
-    if classes:
-        lines += ["", "Per-class IoU (student, mean over seeds):", "",
-                  "| run | " + " | ".join(classes) + " |", "| --- |" + " --- |" * len(classes)]
-        for name, evals in res.items():
-            if evals:
-                cells = [f"{statistics.mean(e['IoU_' + c] for e in evals):.1f}" if "IoU_" + c in evals[0] else ""
-                         for c in classes]
-                lines.append(f"| {label(name)} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
-def write_section(doc: Path, name: str, body: str) -> None:
-    """Replace the text between ``<!-- semiseg:name -->`` and ``<!-- /semiseg:name -->`` (append if absent)."""
-    start, end = f"<!-- semiseg:{name} -->", f"<!-- /semiseg:{name} -->"
-    text = doc.read_text() if doc.is_file() else ""
-    block = f"{start}\n{body}\n{end}"
-    if start in text and end in text:
-        text = text[: text.index(start)] + block + text[text.index(end) + len(end):]
-    else:
-        text = text.rstrip() + ("\n\n" if text else "") + block + "\n"
-    doc.write_text(text)

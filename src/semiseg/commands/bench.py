@@ -66,7 +66,8 @@ def run(args) -> int:
 def _quality(args) -> int:
     import yaml
 
-    from semiseg.bench.quality import read_suite, run_suite, table, write_section
+    from semiseg.bench.quality import read_suite, run_suite
+    from semiseg.bench.tables import table, write_section
 
     if args.jobs < 1 or args.nproc_per_node < 1:
         raise SemisegError(f"--jobs {args.jobs} --nproc-per-node {args.nproc_per_node}: each at least 1")
@@ -97,7 +98,7 @@ def _speed(args) -> int:
 
     import torch
 
-    from semiseg.bench.quality import write_section
+    from semiseg.bench.tables import write_section
     from semiseg.bench.speed import measure, measure_overhead, profile_step, speed_table
     from semiseg.configure import load_config
 
@@ -145,7 +146,7 @@ def _machine() -> str:
 
 def _one_config_study(args, configs, overrides, flag: str) -> int:
     """``--options`` or ``--vs-reference``: a study of one config, printed and written under ``--section``."""
-    from semiseg.bench.quality import write_section
+    from semiseg.bench.tables import write_section
 
     if len(configs) != 1:
         raise SemisegError(f"{flag} studies one config; got {len(configs)}: {' '.join(configs)}")
@@ -168,7 +169,7 @@ def _one_config_study(args, configs, overrides, flag: str) -> int:
 
 def _pseudo(args) -> int:
     from semiseg.bench.pseudo import evaluate_pseudo, format_pseudo
-    from semiseg.bench.quality import write_section
+    from semiseg.bench.tables import write_section
     from semiseg.data.presets import resolve_layout
     from semiseg.inference import load
 
@@ -220,7 +221,7 @@ def _pseudo(args) -> int:
 def _selector(args) -> int:
     import torch
 
-    from semiseg.bench.quality import write_section
+    from semiseg.bench.tables import write_section
     from semiseg.bench.selector import selector_table
 
     body = selector_table()

@@ -36,7 +36,8 @@ def run(args) -> int:
         shares_table,
         verdict_lines,
     )
-    from semiseg.bench.quality import run_suite, suite_results, suite_task, table, todo_runs, write_section
+    from semiseg.bench.quality import run_suite, todo_runs
+    from semiseg.bench.tables import suite_results, suite_task, table, write_section
     from semiseg.commands.proposals import make_store
     from semiseg.configure import load_config
     from semiseg.engine.logging import fmt_time

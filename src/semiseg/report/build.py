@@ -140,7 +140,7 @@ def comparison_images(suite: dict, work: Path, max_images: int, task) -> List[st
 
 
 def suite_sections(work: Path, max_images: int = 8) -> List[str]:
-    from semiseg.bench.quality import suite_results, suite_task, table
+    from semiseg.bench.tables import suite_results, suite_task, table
 
     suite_file = work / "suite.yaml"
     if suite_file.is_file():
