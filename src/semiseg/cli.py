@@ -40,7 +40,8 @@ def _verb(sub, name: str, text: str) -> argparse.ArgumentParser:
     return sub.add_parser(name, help=text, formatter_class=_Help)
 
 
-VERBS = ("train", "eval", "predict", "export", "report", "data", "proposals", "bench", "recipes", "compare")  # commands/<verb>.py
+# each verb is commands/<verb>.py
+VERBS = ("train", "eval", "predict", "export", "report", "data", "proposals", "bench", "recipes", "compare")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -24,7 +24,8 @@ class OhemCE(nn.Module):
         if loss.numel() == 0:
             return logits.sum() * 0
         with torch.no_grad():
-            prob = logits.float().softmax(1).gather(1, target.clamp(max=logits.shape[1] - 1).unsqueeze(1)).squeeze(1)[valid]
+            index = target.clamp(max=logits.shape[1] - 1).unsqueeze(1)
+            prob = logits.float().softmax(1).gather(1, index).squeeze(1)[valid]
             k = min(self.min_kept, prob.numel()) - 1
             thresh = max(self.thresh, prob.kthvalue(k + 1).values.item()) if k >= 0 else self.thresh
             keep = prob <= thresh

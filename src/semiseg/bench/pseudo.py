@@ -168,7 +168,8 @@ def format_pseudo(res: Dict[str, object]) -> str:
     lines = [f"{res['images']} unlabeled images, scored against their hidden labels.", "",
              "| selector | selected (w = 1) | precision | recall |", "| --- | --- | --- | --- |"]
     for name, r in res["selectors"].items():
-        lines.append(f"| {name} | {100 * r['mask_ratio']:.1f}% | {100 * r['precision']:.2f}% | {100 * r['recall']:.2f}% |")
+        lines.append(f"| {name} | {100 * r['mask_ratio']:.1f}% | {100 * r['precision']:.2f}% "
+                     f"| {100 * r['recall']:.2f}% |")
     names = res["class_names"]
     lines += ["", "Per predicted class: share selected / precision of the selected pixels (%).", "",
               "| selector | " + " | ".join(names) + " |", "| --- |" + " --- |" * len(names)]

@@ -35,5 +35,6 @@ def selector_table() -> str:
         loop = median_time(lambda: csl_per_image(probs, ignore), repeats)
         batched = median_time(lambda: select(probs, ignore), repeats)
         diff = (select(probs, ignore)[1] - csl_per_image(probs, ignore)[1]).abs().max().item()
-        lines.append(f"| {tuple(shape)} | {1000 * loop:.1f} | {1000 * batched:.1f} | {loop / batched:.1f}x | {diff:.1e} |")
+        lines.append(f"| {tuple(shape)} | {1000 * loop:.1f} | {1000 * batched:.1f} | {loop / batched:.1f}x "
+                     f"| {diff:.1e} |")
     return "\n".join(lines)

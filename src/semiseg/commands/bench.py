@@ -37,7 +37,8 @@ def add_arguments(bench, verb) -> None:
     p.add_argument("--only", help="comma-separated run names to run (the table still lists all)")
     p.add_argument("--seeds", help="comma-separated seeds to run now (default: the suite's; the table lists all)")
     p.add_argument("--jobs", type=int, default=1,
-                   help="runs at a time, each with cpu_count/jobs threads (pays off where one run cannot use every core)")
+                   help="runs at a time, each with cpu_count/jobs threads "
+                        "(pays off where one run cannot use every core)")
     p.add_argument("--nproc-per-node", type=int, default=1, metavar="N",
                    help="train each run as a torchrun group of N processes (one per GPU)")
     p.add_argument("--step", type=int, help="tabulate the finished runs' evaluations at this step, not their last")
@@ -126,7 +127,8 @@ def _speed(args) -> int:
         body += "\n\n" + profile_step(load_config(path, overrides), args.profile)
     print(body)
     if args.doc:
-        cmd = "semiseg bench speed " + " ".join(configs + overrides) + (f" --overhead {args.overhead}" if args.overhead else "") \
+        cmd = "semiseg bench speed " + " ".join(configs + overrides) \
+            + (f" --overhead {args.overhead}" if args.overhead else "") \
             + (f" --profile {args.profile}" if args.profile else "")
         write_section(Path(args.doc), args.section, f"Produced by `{cmd} --doc {args.doc}` on {date.today()}, "
                       f"{os.cpu_count()} CPU(s), torch {torch.__version__}, {torch.get_num_threads()} threads; "
@@ -214,7 +216,8 @@ def _pseudo(args) -> int:
             (f" --scales {args.scales}" if scales != [1.0] else "") + \
             (f" --data-root {args.data_root}" if args.data_root else "") + \
             (f" --section {args.section}" if args.section != "pseudo" else "")
-        write_section(Path(args.doc), args.section, f"Produced by `{cmd} --doc {args.doc}` on {date.today()}.\n\n{body}")
+        write_section(Path(args.doc), args.section,
+                      f"Produced by `{cmd} --doc {args.doc}` on {date.today()}.\n\n{body}")
     return 0
 
 

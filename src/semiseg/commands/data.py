@@ -75,7 +75,8 @@ def run(args) -> int:
         from semiseg.data.blobs import generate_blobs
 
         generate_blobs(args.out, args.labeled, args.unlabeled, args.val, args.size, args.seed, args.lighting)
-        print(f"wrote {args.labeled} labeled, {args.unlabeled} unlabeled and {args.val} validation images to {args.out}")
+        print(f"wrote {args.labeled} labeled, {args.unlabeled} unlabeled and {args.val} validation images "
+              f"to {args.out}")
         return 0
     if args.data_verb == "referring":
         from semiseg.tasks.referring.referring import generate_referring

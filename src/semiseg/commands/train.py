@@ -24,7 +24,8 @@ def add_arguments(p, verb) -> None:
                                             "the defaults and the overrides")
     p.add_argument("overrides", nargs="*", help="a.b=c overrides, applied after the file")
     p.add_argument("--work-dir", help="where logs and checkpoints go (default: config work_dir)")
-    p.add_argument("--resume", nargs="?", const="auto", help="resume everything from CKPT (default: work_dir/latest.pth)")
+    p.add_argument("--resume", nargs="?", const="auto",
+                   help="resume everything from CKPT (default: work_dir/latest.pth)")
     p.add_argument("--load-from", help="initialise the weights from CKPT, starting at step 0")
     p.add_argument("--force", action="store_true",
                    help="start over in a work_dir that holds another run's checkpoints (they are replaced)")

@@ -96,7 +96,8 @@ def check_layout(layout: Layout, ignore_index: int = 255, max_samples: int = 0) 
     for kind, samples in lists.items():
         report.images[kind] = len(samples)
         seen = Counter(s.image for s in samples)
-        report.problems += [f"{layout.sources.get(kind, kind)}: {img} listed {c} times" for img, c in seen.items() if c > 1]
+        report.problems += [f"{layout.sources.get(kind, kind)}: {img} listed {c} times"
+                            for img, c in seen.items() if c > 1]
         for s in samples[: max_samples or None]:
             # the histogram is the labeled list's: what supervision sees (unlabeled masks are checked, not counted)
             hist = report.pixels if kind == "labeled" else None

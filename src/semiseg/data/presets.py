@@ -198,7 +198,7 @@ def resolve_layout(data, lenient: bool = False) -> Layout:
                 "val": root / "splits" / "val.txt"}
     for kind in ("labeled", "unlabeled", "val"):
         explicit = getattr(data, kind)
-        path = (root / explicit) if explicit and not Path(explicit).is_absolute() else Path(explicit) if explicit else None
+        path = None if not explicit else Path(explicit) if Path(explicit).is_absolute() else root / explicit
         if path is None and data.dataset != "folder":
             path = defaults[kind]
         if path is not None and (explicit or path.is_file()):

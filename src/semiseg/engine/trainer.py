@@ -280,10 +280,10 @@ class Trainer:
                 counts[k] = counts.get(k, 0) + finite
             if self.step % t.log_interval == 0 or self.step == t.iters:
                 means = {self._name(k): float(v / counts[k]) for k, v in sums.items() if counts[k]}
+                skipped = {"data_skipped": self.batches.skipped, "steps_skipped": self.skipped}
                 self.log.progress(self.step, {**means, "lr": self.optimizer.param_groups[0]["lr"],
                                               "s_per_step": (time.time() - t0) / max(1, self.step - start),
-                                              **({"data_skipped": self.batches.skipped} if self.batches.skipped else {}),
-                                              **({"steps_skipped": self.skipped} if self.skipped else {})})
+                                              **{k: v for k, v in skipped.items() if v}})
                 sums, counts = {}, {}
             if self.step % t.eval_interval == 0 or self.step == t.iters:
                 final = self.validate()

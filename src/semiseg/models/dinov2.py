@@ -149,8 +149,8 @@ def checkpointed_block(self, x: torch.Tensor) -> torch.Tensor:
 class DINOv2Encoder(nn.Module):
     """``encoder(x)`` -> the four levels as (B, C, H/14, W/14); ``x`` a multiple of 14 on both sides.
     ``attention``: ``auto`` (fused where it is faster), ``sdpa`` (fused) or ``explicit`` (the package's own,
-    as UniMatch V2 runs without xFormers); ``grad_checkpoint``: recompute each block's activations in the backward pass. Both swap a
-    module's ``forward`` only, so weights and checkpoints are the same either way."""
+    as UniMatch V2 runs without xFormers); ``grad_checkpoint``: recompute each block's activations in the
+    backward pass. Both swap a module's ``forward`` only, so weights and checkpoints are the same either way."""
 
     def __init__(self, size: str, attention: str = "auto", grad_checkpoint: bool = False) -> None:
         super().__init__()

@@ -26,7 +26,8 @@ def read_state_dict(path: str | Path) -> Dict[str, torch.Tensor]:
     try:
         sd = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # pickle with code, truncated zip, not a torch file...
-        raise SemisegError(f"weights file {path} cannot be loaded safely (weights_only): {str(e).splitlines()[0]}") from None
+        first = str(e).splitlines()[0]
+        raise SemisegError(f"weights file {path} cannot be loaded safely (weights_only): {first}") from None
     for key in ("state_dict", "model"):  # common wrappers
         if isinstance(sd, dict) and key in sd and isinstance(sd[key], dict):
             sd = sd[key]
@@ -62,7 +63,8 @@ def load_into(module: nn.Module, sd: Dict[str, torch.Tensor], path: str | Path, 
         if unexpected:
             parts.append(f"unexpected keys: {_short(unexpected)}")
         if shape:
-            parts.append("shape mismatch: " + _short(f"{k} {tuple(sd[k].shape)} vs {tuple(own[k].shape)}" for k in shape))
+            parts.append("shape mismatch: "
+                         + _short(f"{k} {tuple(sd[k].shape)} vs {tuple(own[k].shape)}" for k in shape))
         raise SemisegError(f"weights file {path} does not fit the {module.__class__.__name__} backbone; "
                            + "; ".join(parts) + " (check model.backbone, model.stem and model.width)")
     module.load_state_dict(sd, strict=True)

@@ -70,7 +70,8 @@ class SamProposals:
         except ImportError as e:
             raise SemisegError(
                 f"proposals.name=sam needs the segment-anything package ({e}); install it with "
-                "`pip install 'semiseg[sam]'` in an environment where torchvision works, or use proposals.name=superpixel"
+                "`pip install 'semiseg[sam]'` in an environment where torchvision works, "
+                "or use proposals.name=superpixel"
             ) from None
         if not checkpoint or not Path(checkpoint).is_file():
             raise SemisegError(

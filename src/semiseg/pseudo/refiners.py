@@ -136,7 +136,8 @@ def build_refiner(spec) -> Refiner:
         raise SemisegError(f"refiner {name!r}: {e}") from None
 
 
-def refine_binary(p_fg: torch.Tensor, props: torch.Tensor, kind: str = "iom") -> Tuple[torch.Tensor, torch.Tensor, bool]:
+def refine_binary(p_fg: torch.Tensor, props: torch.Tensor,
+                  kind: str = "iom") -> Tuple[torch.Tensor, torch.Tensor, bool]:
     """SemiRES's own case: one referent per image. p_fg (H, W) teacher foreground probability, props (K, H, W).
 
     IOM/CPI replace the teacher's mask (p_fg > 0.5) by the matched proposal(s), weight 1 everywhere;

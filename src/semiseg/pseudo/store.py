@@ -93,7 +93,8 @@ class ProposalStore:
     def verify(self, images: Sequence[str], split_name: str) -> None:
         """Fail at start, with counts, when the store does not cover the split."""
         if not self.lines.is_file():
-            raise SemisegError(f"proposal store {self.root} has no proposals.jsonl; run `semiseg proposals CONFIG --out {self.root}`")
+            raise SemisegError(f"proposal store {self.root} has no proposals.jsonl; "
+                               f"run `semiseg proposals CONFIG --out {self.root}`")
         missing = [im for im in images if im not in self.records]
         if missing:
             raise SemisegError(

@@ -28,7 +28,8 @@ CSS = """body{font-family:sans-serif;margin:24px;max-width:1200px;color:#222}h1{
 border-bottom:1px solid #ddd;padding-bottom:4px;margin-top:28px}table{border-collapse:collapse;font-size:13px}
 td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}td:first-child,th:first-child{text-align:left}
 .grid td{border:none;padding:2px}.grid th{border:none;font-size:11px;font-weight:normal;width:96px;
-text-align:center;vertical-align:bottom}.grid img{image-rendering:pixelated;width:96px;height:96px}.charts svg{margin:6px}"""
+text-align:center;vertical-align:bottom}.grid img{image-rendering:pixelated;width:96px;height:96px}
+.charts svg{margin:6px}"""
 
 
 def _png(arr: np.ndarray) -> str:
@@ -132,8 +133,8 @@ def comparison_images(suite: dict, work: Path, max_images: int, task) -> List[st
     suite's task draws them."""
     ckpts = []
     for r in suite["runs"]:
-        ckpt = next((c for s in suite.get("seeds", [0]) if (c := work / r["name"] / f"seed{s}" / "latest.pth").is_file()),
-                    None)
+        seeds = (work / r["name"] / f"seed{s}" / "latest.pth" for s in suite.get("seeds", [0]))
+        ckpt = next((c for c in seeds if c.is_file()), None)
         if ckpt is not None:
             ckpts.append((f"{r['name']} ({ckpt.parent.name})", ckpt))
     return task.comparison_sections(ckpts, max_images, DRAW) if ckpts else []

@@ -62,7 +62,8 @@ def bar_chart(values: Dict[str, float], title: str, width: int = 560, bar_h: int
            f'{html.escape(title)}</text>']
     for i, (name, v) in enumerate(values.items()):
         y = top + i * bar_h
-        out.append(f'<text x="{left - 6}" y="{y + bar_h - 6}" font-size="11" text-anchor="end">{html.escape(name)}</text>'
+        out.append(f'<text x="{left - 6}" y="{y + bar_h - 6}" font-size="11" '
+                   f'text-anchor="end">{html.escape(name)}</text>'
                    f'<rect x="{left}" y="{y + 2}" width="{max(v, 0) / vmax * w:.1f}" height="{bar_h - 4}" '
                    f'fill="{PALETTE[i % len(PALETTE)]}"/><text x="{left + max(v, 0) / vmax * w + 4:.1f}" '
                    f'y="{y + bar_h - 6}" font-size="11">{v:.2f}</text>')

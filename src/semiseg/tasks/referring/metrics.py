@@ -25,8 +25,8 @@ class ResMetrics:
         # an empty prediction of an empty target is a perfect answer
         ious = torch.where(union > 0, inter / union.clamp(min=1), torch.ones_like(union))
         above = torch.stack([(ious > t).sum() for t in THRESHOLDS]).double()
-        self.sums += torch.cat([torch.stack([inter.sum(), union.sum(), torch.tensor(float(len(ious)), device=ious.device,
-                                                                                  dtype=torch.float64), ious.sum()]), above])
+        count = torch.tensor(float(len(ious)), device=ious.device, dtype=torch.float64)
+        self.sums += torch.cat([torch.stack([inter.sum(), union.sum(), count, ious.sum()]), above])
 
     def compute(self) -> Dict[str, float]:
         inter, union, n, iou_sum, *above = self.sums.tolist()

