@@ -147,13 +147,17 @@ def test_logged_means_skip_missing_per_class_values(tiny_scenes, tmp_path):
     cfg = tiny_cfg(tiny_scenes, "method.name=unimatch", "method.mix=roll", "train.iters=4", "train.log_interval=4",
                    "train.eval_interval=1000", "data.hidden_labels=true")
     trainer = Trainer(cfg, work_dir=str(tmp_path))
-    steps = iter([{"loss": 1.0, "mask_ratio_c1": float("nan")}, {"loss": 3.0, "mask_ratio_c1": 0.5},
-                  {"loss": 1.0, "mask_ratio_c1": float("nan")}, {"loss": 3.0, "mask_ratio_c1": 0.7}])
+    nan = float("nan")
+    steps = iter([{"loss": 1.0, "mask_ratio_c1": nan, "pl_recall_c2": 0.2},
+                  {"loss": 3.0, "mask_ratio_c1": 0.5, "pl_recall_c2": nan},
+                  {"loss": 1.0, "mask_ratio_c1": nan, "pl_recall_c2": 0.4},
+                  {"loss": 3.0, "mask_ratio_c1": 0.7, "pl_recall_c2": nan}])
     trainer.train_step = lambda: {k: torch.tensor(v, dtype=torch.float64) for k, v in next(steps).items()}
     trainer.run()
     row = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()
            if json.loads(line)["kind"] == "train"][-1]
     assert row["loss"] == pytest.approx(2.0) and row[f"mask_ratio/{trainer.names[1]}"] == pytest.approx(0.6)
+    assert row[f"pl_recall/{trainer.names[2]}"] == pytest.approx(0.3)
 
 
 def test_gradient_accumulation_all_reduces_on_the_last_micro_step_only(tiny_scenes, tmp_path):

@@ -48,6 +48,10 @@ def test_selection_stats_per_class_and_against_hidden_labels():
     assert s["sel_precision_c0"] == 1.0 and s["sel_precision_c1"] == pytest.approx(0.5)
     # class 2 is never predicted: no value (NaN), not 0, so step averages skip it
     assert torch.isnan(s["mask_ratio_c2"]) and torch.isnan(s["sel_precision_c2"])
+    # recall per true class, selected or not: class 2's one pixel is pseudo-labelled 1, so the class is lost
+    assert [s[f"pl_recall_c{c}"].item() for c in range(3)] == [1.0, 1.0, 0.0]
+    s = selection_stats(pl, w, ignore, 4, hidden)
+    assert torch.isnan(s["pl_recall_c3"])  # no pixel of class 3 in the batch: no value
 
 
 def test_masked_ce_divides_by_valid_not_selected_pixels():

@@ -298,9 +298,10 @@ class Trainer:
         return final
 
     def _name(self, key: str) -> str:
-        """``mask_ratio_c3`` -> ``mask_ratio/<class 3's name>`` (likewise ``sel_precision_c3``) for the logs."""
+        """``mask_ratio_c3`` -> ``mask_ratio/<class 3's name>`` (likewise ``sel_precision_c3``, ``pl_recall_c3``)
+        for the logs."""
         stem, _, idx = key.rpartition("_c")
-        if stem in ("mask_ratio", "sel_precision") and idx.isdigit():
+        if stem in ("mask_ratio", "sel_precision", "pl_recall") and idx.isdigit():
             return f"{stem}/{self.names[int(idx)]}"
         return key
 

@@ -75,7 +75,9 @@ def selection_stats(pl: torch.Tensor, weight: torch.Tensor, ignore: torch.Tensor
                     hidden: torch.Tensor | None = None) -> Dict[str, torch.Tensor]:
     """``mask_ratio`` overall and per predicted class; with hidden ground truth also the precision of the
     selected pixels (share whose pseudo-label is right) and recall of correct ones (share of correct
-    pseudo-labels that were selected) - the diagnostics that show what a selector does.
+    pseudo-labels that were selected) - the diagnostics that show what a selector does - and, per true class,
+    the share of its pixels whose pseudo-label names it, selected or not (``pl_recall``): a class the teacher
+    hands to a neighbour shows there first.
 
     "Selected" means full weight (w = 1): for hard selectors that is the selection, for CSL's soft
     weights the confident set its code logs; ``sel_precision_w`` weighs every pixel by its weight.
@@ -100,6 +102,9 @@ def selection_stats(pl: torch.Tensor, weight: torch.Tensor, ignore: torch.Tensor
         out["sel_precision_w"] = (wk * correct).sum() / wk.sum().clamp(min=1e-6)
         right = torch.bincount(pl[correct & sel], minlength=num_classes).float()
         chosen = torch.bincount(pl[sel & known], minlength=num_classes).float()
+        truth = torch.bincount(hidden[known], minlength=num_classes).float()
+        found = torch.bincount(hidden[correct], minlength=num_classes).float()
         for c in range(num_classes):
             out[f"sel_precision_c{c}"] = torch.where(chosen[c] > 0, right[c] / chosen[c].clamp(min=1), nan)
+            out[f"pl_recall_c{c}"] = torch.where(truth[c] > 0, found[c] / truth[c].clamp(min=1), nan)
     return out
