@@ -152,6 +152,24 @@ def test_write_section_replaces_only_its_block(tmp_path):
     assert doc.read_text().endswith("<!-- semiseg:t -->\nother\n<!-- /semiseg:t -->\n")
 
 
+def test_the_doc_section_is_written_even_when_the_tables_reader_has_gone(tmp_path):
+    """`semiseg bench quality S --table-only --doc D | head -1`: the pipe closes before the table is printed; the
+    section must be in D all the same (it was printed first, and the broken pipe stopped the command)."""
+    import subprocess
+    import sys
+
+    fake_run(tmp_path / "out", "sup", 0, 40.0)
+    fake_run(tmp_path / "out", "m", 0, 50.0)
+    (tmp_path / "s.yaml").write_text("name: s\nbaseline: sup\nruns:\n  - {name: sup}\n  - {name: m}\n")
+    doc = tmp_path / "d.md"
+    p = subprocess.Popen([sys.executable, "-m", "semiseg", "bench", "quality", str(tmp_path / "s.yaml"), "--table-only",
+                          "--out", str(tmp_path / "out"), "--doc", str(doc)], stdout=subprocess.PIPE,
+                         stderr=subprocess.DEVNULL, cwd=tmp_path)
+    p.stdout.close()  # the reader is gone before the command writes anything
+    p.wait(timeout=120)
+    assert "| m | 1 | 50.00 | - | +10.00 |" in doc.read_text()
+
+
 def test_suite_needs_unique_names(tmp_path):
     p = tmp_path / "s.yaml"
     p.write_text("name: s\nruns:\n  - {name: a, config: x}\n  - {name: a, config: y}\n")

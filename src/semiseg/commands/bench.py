@@ -81,7 +81,6 @@ def _quality(args) -> int:
         run_suite(suite, out, args.only.split(",") if args.only else None, args.jobs, seeds, args.echo,
                   args.nproc_per_node)
     body = table(suite, out, args.step)
-    print(body)
     if args.doc:
         cmd = f"semiseg bench quality {args.suite}" + (f" --out {args.out}" if args.out else "")
         at = f" --table-only --step {args.step}" if args.step is not None else ""
@@ -91,6 +90,7 @@ def _quality(args) -> int:
                   + (f"; evaluations at step {args.step}" if args.step is not None else "") + ".\n")
         name = suite["name"] + (f"-step{args.step}" if args.step is not None else "")
         write_section(Path(args.doc), name, header + "\n" + body)
+    print(body)  # after the doc: a reader that has gone (`| head`) must not lose it
     return 0
 
 
@@ -125,7 +125,6 @@ def _speed(args) -> int:
                  + f"; together {1000 * total:.1f} ms = {100 * total / step:.1f}% of the {1000 * step:.0f} ms step.")
     for path in configs if args.profile else []:
         body += "\n\n" + profile_step(load_config(path, overrides), args.profile)
-    print(body)
     if args.doc:
         cmd = "semiseg bench speed " + " ".join(configs + overrides) \
             + (f" --overhead {args.overhead}" if args.overhead else "") \
@@ -133,6 +132,7 @@ def _speed(args) -> int:
         write_section(Path(args.doc), args.section, f"Produced by `{cmd} --doc {args.doc}` on {date.today()}, "
                       f"{os.cpu_count()} CPU(s), torch {torch.__version__}, {torch.get_num_threads()} threads; "
                       f"medians of {args.steps} steps after {args.warmup} warm-up.\n\n{body}")
+    print(body)
     return 0
 
 
@@ -160,12 +160,12 @@ def _one_config_study(args, configs, overrides, flag: str) -> int:
         from semiseg.bench.vs_reference import compare_to_reference, reference_table
 
         body = reference_table(compare_to_reference(configs[0], overrides, args.steps, args.warmup))
-    print(body)
     if args.doc:
         cmd = "semiseg bench speed " + " ".join(configs + overrides) + f" {flag}"
         write_section(Path(args.doc), args.section, f"Produced by `{cmd} --steps {args.steps} --warmup {args.warmup} "
                       f"--section {args.section} --doc {args.doc}` on {date.today()}, {_machine()}; medians of "
                       f"{args.steps} steps after {args.warmup} warm-up, each in a fresh process.\n\n{body}")
+    print(body)
     return 0
 
 
@@ -208,7 +208,6 @@ def _pseudo(args) -> int:
     body = (f"The checkpoint's {'teacher' if args.teacher else 'student'}, labelling at scale"
             f"{'s' if len(scales) > 1 else ''} {', '.join(f'{v:g}' for v in scales)}; "
             + format_pseudo(evaluate_pseudo(predictor, layout.unlabeled, layout, store, args.max_images, scales)))
-    print(body)
     if args.doc:
         cmd = f"semiseg bench pseudo {args.ckpt}" + (" --teacher" if args.teacher else "") + \
             (f" --proposals {args.proposals}" if args.proposals else "") + \
@@ -218,6 +217,7 @@ def _pseudo(args) -> int:
             (f" --section {args.section}" if args.section != "pseudo" else "")
         write_section(Path(args.doc), args.section,
                       f"Produced by `{cmd} --doc {args.doc}` on {date.today()}.\n\n{body}")
+    print(body)
     return 0
 
 
@@ -228,8 +228,8 @@ def _selector(args) -> int:
     from semiseg.bench.selector import selector_table
 
     body = selector_table()
-    print(body)
     if args.doc:
         write_section(Path(args.doc), args.section, f"Produced by `semiseg bench selector --doc {args.doc}` on "
                       f"{date.today()}, {torch.get_num_threads()} threads, medians.\n\n{body}")
+    print(body)
     return 0

@@ -106,7 +106,6 @@ def run(args) -> int:
                                                "(mean over seeds):", "", shares] if shares else []),
                       "", "Verdicts (paired by seed against supervised-only):", "",
                       *verdict_lines(res, names, key), "", recommendation(res, names, key)])
-    print(text)
     (out / "verdict.md").write_text(text + "\n")
     if args.doc:
         given = [f"--{k} {getattr(args, k)}" for k in ("recipes", "iters") if getattr(args, k)]
@@ -114,7 +113,9 @@ def run(args) -> int:
                           *([f"--out {args.out}"] if args.out else [])])
         write_section(Path(args.doc), suite["name"], f"Produced by `semiseg compare {args.config} {extra} --doc "
                       f"{args.doc}` on {date.today().isoformat()}.\n\n{text}")
-    print(f"page: {build_report(out)}")
+    page = build_report(out)
+    print(text)  # after the files: a reader that has gone (`| head`) must not lose them
+    print(f"page: {page}")
     return 0
 
 
