@@ -104,7 +104,8 @@ def selection_stats(pl: torch.Tensor, weight: torch.Tensor, ignore: torch.Tensor
         chosen = torch.bincount(pl[sel & known], minlength=num_classes).float()
         truth = torch.bincount(hidden[known], minlength=num_classes).float()
         found = torch.bincount(hidden[correct], minlength=num_classes).float()
+        precision = torch.where(chosen > 0, right / chosen.clamp(min=1), nan)  # one op per statistic, not per class
+        recall = torch.where(truth > 0, found / truth.clamp(min=1), nan)
         for c in range(num_classes):
-            out[f"sel_precision_c{c}"] = torch.where(chosen[c] > 0, right[c] / chosen[c].clamp(min=1), nan)
-            out[f"pl_recall_c{c}"] = torch.where(truth[c] > 0, found[c] / truth[c].clamp(min=1), nan)
+            out[f"sel_precision_c{c}"], out[f"pl_recall_c{c}"] = precision[c], recall[c]
     return out
