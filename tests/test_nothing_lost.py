@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from semiseg.bench.tables import write_section
 from semiseg.cli import main
 from semiseg.configure import load_config
 from semiseg.data.check import check_layout
@@ -323,6 +324,23 @@ def test_a_full_disk_gets_one_line_leaves_no_temporary_and_resume_continues_exac
         equal_weights(tmp_path / "ref" / "latest.pth", work / "latest.pth")
         rows = [json.loads(line) for line in (work / "metrics.jsonl").read_text().splitlines()]
         assert [r["step"] for r in rows if r["kind"] == "train"] == [1, 2, 3, 4]
+    finally:
+        disk.unmount()
+
+
+def test_a_doc_section_that_cannot_be_written_keeps_the_page_and_says_so_in_one_line(tmp_path):
+    """The benchmark page holds every table: a section written on a full disk must not leave it torn."""
+    disk = SmallDisk(tmp_path / "disk", 64 * 1024)
+    try:
+        doc = disk.path / "benchmarks.md"
+        page = "# Benchmarks\n\n<!-- semiseg:s -->\nold table\n<!-- /semiseg:s -->\n\nprose after it\n"
+        doc.write_text(page)
+        disk.fill()
+        with pytest.raises(SemisegError, match=f"^cannot write {doc}: No space left on device; the previous "
+                                               "benchmarks.md is kept$"):
+            write_section(doc, "s", "a new table\n" * 20000)
+        assert doc.read_text() == page
+        assert not list(disk.path.glob(".*.tmp*"))
     finally:
         disk.unmount()
 

@@ -15,6 +15,7 @@ import yaml
 from scipy.stats import t as scipy_t
 
 from semiseg.bench.quality import final_eval
+from semiseg.engine.checkpoint import atomic_file
 from semiseg.engine.logging import fmt_time
 
 
@@ -199,7 +200,8 @@ def table(suite: dict, out: Path, step: Optional[int] = None) -> str:
 
 
 def write_section(doc: Path, name: str, body: str) -> None:
-    """Replace the text between ``<!-- semiseg:name -->`` and ``<!-- /semiseg:name -->`` (append if absent)."""
+    """Replace the text between ``<!-- semiseg:name -->`` and ``<!-- /semiseg:name -->`` (append if absent).
+    The page holds every other table too: it is replaced whole or kept (a full disk, a kill) - never torn."""
     start, end = f"<!-- semiseg:{name} -->", f"<!-- /semiseg:{name} -->"
     text = doc.read_text() if doc.is_file() else ""
     block = f"{start}\n{body}\n{end}"
@@ -207,4 +209,5 @@ def write_section(doc: Path, name: str, body: str) -> None:
         text = text[: text.index(start)] + block + text[text.index(end) + len(end):]
     else:
         text = text.rstrip() + ("\n\n" if text else "") + block + "\n"
-    doc.write_text(text)
+    with atomic_file(doc, "w") as f:
+        f.write(text)

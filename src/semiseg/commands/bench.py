@@ -64,11 +64,22 @@ def run(args) -> int:
     return {"quality": _quality, "speed": _speed, "pseudo": _pseudo, "selector": _selector}[args.bench_verb](args)
 
 
+def _publish(doc: str | None, section: str, header: str, body: str) -> int:
+    """``header`` and ``body`` as section ``section`` of ``doc`` (when given), then ``body`` printed: the file
+    first, so that a reader that has gone (``| head``) loses nothing."""
+    if doc:
+        from semiseg.bench.tables import write_section
+
+        write_section(Path(doc), section, f"{header}\n\n{body}")
+    print(body)
+    return 0
+
+
 def _quality(args) -> int:
     import yaml
 
     from semiseg.bench.quality import read_suite, run_suite
-    from semiseg.bench.tables import table, write_section
+    from semiseg.bench.tables import table
 
     if args.jobs < 1 or args.nproc_per_node < 1:
         raise SemisegError(f"--jobs {args.jobs} --nproc-per-node {args.nproc_per_node}: each at least 1")
@@ -80,18 +91,14 @@ def _quality(args) -> int:
         seeds = [int(x) for x in args.seeds.split(",")] if args.seeds else None
         run_suite(suite, out, args.only.split(",") if args.only else None, args.jobs, seeds, args.echo,
                   args.nproc_per_node)
-    body = table(suite, out, args.step)
-    if args.doc:
-        cmd = f"semiseg bench quality {args.suite}" + (f" --out {args.out}" if args.out else "")
-        at = f" --table-only --step {args.step}" if args.step is not None else ""
-        header = (f"Suite `{suite['name']}` ({Path(args.suite).as_posix()}), produced by `{cmd}{at} --doc {args.doc}` "
-                  f"on {date.today().isoformat()}, {platform.machine()} with {os.cpu_count()} CPU(s); "
-                  f"overrides {suite.get('overrides', [])}, seeds {suite.get('seeds', [0])}"
-                  + (f"; evaluations at step {args.step}" if args.step is not None else "") + ".\n")
-        name = suite["name"] + (f"-step{args.step}" if args.step is not None else "")
-        write_section(Path(args.doc), name, header + "\n" + body)
-    print(body)  # after the doc: a reader that has gone (`| head`) must not lose it
-    return 0
+    cmd = f"semiseg bench quality {args.suite}" + (f" --out {args.out}" if args.out else "")
+    at = f" --table-only --step {args.step}" if args.step is not None else ""
+    header = (f"Suite `{suite['name']}` ({Path(args.suite).as_posix()}), produced by `{cmd}{at} --doc {args.doc}` "
+              f"on {date.today().isoformat()}, {platform.machine()} with {os.cpu_count()} CPU(s); "
+              f"overrides {suite.get('overrides', [])}, seeds {suite.get('seeds', [0])}"
+              + (f"; evaluations at step {args.step}" if args.step is not None else "") + ".")
+    name = suite["name"] + (f"-step{args.step}" if args.step is not None else "")
+    return _publish(args.doc, name, header, table(suite, out, args.step))
 
 
 def _speed(args) -> int:
@@ -99,7 +106,6 @@ def _speed(args) -> int:
 
     import torch
 
-    from semiseg.bench.tables import write_section
     from semiseg.bench.speed import measure, measure_overhead, profile_step, speed_table
     from semiseg.configure import load_config
 
@@ -125,15 +131,12 @@ def _speed(args) -> int:
                  + f"; together {1000 * total:.1f} ms = {100 * total / step:.1f}% of the {1000 * step:.0f} ms step.")
     for path in configs if args.profile else []:
         body += "\n\n" + profile_step(load_config(path, overrides), args.profile)
-    if args.doc:
-        cmd = "semiseg bench speed " + " ".join(configs + overrides) \
-            + (f" --overhead {args.overhead}" if args.overhead else "") \
-            + (f" --profile {args.profile}" if args.profile else "")
-        write_section(Path(args.doc), args.section, f"Produced by `{cmd} --doc {args.doc}` on {date.today()}, "
-                      f"{os.cpu_count()} CPU(s), torch {torch.__version__}, {torch.get_num_threads()} threads; "
-                      f"medians of {args.steps} steps after {args.warmup} warm-up.\n\n{body}")
-    print(body)
-    return 0
+    cmd = "semiseg bench speed " + " ".join(configs + overrides) \
+        + (f" --overhead {args.overhead}" if args.overhead else "") \
+        + (f" --profile {args.profile}" if args.profile else "")
+    return _publish(args.doc, args.section, f"Produced by `{cmd} --doc {args.doc}` on {date.today()}, "
+                    f"{os.cpu_count()} CPU(s), torch {torch.__version__}, {torch.get_num_threads()} threads; "
+                    f"medians of {args.steps} steps after {args.warmup} warm-up.", body)
 
 
 def _machine() -> str:
@@ -148,8 +151,6 @@ def _machine() -> str:
 
 def _one_config_study(args, configs, overrides, flag: str) -> int:
     """``--options`` or ``--vs-reference``: a study of one config, printed and written under ``--section``."""
-    from semiseg.bench.tables import write_section
-
     if len(configs) != 1:
         raise SemisegError(f"{flag} studies one config; got {len(configs)}: {' '.join(configs)}")
     if flag == "--options":
@@ -160,18 +161,14 @@ def _one_config_study(args, configs, overrides, flag: str) -> int:
         from semiseg.bench.vs_reference import compare_to_reference, reference_table
 
         body = reference_table(compare_to_reference(configs[0], overrides, args.steps, args.warmup))
-    if args.doc:
-        cmd = "semiseg bench speed " + " ".join(configs + overrides) + f" {flag}"
-        write_section(Path(args.doc), args.section, f"Produced by `{cmd} --steps {args.steps} --warmup {args.warmup} "
-                      f"--section {args.section} --doc {args.doc}` on {date.today()}, {_machine()}; medians of "
-                      f"{args.steps} steps after {args.warmup} warm-up, each in a fresh process.\n\n{body}")
-    print(body)
-    return 0
+    cmd = "semiseg bench speed " + " ".join(configs + overrides) + f" {flag}"
+    return _publish(args.doc, args.section, f"Produced by `{cmd} --steps {args.steps} --warmup {args.warmup} "
+                    f"--section {args.section} --doc {args.doc}` on {date.today()}, {_machine()}; medians of "
+                    f"{args.steps} steps after {args.warmup} warm-up, each in a fresh process.", body)
 
 
 def _pseudo(args) -> int:
     from semiseg.bench.pseudo import evaluate_pseudo, format_pseudo
-    from semiseg.bench.tables import write_section
     from semiseg.data.presets import resolve_layout
     from semiseg.inference import load
 
@@ -208,28 +205,19 @@ def _pseudo(args) -> int:
     body = (f"The checkpoint's {'teacher' if args.teacher else 'student'}, labelling at scale"
             f"{'s' if len(scales) > 1 else ''} {', '.join(f'{v:g}' for v in scales)}; "
             + format_pseudo(evaluate_pseudo(predictor, layout.unlabeled, layout, store, args.max_images, scales)))
-    if args.doc:
-        cmd = f"semiseg bench pseudo {args.ckpt}" + (" --teacher" if args.teacher else "") + \
-            (f" --proposals {args.proposals}" if args.proposals else "") + \
-            (f" --max-images {args.max_images}" if args.max_images else "") + \
-            (f" --scales {args.scales}" if scales != [1.0] else "") + \
-            (f" --data-root {args.data_root}" if args.data_root else "") + \
-            (f" --section {args.section}" if args.section != "pseudo" else "")
-        write_section(Path(args.doc), args.section,
-                      f"Produced by `{cmd} --doc {args.doc}` on {date.today()}.\n\n{body}")
-    print(body)
-    return 0
+    cmd = f"semiseg bench pseudo {args.ckpt}" + (" --teacher" if args.teacher else "") + \
+        (f" --proposals {args.proposals}" if args.proposals else "") + \
+        (f" --max-images {args.max_images}" if args.max_images else "") + \
+        (f" --scales {args.scales}" if scales != [1.0] else "") + \
+        (f" --data-root {args.data_root}" if args.data_root else "") + \
+        (f" --section {args.section}" if args.section != "pseudo" else "")
+    return _publish(args.doc, args.section, f"Produced by `{cmd} --doc {args.doc}` on {date.today()}.", body)
 
 
 def _selector(args) -> int:
     import torch
 
-    from semiseg.bench.tables import write_section
     from semiseg.bench.selector import selector_table
 
-    body = selector_table()
-    if args.doc:
-        write_section(Path(args.doc), args.section, f"Produced by `semiseg bench selector --doc {args.doc}` on "
-                      f"{date.today()}, {torch.get_num_threads()} threads, medians.\n\n{body}")
-    print(body)
-    return 0
+    return _publish(args.doc, args.section, f"Produced by `semiseg bench selector --doc {args.doc}` on "
+                    f"{date.today()}, {torch.get_num_threads()} threads, medians.", selector_table())
