@@ -219,9 +219,9 @@ def test_bench_pseudo_end_to_end(tiny_scenes, tiny_store, tmp_path, capsys):
     assert run(["bench", "pseudo", str(tmp_path / "latest.pth"), "--proposals", str(tiny_store),
                 "--doc", str(tmp_path / "d.md")]) == 0
     text = (tmp_path / "d.md").read_text()
-    for row in ("| threshold 0.95 |", "| CPLG (class_aware) |", "| csl |", "| max confidence |", "| refined by iom |",
-                "| prediction aligned to the labeled shares |", "| labeled |", "| predicted (mean probability) |",
-                "| refined by cpi |"):
+    for row in ("| threshold 0.95 |", "| CPLG (class_aware) |", "| csl |", "| class_share (DARS) |",
+                "| max confidence |", "| refined by iom |", "| prediction aligned to the labeled shares |",
+                "| labeled |", "| predicted (mean probability) |", "| refined by cpi |"):
         assert row in text
     assert "Per true class: the other class the label maps give its pixels most often" in text
     # per predicted class: `none` keeps every pixel of every predicted class (never-predicted classes: -)

@@ -209,3 +209,39 @@ def test_paste_on_a_method_without_strong_views_is_refused(tiny_scenes, tiny_sto
 
     with pytest.raises(SemisegError, match="method.paste_p=0.5: method csl has no strong views"):
         make_method("csl", tiny_scenes, tiny_store, "method.paste_p=0.5")
+
+
+@pytest.mark.parametrize("name", ["fixmatch", "dssn"])
+def test_class_share_takes_the_labeled_shares_seen_so_far_and_its_bank_resumes(name, tiny_scenes, tiny_store):
+    """Without distribution alignment the method still counts the labeled pixels, for the selector alone."""
+    from semiseg.pseudo.selectors import class_share
+
+    method, _, batch = make_method(name, tiny_scenes, tiny_store, "method.selector={name: class_share, share: 0.5}")
+    calls = []
+    method.labeler.select = lambda probs, ignore, prior: calls.append((probs, ignore, prior)) or \
+        class_share(probs, ignore, prior, share=0.5)
+    method.training_step(batch, step=3)
+    y = batch["y"][batch["y"] < method.num_classes]
+    shares = torch.bincount(y, minlength=method.num_classes).float() / y.numel()
+    assert calls and all(torch.allclose(prior, shares) for _, _, prior in calls)
+    assert not method.align.mean.any()  # counted, not aligned
+    again, _, _ = make_method(name, tiny_scenes, tiny_store, "method.selector={name: class_share}")
+    again.load_state_dict(method.state_dict())
+    assert torch.equal(again.align.labeled, method.align.labeled) and again.align.labeled.sum() == y.numel()
+
+
+def test_class_share_on_a_method_that_keeps_no_labeled_shares_is_refused(tiny_scenes, tiny_store):
+    from semiseg.errors import SemisegError
+
+    with pytest.raises(SemisegError, match="method.selector class_share: takes the labeled class shares, which this "
+                                           "method does not keep"):
+        make_method("csl", tiny_scenes, tiny_store, "method.selector={name: class_share}")
+
+
+@pytest.mark.parametrize("option,words", [("share: 0", "method.selector.share: 0 is not a share above 0"),
+                                          ("prior: [1, 2]", "method.selector.prior: needs 6 class shares")])
+def test_a_bad_class_share_option_is_refused_when_the_method_is_built(option, words, tiny_scenes, tiny_store):
+    from semiseg.errors import SemisegError
+
+    with pytest.raises(SemisegError, match=words):
+        make_method("dssn", tiny_scenes, tiny_store, f"method.selector={{name: class_share, {option}}}")

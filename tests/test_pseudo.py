@@ -35,6 +35,38 @@ def test_selector_options_are_checked():
         build_selector({"name": "threshold", "tua": 0.9})
 
 
+def test_class_share_keeps_each_class_its_labeled_share_of_the_pixels_most_confident_first():
+    # 2 images x 5 pixels, one ignored: 9 valid. Class 1 is over-predicted (6 pixels), class 2 under-predicted (1).
+    probs = probs_from([[0.90, 0.80, 0.95, 0.60, 0.70], [0.99, 0.50, 0.40, 0.85, 0.45]],
+                       [[1, 1, 1, 1, 0], [1, 2, 1, 0, 1]])
+    probs = torch.cat([probs[:, :, :1], probs[:, :, 1:]])  # (2, 3, 1, 5)
+    ignore = torch.zeros(2, 1, 5, dtype=torch.bool)
+    ignore[1, 0, 4] = True  # class 1 at 0.45, outside the image: neither counted nor kept
+    prior = [2.0, 3.0, 4.0]  # shares 2/9, 3/9, 4/9 of 9 valid pixels: quotas 2, 3, 4
+    pl, w = build_selector({"name": "class_share"})(probs, ignore, prior=prior)
+    assert pl[:, 0].tolist() == [[1, 1, 1, 1, 0], [1, 2, 1, 0, 1]]
+    # class 1's three most confident of its six (0.99, 0.95, 0.90); both of class 0; class 2's one pixel
+    assert w[:, 0].tolist() == [[1, 0, 1, 0, 1], [1, 1, 0, 1, 0]]
+    _, half = build_selector({"name": "class_share", "share": 0.5})(probs, ignore, prior=prior)
+    assert half[:, 0].tolist() == [[0, 0, 1, 0, 0], [1, 1, 0, 1, 0]]  # quotas 1, 2 (1.5 to even), 2
+    given = build_selector({"name": "class_share", "prior": prior})  # a config may give the shares
+    assert torch.equal(given(probs, ignore)[1], w)
+
+
+def test_class_share_without_or_with_wrong_shares_is_refused():
+    probs = probs_from([[0.9, 0.8]], [[0, 1]])
+    ignore = torch.zeros(1, 1, 2, dtype=torch.bool)
+    with pytest.raises(SemisegError, match="selector class_share: needs the labeled class shares"):
+        build_selector({"name": "class_share"})(probs, ignore)
+    with pytest.raises(SemisegError, match=r"^method.selector.prior: needs 3 class shares, none negative, not all 0; "
+                                           r"got \[0.5, 0.5\]$"):
+        build_selector({"name": "class_share", "prior": [0.5, 0.5]})(probs, ignore)
+    with pytest.raises(SemisegError, match=r"^method.selector.prior: .* got \['a', 'b', 'c'\]$"):
+        build_selector({"name": "class_share", "prior": ["a", "b", "c"]})(probs, ignore)
+    with pytest.raises(SemisegError, match=r"^method.selector.share: -0.5 is not a share above 0"):
+        build_selector({"name": "class_share", "share": -0.5})(probs, ignore, prior=[1, 1, 1])
+
+
 def test_selection_stats_per_class_and_against_hidden_labels():
     pl = torch.tensor([[[0, 0, 1, 1]]])
     w = torch.tensor([[[1.0, 0.0, 1.0, 1.0]]])

@@ -103,3 +103,12 @@ def test_semiseg_train_writes_the_report_and_the_engine_does_not(tiny_scenes, tm
     assert not (tmp_path / "python" / "report.html").exists()  # the trainer builds no report (layering)
     assert run(["train", "--work-dir", str(tmp_path / "cli"), *common]) == 0
     assert 'id="curves"' in (tmp_path / "cli" / "report.html").read_text()
+
+
+def test_report_of_a_run_whose_selector_takes_the_labeled_shares_shows_its_pseudo_labels(tiny_scenes, tmp_path):
+    """The report's pseudo-label column selects as the run did: class_share with the labeled masks' shares."""
+    train(tiny_cfg(tiny_scenes, "method.name=fixmatch", "method.selector={name: class_share}", "train.iters=2",
+                   "train.eval_interval=2"), work_dir=str(tmp_path))
+    assert run(["report", str(tmp_path), "--max-images", "2"]) == 0
+    images = (tmp_path / "report.html").read_text().split('id="images"')[1]
+    assert len(re.findall(r'<img src="data:image/png;base64,', images)) == 2 * 4  # pseudo-label column included

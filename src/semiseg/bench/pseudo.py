@@ -10,6 +10,7 @@ a class's pseudo-labels go: a rare class lost to a look-alike).
 """
 from __future__ import annotations
 
+import functools
 from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
@@ -23,10 +24,10 @@ from semiseg.tasks.semantic.evaluator import confusion, metrics_from_confusion
 from semiseg.tasks.base import Predictor
 from semiseg.pseudo.align import align
 from semiseg.pseudo.refiners import build_refiner
-from semiseg.pseudo.selectors import build_selector, selected
+from semiseg.pseudo.selectors import build_selector, selected, wants_prior
 
 SELECTORS = {"threshold 0.95": {"name": "threshold", "tau": 0.95}, "CPLG (class_aware)": {"name": "class_aware"},
-             "csl": {"name": "csl"}, "none": {"name": "none"}}
+             "csl": {"name": "csl"}, "class_share (DARS)": {"name": "class_share"}, "none": {"name": "none"}}
 REFINERS = ["iom", "cpi"]
 
 
@@ -95,6 +96,8 @@ def evaluate_pseudo(predictor: Predictor, samples, layout, store=None, max_image
     pixels = torch.as_tensor(labeled_class_pixels(layout, n_cls, cfg.data.ignore_index)[:n_cls], dtype=torch.float32)
     prior, mean = pixels / pixels.sum(), mean_prediction(predictor, ds, scales)
     selectors = {k: build_selector(v) for k, v in SELECTORS.items()}
+    # a selector that takes the labeled shares gets them, and ranks each image's pixels as training ranks a batch's
+    selectors = {k: functools.partial(v, prior=prior) if wants_prior(v) else v for k, v in selectors.items()}
     refiners = {k: build_refiner({"name": k}) for k in REFINERS} if store is not None else {}
     per_class = {k: np.zeros((3, n_cls)) for k in selectors}  # by predicted class: valid, selected, selected & right
     n_right = 0  # correct pseudo-labels, the same for every selector (recall's denominator)

@@ -84,7 +84,10 @@ class SemiMethod(Method):
         self.strong = StrongView(c.strong_view, self.mean, self.std)
         self.partner = CutMixPartner(c.mix, c.cutmix_p)
         self.perturbed_stats = PerturbedStats(c.running_stats, self.student)
-        self.labeler = PseudoLabeler(c.selector, c.refiner, self.num_classes)
+        # the labeled class shares reach a selector that takes them (class_share) from the alignment's bank
+        self.labeler = PseudoLabeler(c.selector, c.refiner, self.num_classes,
+                                     self.align.labeled_shares if self.aligns else None)
+        self.align.counts |= self.labeler.wants_prior
         self.notes += self.labeler.notes
         self.unlabeled_streams = self.partner.streams  # the trainer builds this many unlabeled loaders
 
@@ -96,7 +99,7 @@ class SemiMethod(Method):
         state = super().state_dict()
         if self.paste.p:
             state["paste_confidence"] = self.paste.confidence.clone()
-        if self.align.on:
+        if self.align.counts:
             state["align_labeled"], state["align_mean"] = self.align.labeled.clone(), self.align.mean.clone()
         return state
 
@@ -104,7 +107,7 @@ class SemiMethod(Method):
         super().load_state_dict(state, source)
         if self.paste.p and "paste_confidence" in state:
             self.paste.confidence = state["paste_confidence"].clone().float()
-        if self.align.on and "align_mean" in state:
+        if self.align.counts and "align_mean" in state:
             self.align.labeled = state["align_labeled"].clone().double()
             self.align.mean = state["align_mean"].clone().float()
 

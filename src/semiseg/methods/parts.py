@@ -24,7 +24,7 @@ from semiseg.data.augment import SEMIRES_STRONG, cutmix_box, mix, strong_photome
 from semiseg.errors import SemisegError
 from semiseg.pseudo.align import align
 from semiseg.pseudo.refiners import build_refiner
-from semiseg.pseudo.selectors import build_selector
+from semiseg.pseudo.selectors import build_selector, wants_prior
 
 
 class StrongView:
@@ -104,14 +104,27 @@ class PseudoLabeler:
     ``none``), then, with a refiner, the images' proposals (IOM or CPI, PWA where none matches). Refined
     pixels keep weight 1 (the proposal is trusted); elsewhere the PWA weight times the selector's."""
 
-    def __init__(self, selector: dict, refiner: dict, num_classes: int) -> None:
+    def __init__(self, selector: dict, refiner: dict, num_classes: int, shares=None) -> None:
+        """``shares``: a callable giving the labeled class shares, for a selector that takes them at each call."""
         self.select = build_selector(selector)
+        self.wants_prior = wants_prior(self.select)
+        if self.wants_prior and shares is None:
+            raise SemisegError(f"method.selector {selector.get('name')}: takes the labeled class shares, which this "
+                               "method does not keep; give them as method.selector.prior (a list) or use fixmatch, "
+                               "unimatch, unimatch_v2 or dssn")
+        self.shares = shares
+        check = getattr(getattr(self.select, "func", self.select), "check", None)  # a selector's own options
+        if check:
+            check(num_classes, **getattr(self.select, "keywords", {}))
         self.refine = build_refiner(refiner) if refiner else None
         note = getattr(getattr(self.select, "func", self.select), "note", None)  # a selector's word on this data
         self.notes = [n for n in [note(num_classes) if note else ""] if n]
 
+    def _select(self, probs: torch.Tensor, ignore: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        return self.select(probs, ignore, prior=self.shares()) if self.wants_prior else self.select(probs, ignore)
+
     def __call__(self, probs: torch.Tensor, ignore: torch.Tensor, props=None) -> Tuple[torch.Tensor, torch.Tensor]:
-        pl, weight = self.select(probs, ignore)
+        pl, weight = self._select(probs, ignore)
         if self.refine is None:
             return pl, weight
         if props is None:
@@ -129,7 +142,7 @@ class PseudoLabeler:
             out = []
             for box in boxes:
                 probs_s, ign_s = mix(probs_u, probs_mix, box), mix(ign_u, ign_mix, box)
-                out.append((*self.select(probs_s, ign_s), ign_s))
+                out.append((*self._select(probs_s, ign_s), ign_s))
             return out
         (pl_u, w_u), (pl_m, w_m) = weak, self(probs_mix, ign_mix, props_mix)
         return [(mix(pl_u, pl_m, box), mix(w_u, w_m, box), mix(ign_u, ign_mix, box)) for box in boxes]
@@ -212,17 +225,23 @@ class DistributionAlignment:
     each class scaled by its share of the labeled pixels seen so far over its share of the model's mean
     prediction on the unlabeled pixels, an EMA over steps (``momentum`` 0.99, ReMixMatch's window of 128
     batches in our form). A class the teacher starves is raised before selection, one it over-predicts lowered;
-    a class no labeled pixel holds is never pseudo-labelled. Off (``on`` False): the probabilities unchanged."""
+    a class no labeled pixel holds is never pseudo-labelled. Off (``on`` False): the probabilities unchanged;
+    with ``counts`` set (a selector that takes the labeled shares, ``class_share``) the labeled bank still fills."""
 
     def __init__(self, on: bool, num_classes: int, momentum: float = 0.99) -> None:
         self.on, self.momentum = on, momentum
+        self.counts = on  # also set where a selector takes the labeled shares (``labeled_shares``) without alignment
         self.labeled = torch.zeros(num_classes, dtype=torch.float64)  # labeled pixels per class, every batch so far
         self.mean = torch.zeros(num_classes)  # saved with the method state: resume aligns as the run did
+
+    def labeled_shares(self) -> torch.Tensor | None:
+        """The class shares of the labeled pixels seen so far; None before the first labeled batch."""
+        return (self.labeled / self.labeled.sum()).float() if self.labeled.any() else None
 
     def __call__(self, y: torch.Tensor, ignore: torch.Tensor, probs: torch.Tensor, *others: torch.Tensor):
         """Observe the labeled batch ``y`` and ``probs`` (B, C, H, W) on its pixels outside ``ignore``, then
         return ``probs`` and ``others`` (the partner's, say) aligned with the banks."""
-        if not self.on:
+        if not self.counts:
             return (probs, *others)
         c = len(self.mean)
         valid = ~ignore
@@ -233,11 +252,12 @@ class DistributionAlignment:
             torch.distributed.all_reduce(stats)  # one pair of banks for every process
         counts, sums, n = stats.cpu()
         self.labeled += counts.double()
+        if not self.on:  # the labeled shares alone, for a selector that takes them
+            return (probs, *others)
         if n[0] > 0:
             batch = sums / n[0]
             fresh = not bool(self.mean.any())  # the first batch sets the bank: no pull towards zero
             self.mean = batch if fresh else self.momentum * self.mean + (1 - self.momentum) * batch
         if not (self.labeled.any() and self.mean.any()):
             return (probs, *others)
-        prior = (self.labeled / self.labeled.sum()).float()
-        return tuple(align(p, prior, self.mean) for p in (probs, *others))
+        return tuple(align(p, self.labeled_shares(), self.mean) for p in (probs, *others))

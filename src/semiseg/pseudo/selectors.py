@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 import inspect
-from typing import Any, Callable, Dict, Mapping, Tuple
+from typing import Any, Callable, Dict, Mapping, Sequence, Tuple
 
 import torch
 
@@ -53,6 +53,55 @@ def class_aware(probs: torch.Tensor, ignore: torch.Tensor, tau_low: float = 0.92
     return pl, ((m > tau_low) & (conf > ratio * m) & ~ignore).float()
 
 
+def _shares(prior, share: float, num_classes: int) -> torch.Tensor:
+    """``class_share``'s options checked: the labeled shares as a float64 tensor."""
+    if not (isinstance(share, (int, float)) and share > 0):
+        raise SemisegError(f"method.selector.share: {share!r} is not a share above 0 (1: each class its labeled share)")
+    if prior is None:
+        raise SemisegError("selector class_share: needs the labeled class shares (method.selector.prior: a list, "
+                           "or a method that keeps them: fixmatch, unimatch, unimatch_v2, dssn)")
+    try:
+        out = torch.as_tensor(prior, dtype=torch.float64)
+    except (TypeError, ValueError, RuntimeError):
+        out = None
+    if out is None or out.shape != (num_classes,) or (out < 0).any() or not out.sum() > 0:
+        raise SemisegError(f"method.selector.prior: needs {num_classes} class shares, none negative, not all 0; "
+                           f"got {prior if out is None else out.tolist()}")
+    return out
+
+
+@SELECTORS.register("class_share")
+def class_share(probs: torch.Tensor, ignore: torch.Tensor, prior: Sequence[float] | torch.Tensor | None = None,
+                share: float = 1.0) -> Tuple[torch.Tensor, torch.Tensor]:
+    """DARS's re-distribution (He et al., ICCV 2021) over the batch: each class c keeps at most ``share`` x its
+    labeled share ``prior[c]`` x the batch's valid pixels, the most confident of the pixels whose argmax is c,
+    and all of them where fewer are predicted. A class the model over-predicts keeps only its labeled share of
+    the pixels, its least confident labels dropped; one it under-predicts keeps every label it has, however
+    unsure. ``prior``: the labeled pixels' class shares (a method that keeps them passes them at each step;
+    a config may give them as a list). DARS ranks over the whole unlabeled set offline; here each batch does.
+    """
+    prior = _shares(prior, share, probs.shape[1]).to(probs.device)
+    conf, pl = probs.max(1)
+    valid = ~ignore
+    cls, c = pl[valid], conf[valid].double()
+    quota = (share * prior / prior.sum() * cls.numel()).round().long()
+    order = torch.argsort(cls.double() * 2 + (1 - c), stable=True)  # by class, then the most confident first
+    count = torch.bincount(cls, minlength=len(prior))
+    rank = torch.empty_like(cls)
+    rank[order] = torch.arange(cls.numel(), device=cls.device) - (torch.cumsum(count, 0) - count)[cls[order]]
+    weight = torch.zeros_like(conf)
+    weight[valid] = (rank < quota[cls]).to(conf.dtype)
+    return pl, weight
+
+
+def _check_class_share(num_classes: int, prior=None, share: float = 1.0) -> None:
+    """When a method is built, before any step: a bad share or list of shares is one line naming its key."""
+    _shares([1.0] * num_classes if prior is None else prior, share, num_classes)
+
+
+class_share.check = _check_class_share
+
+
 def build_selector(spec: Mapping[str, Any]) -> Selector:
     """``{"name": ..., **kwargs}`` -> a two-argument selector; unknown kwargs are an error."""
     spec = dict(spec)
@@ -63,6 +112,12 @@ def build_selector(spec: Mapping[str, Any]) -> Selector:
     if unknown:
         raise SemisegError(f"selector {name!r} has no option(s) {sorted(unknown)}; valid: {params}")
     return functools.partial(fn, **spec)
+
+
+def wants_prior(select: Selector) -> bool:
+    """The selector takes the labeled class shares at each call (``prior``) and its config gave none."""
+    fn, bound = getattr(select, "func", select), getattr(select, "keywords", {})
+    return "prior" in inspect.signature(fn).parameters and bound.get("prior") is None
 
 
 def selected(weight: torch.Tensor) -> torch.Tensor:

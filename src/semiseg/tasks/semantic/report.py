@@ -3,6 +3,7 @@ pseudo-label its method would train on, the confusion matrix, and the same image
 suite. HTML comes from the report's renderers (``draw``), which live above the tasks."""
 from __future__ import annotations
 
+import functools
 import html
 from pathlib import Path
 from typing import Dict, List, Tuple
@@ -10,12 +11,12 @@ from typing import Dict, List, Tuple
 import numpy as np
 import torch
 
-from semiseg.tasks.semantic.dataset import SegDataset
+from semiseg.tasks.semantic.dataset import SegDataset, labeled_class_pixels
 from semiseg.data.io import read_image
 from semiseg.data.presets import resolve_layout
 from semiseg.methods.common import SemiMethod
 from semiseg.methods.registry import METHODS
-from semiseg.pseudo.selectors import build_selector, selected
+from semiseg.pseudo.selectors import build_selector, selected, wants_prior
 from semiseg.tasks.semantic.evaluator import confusion
 
 
@@ -31,6 +32,9 @@ class RunImages:
         self.trains_on_pseudo_labels = issubclass(METHODS.get(cfg.method["name"]), SemiMethod)
         self.selector = build_selector(cfg.method.get("selector") or {"name": "none"})
         self.layout = resolve_layout(cfg.data)
+        if wants_prior(self.selector):  # the labeled class shares, as the run's bank counted them
+            pixels = labeled_class_pixels(self.layout, len(self.student.class_names), cfg.data.ignore_index)
+            self.selector = functools.partial(self.selector, prior=pixels.tolist())
         self.ds = SegDataset(self.layout.val, self.layout, cfg.data, "val")
 
     def __len__(self) -> int:
