@@ -217,17 +217,21 @@ def test_class_share_takes_the_labeled_shares_seen_so_far_and_its_bank_resumes(n
     from semiseg.pseudo.selectors import class_share
 
     method, _, batch = make_method(name, tiny_scenes, tiny_store, "method.selector={name: class_share, share: 0.5}")
-    calls = []
-    method.labeler.select = lambda probs, ignore, prior: calls.append((probs, ignore, prior)) or \
-        class_share(probs, ignore, prior, share=0.5)
+    bank, calls, given = method.align, [], []
+    method.align = lambda *a: given.append(a) or bank(*a)
+    method.labeler.select = lambda probs, ignore, prior, predicted: calls.append((prior, predicted)) or \
+        class_share(probs, ignore, prior, predicted, share=0.5)
     method.training_step(batch, step=3)
+    method.align = bank
     y = batch["y"][batch["y"] < method.num_classes]
     shares = torch.bincount(y, minlength=method.num_classes).float() / y.numel()
-    assert calls and all(torch.allclose(prior, shares) for _, _, prior in calls)
-    assert not method.align.mean.any()  # counted, not aligned
+    assert calls and all(torch.allclose(prior, shares) and torch.equal(predicted, bank.mean)
+                         for prior, predicted in calls)
+    assert torch.allclose(bank.mean.sum(), torch.tensor(1.0))  # the model's shares: its mean prediction
+    assert all(out is inp for out, inp in zip(bank(*given[0]), given[0][2:]))  # counted, never aligned
     again, _, _ = make_method(name, tiny_scenes, tiny_store, "method.selector={name: class_share}")
     again.load_state_dict(method.state_dict())
-    assert torch.equal(again.align.labeled, method.align.labeled) and again.align.labeled.sum() == y.numel()
+    assert torch.equal(again.align.labeled, bank.labeled) and torch.equal(again.align.mean, bank.mean)
 
 
 def test_class_share_on_a_method_that_keeps_no_labeled_shares_is_refused(tiny_scenes, tiny_store):

@@ -51,6 +51,10 @@ def test_class_share_keeps_each_class_its_labeled_share_of_the_pixels_most_confi
     assert half[:, 0].tolist() == [[0, 0, 1, 0, 0], [1, 1, 0, 1, 0]]  # quotas 1, 2 (1.5 to even), 2
     given = build_selector({"name": "class_share", "prior": prior})  # a config may give the shares
     assert torch.equal(given(probs, ignore)[1], w)
+    # with the model's shares over the set (a method's bank), each class keeps the same fraction in any batch:
+    # class 1 predicted at 3x its labeled share keeps its most confident third (2 of 6: 0.99, 0.95)
+    _, w_set = build_selector({"name": "class_share"})(probs, ignore, prior=[0.2, 0.2, 0.6], predicted=[0.2, 0.6, 0.2])
+    assert w_set[:, 0].tolist() == [[0, 0, 1, 0, 1], [1, 1, 0, 1, 0]]
 
 
 def test_class_share_without_or_with_wrong_shares_is_refused():
@@ -65,6 +69,8 @@ def test_class_share_without_or_with_wrong_shares_is_refused():
         build_selector({"name": "class_share", "prior": ["a", "b", "c"]})(probs, ignore)
     with pytest.raises(SemisegError, match=r"^method.selector.share: -0.5 is not a share above 0"):
         build_selector({"name": "class_share", "share": -0.5})(probs, ignore, prior=[1, 1, 1])
+    with pytest.raises(SemisegError, match=r"^method.selector.predicted: needs 3 class shares, .* \[0.0, 0.0, 0.0\]$"):
+        build_selector({"name": "class_share"})(probs, ignore, prior=[1, 1, 1], predicted=[0, 0, 0])
 
 
 def test_selection_stats_per_class_and_against_hidden_labels():

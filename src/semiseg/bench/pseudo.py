@@ -96,8 +96,9 @@ def evaluate_pseudo(predictor: Predictor, samples, layout, store=None, max_image
     pixels = torch.as_tensor(labeled_class_pixels(layout, n_cls, cfg.data.ignore_index)[:n_cls], dtype=torch.float32)
     prior, mean = pixels / pixels.sum(), mean_prediction(predictor, ds, scales)
     selectors = {k: build_selector(v) for k, v in SELECTORS.items()}
-    # a selector that takes the labeled shares gets them, and ranks each image's pixels as training ranks a batch's
-    selectors = {k: functools.partial(v, prior=prior) if wants_prior(v) else v for k, v in selectors.items()}
+    # a selector that takes the class shares gets the labeled masks' and the model's mean prediction on these images
+    selectors = {k: functools.partial(v, prior=prior, predicted=mean) if wants_prior(v) else v
+                 for k, v in selectors.items()}
     refiners = {k: build_refiner({"name": k}) for k in REFINERS} if store is not None else {}
     per_class = {k: np.zeros((3, n_cls)) for k in selectors}  # by predicted class: valid, selected, selected & right
     n_right = 0  # correct pseudo-labels, the same for every selector (recall's denominator)

@@ -84,9 +84,9 @@ class SemiMethod(Method):
         self.strong = StrongView(c.strong_view, self.mean, self.std)
         self.partner = CutMixPartner(c.mix, c.cutmix_p)
         self.perturbed_stats = PerturbedStats(c.running_stats, self.student)
-        # the labeled class shares reach a selector that takes them (class_share) from the alignment's bank
+        # the class shares reach a selector that takes them (class_share) from the alignment's banks
         self.labeler = PseudoLabeler(c.selector, c.refiner, self.num_classes,
-                                     self.align.labeled_shares if self.aligns else None)
+                                     self.align.shares if self.aligns else None)
         self.align.counts |= self.labeler.wants_prior
         self.notes += self.labeler.notes
         self.unlabeled_streams = self.partner.streams  # the trainer builds this many unlabeled loaders

@@ -105,7 +105,8 @@ class PseudoLabeler:
     pixels keep weight 1 (the proposal is trusted); elsewhere the PWA weight times the selector's."""
 
     def __init__(self, selector: dict, refiner: dict, num_classes: int, shares=None) -> None:
-        """``shares``: a callable giving the labeled class shares, for a selector that takes them at each call."""
+        """``shares``: a callable giving the class shares (``prior``, ``predicted``), for a selector that takes
+        them at each call."""
         self.select = build_selector(selector)
         self.wants_prior = wants_prior(self.select)
         if self.wants_prior and shares is None:
@@ -121,7 +122,7 @@ class PseudoLabeler:
         self.notes = [n for n in [note(num_classes) if note else ""] if n]
 
     def _select(self, probs: torch.Tensor, ignore: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        return self.select(probs, ignore, prior=self.shares()) if self.wants_prior else self.select(probs, ignore)
+        return self.select(probs, ignore, **self.shares()) if self.wants_prior else self.select(probs, ignore)
 
     def __call__(self, probs: torch.Tensor, ignore: torch.Tensor, props=None) -> Tuple[torch.Tensor, torch.Tensor]:
         pl, weight = self._select(probs, ignore)
@@ -226,17 +227,21 @@ class DistributionAlignment:
     prediction on the unlabeled pixels, an EMA over steps (``momentum`` 0.99, ReMixMatch's window of 128
     batches in our form). A class the teacher starves is raised before selection, one it over-predicts lowered;
     a class no labeled pixel holds is never pseudo-labelled. Off (``on`` False): the probabilities unchanged;
-    with ``counts`` set (a selector that takes the labeled shares, ``class_share``) the labeled bank still fills."""
+    with ``counts`` set (a selector that takes the class shares, ``class_share``) both banks still fill."""
 
     def __init__(self, on: bool, num_classes: int, momentum: float = 0.99) -> None:
         self.on, self.momentum = on, momentum
-        self.counts = on  # also set where a selector takes the labeled shares (``labeled_shares``) without alignment
+        self.counts = on  # also set where a selector takes the class shares (``shares``) without alignment
         self.labeled = torch.zeros(num_classes, dtype=torch.float64)  # labeled pixels per class, every batch so far
         self.mean = torch.zeros(num_classes)  # saved with the method state: resume aligns as the run did
 
     def labeled_shares(self) -> torch.Tensor | None:
         """The class shares of the labeled pixels seen so far; None before the first labeled batch."""
         return (self.labeled / self.labeled.sum()).float() if self.labeled.any() else None
+
+    def shares(self) -> Dict[str, torch.Tensor | None]:
+        """The labeled class shares and the model's (the EMA of its mean prediction), for a selector."""
+        return {"prior": self.labeled_shares(), "predicted": self.mean if self.mean.any() else None}
 
     def __call__(self, y: torch.Tensor, ignore: torch.Tensor, probs: torch.Tensor, *others: torch.Tensor):
         """Observe the labeled batch ``y`` and ``probs`` (B, C, H, W) on its pixels outside ``ignore``, then
@@ -252,12 +257,10 @@ class DistributionAlignment:
             torch.distributed.all_reduce(stats)  # one pair of banks for every process
         counts, sums, n = stats.cpu()
         self.labeled += counts.double()
-        if not self.on:  # the labeled shares alone, for a selector that takes them
-            return (probs, *others)
         if n[0] > 0:
             batch = sums / n[0]
             fresh = not bool(self.mean.any())  # the first batch sets the bank: no pull towards zero
             self.mean = batch if fresh else self.momentum * self.mean + (1 - self.momentum) * batch
-        if not (self.labeled.any() and self.mean.any()):
+        if not (self.on and self.labeled.any() and self.mean.any()):  # counting alone: for a selector's shares
             return (probs, *others)
         return tuple(align(p, self.labeled_shares(), self.mean) for p in (probs, *others))

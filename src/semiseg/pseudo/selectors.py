@@ -53,40 +53,56 @@ def class_aware(probs: torch.Tensor, ignore: torch.Tensor, tau_low: float = 0.92
     return pl, ((m > tau_low) & (conf > ratio * m) & ~ignore).float()
 
 
-def _shares(prior, share: float, num_classes: int) -> torch.Tensor:
-    """``class_share``'s options checked: the labeled shares as a float64 tensor."""
-    if not (isinstance(share, (int, float)) and share > 0):
-        raise SemisegError(f"method.selector.share: {share!r} is not a share above 0 (1: each class its labeled share)")
-    if prior is None:
-        raise SemisegError("selector class_share: needs the labeled class shares (method.selector.prior: a list, "
-                           "or a method that keeps them: fixmatch, unimatch, unimatch_v2, dssn)")
+def _shares(key: str, values, num_classes: int) -> torch.Tensor:
+    """A list of class shares checked (``num_classes`` numbers, none negative, not all 0), as a float64 tensor."""
     try:
-        out = torch.as_tensor(prior, dtype=torch.float64)
+        out = torch.as_tensor(values, dtype=torch.float64)
     except (TypeError, ValueError, RuntimeError):
         out = None
     if out is None or out.shape != (num_classes,) or (out < 0).any() or not out.sum() > 0:
-        raise SemisegError(f"method.selector.prior: needs {num_classes} class shares, none negative, not all 0; "
-                           f"got {prior if out is None else out.tolist()}")
-    return out
+        raise SemisegError(f"method.selector.{key}: needs {num_classes} class shares, none negative, not all 0; "
+                           f"got {values if out is None else out.tolist()}")
+    return out / out.sum()
+
+
+def _check_share(share) -> None:
+    if not (isinstance(share, (int, float)) and share > 0):
+        raise SemisegError(f"method.selector.share: {share!r} is not a share above 0 (1: each class its labeled share)")
 
 
 @SELECTORS.register("class_share")
 def class_share(probs: torch.Tensor, ignore: torch.Tensor, prior: Sequence[float] | torch.Tensor | None = None,
+                predicted: Sequence[float] | torch.Tensor | None = None,
                 share: float = 1.0) -> Tuple[torch.Tensor, torch.Tensor]:
-    """DARS's re-distribution (He et al., ICCV 2021) over the batch: each class c keeps at most ``share`` x its
-    labeled share ``prior[c]`` x the batch's valid pixels, the most confident of the pixels whose argmax is c,
-    and all of them where fewer are predicted. A class the model over-predicts keeps only its labeled share of
-    the pixels, its least confident labels dropped; one it under-predicts keeps every label it has, however
-    unsure. ``prior``: the labeled pixels' class shares (a method that keeps them passes them at each step;
-    a config may give them as a list). DARS ranks over the whole unlabeled set offline; here each batch does.
+    """DARS's re-distribution (He et al., ICCV 2021): class c keeps the most confident ``share * prior[c] /
+    predicted[c]`` (at most all) of the pixels whose argmax is c, so that over the unlabeled set each class keeps
+    about ``share`` x its labeled share of the pixels. A class the model over-predicts loses its least confident
+    labels; one it under-predicts keeps every label it has, however unsure.
+
+    ``prior``: the labeled pixels' class shares; ``predicted``: the model's class shares on the unlabeled pixels.
+    The methods that keep them (fixmatch, unimatch, unimatch_v2, dssn) pass both at each step: the labeled
+    pixels seen so far and the EMA of the mean prediction (distribution alignment's banks), so the fraction is
+    the set's, not the batch's. Without ``predicted`` the batch's own argmax shares stand in: each class then
+    keeps ``share * prior[c]`` of the batch's pixels, which cuts a batch that holds many objects of one class.
+    DARS ranks the whole unlabeled set offline, between rounds of self-training.
     """
-    prior = _shares(prior, share, probs.shape[1]).to(probs.device)
+    _check_share(share)
+    if prior is None:
+        raise SemisegError("selector class_share: needs the labeled class shares (method.selector.prior: a list, "
+                           "or a method that keeps them: fixmatch, unimatch, unimatch_v2, dssn)")
+    n_cls = probs.shape[1]
+    prior = _shares("prior", prior, n_cls).to(probs.device)
     conf, pl = probs.max(1)
     valid = ~ignore
     cls, c = pl[valid], conf[valid].double()
-    quota = (share * prior / prior.sum() * cls.numel()).round().long()
+    count = torch.bincount(cls, minlength=n_cls)
+    if predicted is None:
+        predicted = count.double() / max(cls.numel(), 1)
+    else:
+        predicted = _shares("predicted", predicted, n_cls).to(probs.device)
+    keep = (share * prior / predicted.clamp(min=1e-12)).clamp(max=1)
+    quota = (keep * count).round().long()
     order = torch.argsort(cls.double() * 2 + (1 - c), stable=True)  # by class, then the most confident first
-    count = torch.bincount(cls, minlength=len(prior))
     rank = torch.empty_like(cls)
     rank[order] = torch.arange(cls.numel(), device=cls.device) - (torch.cumsum(count, 0) - count)[cls[order]]
     weight = torch.zeros_like(conf)
@@ -94,9 +110,12 @@ def class_share(probs: torch.Tensor, ignore: torch.Tensor, prior: Sequence[float
     return pl, weight
 
 
-def _check_class_share(num_classes: int, prior=None, share: float = 1.0) -> None:
+def _check_class_share(num_classes: int, prior=None, predicted=None, share: float = 1.0) -> None:
     """When a method is built, before any step: a bad share or list of shares is one line naming its key."""
-    _shares([1.0] * num_classes if prior is None else prior, share, num_classes)
+    _check_share(share)
+    for key, values in (("prior", prior), ("predicted", predicted)):
+        if values is not None:
+            _shares(key, values, num_classes)
 
 
 class_share.check = _check_class_share
@@ -115,7 +134,7 @@ def build_selector(spec: Mapping[str, Any]) -> Selector:
 
 
 def wants_prior(select: Selector) -> bool:
-    """The selector takes the labeled class shares at each call (``prior``) and its config gave none."""
+    """The selector takes the class shares at each call (``prior``, ``predicted``) and its config gave none."""
     fn, bound = getattr(select, "func", select), getattr(select, "keywords", {})
     return "prior" in inspect.signature(fn).parameters and bound.get("prior") is None
 

@@ -32,7 +32,7 @@ class RunImages:
         self.trains_on_pseudo_labels = issubclass(METHODS.get(cfg.method["name"]), SemiMethod)
         self.selector = build_selector(cfg.method.get("selector") or {"name": "none"})
         self.layout = resolve_layout(cfg.data)
-        if wants_prior(self.selector):  # the labeled class shares, as the run's bank counted them
+        if wants_prior(self.selector):  # the labeled masks' class shares; each image's own stand in for the model's
             pixels = labeled_class_pixels(self.layout, len(self.student.class_names), cfg.data.ignore_index)
             self.selector = functools.partial(self.selector, prior=pixels.tolist())
         self.ds = SegDataset(self.layout.val, self.layout, cfg.data, "val")
