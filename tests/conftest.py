@@ -175,8 +175,9 @@ def res_scenes(tiny_scenes, tmp_path_factory):
 
 
 RES_TINY = ["task=res", "model.backbone=resnet18", "model.width=0.25", "model.pretrained=", "data.crop_size=32",
-            "data.batch_size=4", "data.num_workers=0", "train.amp=none", "train.log_interval=1", "train.optimizer=adamw",
-            "train.lr=0.001", "train.lr_multi=1", "train.class_weights=[0.9,1.1]", "eval.batch_size=16"]
+            "data.batch_size=4", "data.num_workers=0", "train.amp=none", "train.log_interval=1",
+            "train.optimizer=adamw", "train.lr=0.001", "train.lr_multi=1", "train.class_weights=[0.9,1.1]",
+            "eval.batch_size=16"]
 
 
 def res_cfg(res_scenes, *overrides):

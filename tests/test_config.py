@@ -70,9 +70,11 @@ def test_switching_a_component_by_name_drops_its_old_options(tmp_path):
     p = write(tmp_path, "method:\n  name: csl\n  selector: {name: csl, alpha: 2.0}\n")
     cfg = load_config(p, ["method.selector={name: class_aware, ratio: 0.9}"])
     assert cfg.method.selector == {"name": "class_aware", "ratio": 0.9}
-    assert load_config(p, ["method.selector.alpha=4.0"]).method.selector == {"name": "csl", "alpha": 4.0, "features": "raw"}
+    assert load_config(p, ["method.selector.alpha=4.0"]).method.selector == {"name": "csl", "alpha": 4.0,
+                                                                             "features": "raw"}
     # the method's own default spec is replaced too, not merged
-    assert load_config(None, ["method.name=csl", "method.selector={name: threshold}"]).method.selector == {"name": "threshold"}
+    cfg = load_config(None, ["method.name=csl", "method.selector={name: threshold}"])
+    assert cfg.method.selector == {"name": "threshold"}
 
 
 def test_method_values_are_type_checked():

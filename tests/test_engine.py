@@ -71,8 +71,8 @@ def test_torchrun_two_cpu_processes(tiny_scenes, tmp_path):
     cfg = tmp_path / "c.yaml"
     cfg.write_text("data:\n  root: %s\n" % tiny_scenes)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29517",
-           "-m", "semiseg", "train", str(cfg), *TINY, "data.split=all", "train.iters=2", "train.eval_interval=2", "train.threads=1",
-           "--work-dir", str(tmp_path / "w")]
+           "-m", "semiseg", "train", str(cfg), *TINY, "data.split=all", "train.iters=2", "train.eval_interval=2",
+           "train.threads=1", "--work-dir", str(tmp_path / "w")]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert r.returncode == 0, r.stderr[-3000:]
     assert "world size 2" in r.stdout

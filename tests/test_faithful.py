@@ -84,7 +84,8 @@ def test_semires_losses_are_a_plain_mean_of_class_weighted_pixel_ce():
     assert not torch.allclose(ce(logits, target), F.cross_entropy(logits, target, weight=w))
     target[0, 0] = 255  # an ignored pixel counts in neither sum
     keep = target != 255
-    expected = (F.cross_entropy(logits, target, reduction="none", ignore_index=255) * w[target.clamp(max=1)])[keep].mean()
+    per_pixel = F.cross_entropy(logits, target, reduction="none", ignore_index=255)
+    expected = (per_pixel * w[target.clamp(max=1)])[keep].mean()
     assert torch.allclose(ce(logits, target), expected)
 
 

@@ -104,7 +104,8 @@ def test_data_check_sees_what_loading_sees_on_cityscapes_label_ids(tmp_path):
 def test_a_missing_weights_file_says_which_file_and_the_alternatives():
     from semiseg.models import build_model
 
-    cfg = load_config(REPO / "configs/voc/unimatch_r101-deeplabv3p_4xb2_voc-732.yaml", ["model.pretrained=nope/resnet101.pth"])
+    cfg = load_config(REPO / "configs/voc/unimatch_r101-deeplabv3p_4xb2_voc-732.yaml",
+                      ["model.pretrained=nope/resnet101.pth"])
     with pytest.raises(SemisegError, match="(?s)nope/resnet101.pth does not exist.*working directory.*deep-stem.*"
                                            "model.stem=standard.*model.pretrained= trains from scratch"):
         build_model(cfg.model, 21)
@@ -329,7 +330,8 @@ def test_stray_val_masks_and_jpeg_masks_are_named(tmp_path, capsys):
         main(["data", "check", *cfg_args(root)])
     out = capsys.readouterr().out
     assert f"  - folder {root / 'val'}: val/masks without val/images; put the validation images in val/images" in out
-    assert f"  - {root / 'masks/a0.jpg'}: a JPEG mask: its lossy compression changes class ids at edges; save masks as PNG" in out
+    assert (f"  - {root / 'masks/a0.jpg'}: a JPEG mask: its lossy compression changes class ids at edges; "
+            "save masks as PNG") in out
 
 
 def test_a_folder_without_images_says_where_they_go(tmp_path, capsys):

@@ -94,7 +94,8 @@ def test_refined_method_trains_through_the_trainer(tiny_scenes, tiny_store, tmp_
 
 @pytest.mark.parametrize("mix,shift", [("roll", lambda i, n: (i - 1) % n), ("flip", lambda i, n: n - 1 - i)])
 def test_in_batch_partner_images_and_proposals_match(mix, shift, tiny_scenes, tiny_store):
-    method, _, batch = make_method("unimatch", tiny_scenes, tiny_store, f"method.mix={mix}", "method.refiner={name: iom}")
+    method, _, batch = make_method("unimatch", tiny_scenes, tiny_store, f"method.mix={mix}",
+                                   "method.refiner={name: iom}")
     u_mix, ign_mix = method.partner.images(batch)
     props = method.partner.proposals(batch)
     n = batch["u"].shape[0]

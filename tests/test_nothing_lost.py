@@ -481,7 +481,8 @@ def test_torchrun_restart_after_a_killed_worker_equals_an_uninterrupted_two_proc
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["predict", "x.pth", "--input", "a.png", "--output", "o", "--opacity", "2"], "argument --opacity: 2 is not in [0, 1]"),
+    (["predict", "x.pth", "--input", "a.png", "--output", "o", "--opacity", "2"],
+     "argument --opacity: 2 is not in [0, 1]"),
     (["export", "x.pth", "--input-size", "0", "5"], "argument --input-size: 0 is under 16 pixels"),
 ])
 def test_option_values_out_of_range_are_refused_by_name(argv, message, capsys):

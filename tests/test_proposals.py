@@ -40,7 +40,8 @@ class FakeAutomaticMaskGenerator:
         small, big = np.zeros((h, w), bool), np.zeros((h, w), bool)
         small[:4, :4] = True
         big[:, : w // 2] = True
-        return [{"segmentation": small, "area": 16, "predicted_iou": 0.9, "stability_score": 0.96, "bbox": [0, 0, 4, 4]},
+        return [{"segmentation": small, "area": 16, "predicted_iou": 0.9, "stability_score": 0.96,
+                 "bbox": [0, 0, 4, 4]},
                 {"segmentation": big, "area": int(big.sum()), "predicted_iou": 0.95, "stability_score": 0.97,
                  "bbox": [0, 0, w // 2, h]}]
 

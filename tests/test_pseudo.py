@@ -173,7 +173,8 @@ def test_labeled_paste_draws_the_least_confident_class_and_pastes_its_true_label
     paste.confidence = torch.tensor([0.0, 0.999, 0.0])  # class 1 learnt, class 2 not: class 2 comes
     plan = paste.draw(x, y, 4, lambda t: t + 10)  # the perturbation reaches the pasted pixels
     mask, src, true = plan
-    assert all(torch.equal(mask[i], y[1] == 2) for i in range(4)) and torch.equal(src, (x[1] + 10).expand(4, -1, -1, -1))
+    assert all(torch.equal(mask[i], y[1] == 2) for i in range(4))
+    assert torch.equal(src, (x[1] + 10).expand(4, -1, -1, -1))
     views = paste.images(torch.zeros(4, 3, 8, 8), plan)
     assert torch.equal(views[:, :, 5:, 5:], src[:, :, 5:, 5:]) and views[:, :, :5].abs().sum() == 0
     pl, w, ign = paste.labels(torch.zeros(4, 8, 8, dtype=torch.long), torch.full((4, 8, 8), 0.3),

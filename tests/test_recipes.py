@@ -35,7 +35,8 @@ def test_a_users_override_wins_over_the_recipe_and_the_recipe_over_the_file(own_
 
 
 def test_an_unknown_recipe_is_one_line_listing_the_names(own_folder):
-    with pytest.raises(SemisegError, match="command line override: bad value for 'recipe': 'dssn-fast'; valid: csl, dssn,"):
+    with pytest.raises(SemisegError,
+                       match="command line override: bad value for 'recipe': 'dssn-fast'; valid: csl, dssn,"):
         load_config(own_folder, ["recipe=dssn-fast"])
     out = subprocess.run([sys.executable, "-m", "semiseg", "train", str(own_folder), "recipe=dssn-fast"],
                          capture_output=True, text=True, env=ENV, cwd=REPO)

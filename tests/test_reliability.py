@@ -107,7 +107,8 @@ def test_torchrun_restarts_a_killed_worker_from_the_latest_checkpoint(tiny_scene
            "--work-dir", str(work)]
     p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ENV)
     wait_for(lambda: (work / "latest.pth").exists() and steps_logged(work) >= 10)
-    workers = subprocess.run(["pgrep", "-f", "-P", str(p.pid), "semiseg"], capture_output=True, text=True).stdout.split()
+    workers = subprocess.run(["pgrep", "-f", "-P", str(p.pid), "semiseg"], capture_output=True,
+                             text=True).stdout.split()
     assert workers, "no worker process found"
     os.kill(int(workers[-1]), signal.SIGKILL)
     out, _ = p.communicate(timeout=600)

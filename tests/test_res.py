@@ -42,8 +42,10 @@ def resolve(sentence, scene, names):
         return [peers[ORDINALS.index(m.group(1))]]
     m = re.fullmatch(r"the ([\w-]+) (left of|right of|above|below) the ([\w-]+)", sentence)
     if m:
-        rel = {"left of": lambda a, b: centre(a)[0] < centre(b)[0] - 4, "right of": lambda a, b: centre(a)[0] > centre(b)[0] + 4,
-               "above": lambda a, b: centre(a)[1] < centre(b)[1] - 4, "below": lambda a, b: centre(a)[1] > centre(b)[1] + 4}[m.group(2)]
+        rel = {"left of": lambda a, b: centre(a)[0] < centre(b)[0] - 4,
+               "right of": lambda a, b: centre(a)[0] > centre(b)[0] + 4,
+               "above": lambda a, b: centre(a)[1] < centre(b)[1] - 4,
+               "below": lambda a, b: centre(a)[1] > centre(b)[1] + 4}[m.group(2)]
         return [i for i in scene if i["class"] == by_name[m.group(1)]
                 and any(rel(i, o) for o in scene if o["class"] == by_name[m.group(3)] and o is not i)]
     m = re.fullmatch(r"the ([\w-]+)", sentence)
@@ -54,7 +56,8 @@ def resolve(sentence, scene, names):
 def test_every_expression_selects_exactly_its_instance(tiny_scenes):
     counts = generate_referring(tiny_scenes, seed=0)
     names = json.loads((tiny_scenes / "meta.json").read_text())["class_names"]
-    scenes = {f"images/{r['name']}": r for r in map(json.loads, (tiny_scenes / "scenes.jsonl").read_text().splitlines())}
+    lines = (tiny_scenes / "scenes.jsonl").read_text().splitlines()
+    scenes = {f"images/{r['name']}": r for r in map(json.loads, lines)}
     refs = [json.loads(line) for line in (tiny_scenes / "referring/refs.jsonl").read_text().splitlines()]
     assert len(refs) == counts["refs"] > 20
     kinds = set()
@@ -198,7 +201,8 @@ def test_res_recipes_train_and_evaluate_on_the_engine(res_scenes, tmp_path, reci
 
 
 def test_a_semantic_only_method_is_refused_for_res_at_load(res_scenes):
-    with pytest.raises(SemisegError, match="method 'unimatch' does not train task 'res'; for it: semires_res, supervised"):
+    with pytest.raises(SemisegError,
+                       match="method 'unimatch' does not train task 'res'; for it: semires_res, supervised"):
         res_cfg(res_scenes, "method.name=unimatch")
 
 
@@ -280,7 +284,8 @@ def test_text_encoder_gets_its_own_learning_rate(res_scenes, tmp_path):
     trainer = Trainer(res_cfg(res_scenes, "method.name=supervised", "train.iters=1", "train.text_lr=0.00005"),
                       work_dir=str(tmp_path))
     visual, head, text = trainer.optimizer.param_groups
-    assert visual["lr"] == pytest.approx(1e-3) and head["lr"] == pytest.approx(1e-3) and text["lr"] == pytest.approx(5e-5)
+    assert visual["lr"] == pytest.approx(1e-3) and head["lr"] == pytest.approx(1e-3)
+    assert text["lr"] == pytest.approx(5e-5)
     set_lr(trainer.optimizer, poly_lr(1e-3, 5, 10, 0.9))  # the schedule keeps the ratio
     assert text["lr"] / visual["lr"] == pytest.approx(0.05)
     assert {id(p) for p in text["params"]} == {id(p) for p in trainer.model.text.parameters()}
@@ -338,8 +343,8 @@ def test_refcoco_split_labels_whole_images_and_trains_from_the_command_line(tmp_
     assert run(["train", "task=res", "data.dataset=refcoco", f"data.root={root}", "data.split=25pct",
                 "data.refs=refcoco/refs(unc).p", "data.instances=refcoco/instances.json", "data.images=train2014",
                 "method.name=supervised", "model.backbone=resnet18", "model.width=0.25", "model.pretrained=",
-                "data.crop_size=32", "data.batch_size=2", "data.num_workers=0", "train.iters=2", "train.eval_interval=2",
-                "train.log_interval=1",
+                "data.crop_size=32", "data.batch_size=2", "data.num_workers=0", "train.iters=2",
+                "train.eval_interval=2", "train.log_interval=1",
                 "--work-dir", str(tmp_path / "run")]) == 0
     rows = [json.loads(line) for line in (tmp_path / "run/metrics.jsonl").read_text().splitlines()]
     final = [r for r in rows if r["kind"] == "eval"][-1]

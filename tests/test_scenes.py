@@ -52,7 +52,8 @@ def test_masks_agree_with_instance_maps(tmp_path, classes):
 
 def test_ratio_splits_are_nested_and_disjoint_from_unlabeled(tmp_path):
     generate(tmp_path, ScenesConfig(n_train=320, n_val=8, items="auto"))
-    lab = {r: {s.image for s in read_split(tmp_path / f"splits/{r}/labeled.txt", True)} for r in ("1_32", "1_16", "1_8", "all")}
+    lab = {r: {s.image for s in read_split(tmp_path / f"splits/{r}/labeled.txt", True)}
+           for r in ("1_32", "1_16", "1_8", "all")}
     assert [len(lab[r]) for r in ("1_32", "1_16", "1_8", "all")] == [10, 20, 40, 320]
     assert lab["1_32"] <= lab["1_16"] <= lab["1_8"] <= lab["all"]
     unl = read_split(tmp_path / "splits/1_16/unlabeled.txt", False)
