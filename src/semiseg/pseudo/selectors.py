@@ -84,7 +84,9 @@ def class_share(probs: torch.Tensor, ignore: torch.Tensor, prior: Sequence[float
     pixels seen so far and the EMA of the mean prediction (distribution alignment's banks), so the fraction is
     the set's, not the batch's. Without ``predicted`` the batch's own argmax shares stand in: each class then
     keeps ``share * prior[c]`` of the batch's pixels, which cuts a batch that holds many objects of one class.
-    DARS ranks the whole unlabeled set offline, between rounds of self-training.
+    DARS ranks the whole unlabeled set offline, between rounds of self-training. With distribution_alignment
+    too, the maps it ranks are aligned already while ``predicted`` is the unaligned mean: the two corrections
+    compound.
     """
     _check_share(share)
     if prior is None:
