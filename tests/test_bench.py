@@ -152,6 +152,18 @@ def test_write_section_replaces_only_its_block(tmp_path):
     assert doc.read_text().endswith("<!-- semiseg:t -->\nother\n<!-- /semiseg:t -->\n")
 
 
+def test_write_section_writes_a_linked_page_where_it_lies_and_keeps_its_mode(tmp_path):
+    page = tmp_path / "site" / "b.md"
+    page.parent.mkdir()
+    page.write_text("<!-- semiseg:s -->\nold\n<!-- /semiseg:s -->\n")
+    page.chmod(0o600)
+    link = tmp_path / "b.md"
+    link.symlink_to(page)
+    write_section(link, "s", "new")
+    assert link.is_symlink() and page.read_text() == "<!-- semiseg:s -->\nnew\n<!-- /semiseg:s -->\n"
+    assert page.stat().st_mode & 0o777 == 0o600
+
+
 def test_the_doc_section_is_written_even_when_the_tables_reader_has_gone(tmp_path):
     """`semiseg bench quality S --table-only --doc D | head -1`: the pipe closes before the table is printed; the
     section must be in D all the same (it was printed first, and the broken pipe stopped the command)."""

@@ -18,7 +18,7 @@ from semiseg.methods import METHODS
 from semiseg.models import backbone_names, build_model
 from semiseg.pseudo.proposals import PROPOSALS, build_proposals
 from semiseg.pseudo.refiners import REFINERS, build_refiner, pwa_weight
-from semiseg.pseudo.selectors import SELECTORS, build_selector, wants_prior
+from semiseg.pseudo.selectors import SELECTORS, build_selector, wanted_shares
 from semiseg.tasks import TASKS, build_task
 
 from conftest import built_method, res_cfg, tiny_cfg
@@ -183,7 +183,7 @@ def test_selector_contract(name):
     ignore = torch.zeros(2, 16, 16, dtype=torch.bool)
     ignore[:, :3] = True
     select = build_selector({"name": name})
-    if wants_prior(select):  # the labeled class shares, which a method passes at each call
+    if wanted_shares(select):  # the labeled class shares, which a method passes at each call
         select = functools.partial(select, prior=[0.4, 0.2, 0.2, 0.2])
     pl, weight = select(probs, ignore)
     assert pl.shape == weight.shape == (2, 16, 16) and pl.dtype == torch.long and weight.dtype.is_floating_point

@@ -212,27 +212,35 @@ def test_paste_on_a_method_without_strong_views_is_refused(tiny_scenes, tiny_sto
         make_method("csl", tiny_scenes, tiny_store, "method.paste_p=0.5")
 
 
-@pytest.mark.parametrize("name", ["fixmatch", "dssn"])
-def test_class_share_takes_the_labeled_shares_seen_so_far_and_its_bank_resumes(name, tiny_scenes, tiny_store):
-    """Without distribution alignment the method still counts the labeled pixels, for the selector alone."""
+@pytest.mark.parametrize("name,align", [("fixmatch", False), ("dssn", False), ("dssn", True)])
+def test_class_share_takes_the_set_shares_from_the_banks_and_they_resume(name, align, tiny_scenes, tiny_store):
+    """The labeled shares seen so far and the argmax shares of the maps the labels come from (aligned ones where
+    alignment is on), with or without alignment; the banks resume, and a run without either keeps none."""
     from semiseg.pseudo.selectors import class_share
 
-    method, _, batch = make_method(name, tiny_scenes, tiny_store, "method.selector={name: class_share, share: 0.5}")
-    bank, calls, given = method.align, [], []
-    method.align = lambda *a: given.append(a) or bank(*a)
+    extra = ("method.selector={name: class_share, share: 0.5}", f"method.distribution_alignment={str(align).lower()}")
+    method, _, batch = make_method(name, tiny_scenes, tiny_store, *extra)
+    bank, calls, returned = method.align, [], []
+    method.align = lambda *a: returned.append((a[1], bank(*a))) or returned[-1][1]
     method.labeler.select = lambda probs, ignore, prior, predicted: calls.append((prior, predicted)) or \
         class_share(probs, ignore, prior, predicted, share=0.5)
     method.training_step(batch, step=3)
     method.align = bank
     y = batch["y"][batch["y"] < method.num_classes]
     shares = torch.bincount(y, minlength=method.num_classes).float() / y.numel()
-    assert calls and all(torch.allclose(prior, shares) and torch.equal(predicted, bank.mean)
-                         for prior, predicted in calls)
-    assert torch.allclose(bank.mean.sum(), torch.tensor(1.0))  # the model's shares: its mean prediction
-    assert all(out is inp for out, inp in zip(bank(*given[0]), given[0][2:]))  # counted, never aligned
-    again, _, _ = make_method(name, tiny_scenes, tiny_store, "method.selector={name: class_share}")
+    (ignore, maps), = returned
+    labelled = maps[0].argmax(1)[~ignore]  # the first map returned: aligned where alignment is on
+    argmax = torch.bincount(labelled, minlength=method.num_classes).float() / labelled.numel()
+    assert calls and all(torch.allclose(p, shares) and torch.allclose(q, argmax) for p, q in calls)
+    again, _, _ = make_method(name, tiny_scenes, tiny_store, *extra)
     again.load_state_dict(method.state_dict())
-    assert torch.equal(again.align.labeled, bank.labeled) and torch.equal(again.align.mean, bank.mean)
+    for k in ("labeled", "mean", "predicted"):
+        assert torch.equal(getattr(again.align, k), getattr(bank, k)), k
+    older, _, _ = make_method(name, tiny_scenes, tiny_store, *extra)
+    older.load_state_dict({k: v for k, v in method.state_dict().items() if k != "align_predicted"})
+    assert not older.align.predicted.any()  # a checkpoint from before this bank: the first step fills it
+    plain, _, _ = make_method(name, tiny_scenes, tiny_store)
+    assert not any(k.startswith("align_") for k in plain.state_dict())
 
 
 def test_class_share_on_a_method_that_keeps_no_labeled_shares_is_refused(tiny_scenes, tiny_store):
@@ -244,9 +252,18 @@ def test_class_share_on_a_method_that_keeps_no_labeled_shares_is_refused(tiny_sc
 
 
 @pytest.mark.parametrize("option,words", [("share: 0", "method.selector.share: 0 is not a share above 0"),
-                                          ("prior: [1, 2]", "method.selector.prior: needs 6 class shares")])
+                                          ("prior: [1, 2]", "method.selector.prior: needs 6 finite class shares")])
 def test_a_bad_class_share_option_is_refused_when_the_method_is_built(option, words, tiny_scenes, tiny_store):
     from semiseg.errors import SemisegError
 
     with pytest.raises(SemisegError, match=words):
         make_method("dssn", tiny_scenes, tiny_store, f"method.selector={{name: class_share, {option}}}")
+
+
+def test_class_share_keeps_every_label_before_any_labeled_pixel_is_seen():
+    from semiseg.methods.parts import PseudoLabeler
+
+    labeler = PseudoLabeler({"name": "class_share"}, {}, 3, shares=lambda: {"prior": None, "predicted": None})
+    probs = torch.tensor([[0.6, 0.3, 0.1], [0.2, 0.5, 0.3]]).T.reshape(1, 3, 1, 2)
+    pl, weight = labeler(probs, torch.tensor([[[False, True]]]))
+    assert pl.tolist() == [[[0, 1]]] and weight.tolist() == [[[1.0, 0.0]]]

@@ -42,13 +42,13 @@ def test_class_share_keeps_each_class_its_labeled_share_of_the_pixels_most_confi
     probs = torch.cat([probs[:, :, :1], probs[:, :, 1:]])  # (2, 3, 1, 5)
     ignore = torch.zeros(2, 1, 5, dtype=torch.bool)
     ignore[1, 0, 4] = True  # class 1 at 0.45, outside the image: neither counted nor kept
-    prior = [2.0, 3.0, 4.0]  # shares 2/9, 3/9, 4/9 of 9 valid pixels: quotas 2, 3, 4
+    prior = [2.0, 3.0, 4.0]  # shares 2/9, 3/9, 4/9 of 9 valid pixels: quotas 2, 3 and 1 (class 2's one pixel)
     pl, w = build_selector({"name": "class_share"})(probs, ignore, prior=prior)
     assert pl[:, 0].tolist() == [[1, 1, 1, 1, 0], [1, 2, 1, 0, 1]]
     # class 1's three most confident of its six (0.99, 0.95, 0.90); both of class 0; class 2's one pixel
     assert w[:, 0].tolist() == [[1, 0, 1, 0, 1], [1, 1, 0, 1, 0]]
     _, half = build_selector({"name": "class_share", "share": 0.5})(probs, ignore, prior=prior)
-    assert half[:, 0].tolist() == [[0, 0, 1, 0, 0], [1, 1, 0, 1, 0]]  # quotas 1, 2 (1.5 to even), 2
+    assert half[:, 0].tolist() == [[0, 0, 1, 0, 0], [1, 1, 0, 1, 0]]  # quotas 1, 2 (1.5 to even), 1
     given = build_selector({"name": "class_share", "prior": prior})  # a config may give the shares
     assert torch.equal(given(probs, ignore)[1], w)
     # with the model's shares over the set (a method's bank), each class keeps the same fraction in any batch:
@@ -62,14 +62,18 @@ def test_class_share_without_or_with_wrong_shares_is_refused():
     ignore = torch.zeros(1, 1, 2, dtype=torch.bool)
     with pytest.raises(SemisegError, match="selector class_share: needs the labeled class shares"):
         build_selector({"name": "class_share"})(probs, ignore)
-    with pytest.raises(SemisegError, match=r"^method.selector.prior: needs 3 class shares, none negative, not all 0; "
+    with pytest.raises(SemisegError, match=r"^method.selector.prior: needs 3 finite class shares, none negative, not "
+                                           r"all 0; "
                                            r"got \[0.5, 0.5\]$"):
         build_selector({"name": "class_share", "prior": [0.5, 0.5]})(probs, ignore)
     with pytest.raises(SemisegError, match=r"^method.selector.prior: .* got \['a', 'b', 'c'\]$"):
         build_selector({"name": "class_share", "prior": ["a", "b", "c"]})(probs, ignore)
-    with pytest.raises(SemisegError, match=r"^method.selector.share: -0.5 is not a share above 0"):
-        build_selector({"name": "class_share", "share": -0.5})(probs, ignore, prior=[1, 1, 1])
-    with pytest.raises(SemisegError, match=r"^method.selector.predicted: needs 3 class shares, .* \[0.0, 0.0, 0.0\]$"):
+    for share in (-0.5, True, float("inf")):
+        with pytest.raises(SemisegError, match=rf"^method.selector.share: {share} is not a share above 0"):
+            build_selector({"name": "class_share", "share": share})(probs, ignore, prior=[1, 1, 1])
+    with pytest.raises(SemisegError, match=r"^method.selector.prior: needs 3 finite .* \[1.0, inf, 1.0\]$"):
+        build_selector({"name": "class_share"})(probs, ignore, prior=[1, float("inf"), 1])
+    with pytest.raises(SemisegError, match=r"^method.selector.predicted: needs 3 finite .* \[0.0, 0.0, 0.0\]$"):
         build_selector({"name": "class_share"})(probs, ignore, prior=[1, 1, 1], predicted=[0, 0, 0])
 
 

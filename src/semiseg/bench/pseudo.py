@@ -24,7 +24,7 @@ from semiseg.tasks.semantic.evaluator import confusion, metrics_from_confusion
 from semiseg.tasks.base import Predictor
 from semiseg.pseudo.align import align
 from semiseg.pseudo.refiners import build_refiner
-from semiseg.pseudo.selectors import build_selector, selected, wants_prior
+from semiseg.pseudo.selectors import build_selector, selected, wanted_shares
 
 SELECTORS = {"threshold 0.95": {"name": "threshold", "tau": 0.95}, "CPLG (class_aware)": {"name": "class_aware"},
              "csl": {"name": "csl"}, "class_share (DARS)": {"name": "class_share"}, "none": {"name": "none"}}
@@ -76,17 +76,20 @@ def _probs(predictor: Predictor, item, scales: Sequence[float] = (1.0,)) -> torc
     return multiscale_probs(predictor.model, x, scales, tuple(item["mask"].shape)).cpu()
 
 
-def mean_prediction(predictor: Predictor, ds, scales: Sequence[float] = (1.0,)) -> torch.Tensor:
-    """The model's class probabilities averaged over every labeled-or-not pixel of ``ds`` (not its ignore)."""
-    total, count = torch.zeros(len(predictor.class_names), dtype=torch.float64), 0
+def mean_prediction(predictor: Predictor, ds, scales: Sequence[float] = (1.0,)) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Over every pixel of ``ds`` outside its ignore: the model's class probabilities averaged (what alignment
+    divides by), and the share of the pixels each class is the argmax of (what ``class_share`` divides by)."""
+    n_cls = len(predictor.class_names)
+    total, argmax, count = torch.zeros(n_cls, dtype=torch.float64), torch.zeros(n_cls, dtype=torch.float64), 0
     with torch.no_grad():
         for i in range(len(ds)):
             item = ds[i]
             valid = (item["mask"] != 255)[None]
             probs = _probs(predictor, item, scales)
             total += probs.permute(1, 0, 2, 3)[:, valid].sum(1).double()
+            argmax += torch.bincount(probs.argmax(1)[valid], minlength=n_cls).double()
             count += int(valid.sum())
-    return (total / max(count, 1)).float()
+    return (total / max(count, 1)).float(), (argmax / max(count, 1)).float()
 
 
 def evaluate_pseudo(predictor: Predictor, samples, layout, store=None, max_images: int = 0,
@@ -94,11 +97,10 @@ def evaluate_pseudo(predictor: Predictor, samples, layout, store=None, max_image
     cfg, n_cls = predictor.cfg, len(predictor.class_names)
     ds = SegDataset(samples[: max_images or None], layout, cfg.data, "val")
     pixels = torch.as_tensor(labeled_class_pixels(layout, n_cls, cfg.data.ignore_index)[:n_cls], dtype=torch.float32)
-    prior, mean = pixels / pixels.sum(), mean_prediction(predictor, ds, scales)
+    prior, (mean, predicted) = pixels / pixels.sum(), mean_prediction(predictor, ds, scales)
+    shares = {"prior": prior, "predicted": predicted}  # the labeled masks' and the model's over these images
     selectors = {k: build_selector(v) for k, v in SELECTORS.items()}
-    # a selector that takes the class shares gets the labeled masks' and the model's mean prediction on these images
-    selectors = {k: functools.partial(v, prior=prior, predicted=mean) if wants_prior(v) else v
-                 for k, v in selectors.items()}
+    selectors = {k: functools.partial(v, **{s: shares[s] for s in wanted_shares(v)}) for k, v in selectors.items()}
     refiners = {k: build_refiner({"name": k}) for k in REFINERS} if store is not None else {}
     per_class = {k: np.zeros((3, n_cls)) for k in selectors}  # by predicted class: valid, selected, selected & right
     n_right = 0  # correct pseudo-labels, the same for every selector (recall's denominator)

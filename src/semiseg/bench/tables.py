@@ -6,6 +6,7 @@ train: ``semiseg.bench.quality``.
 """
 from __future__ import annotations
 
+import os
 import statistics
 from collections import Counter
 from pathlib import Path
@@ -209,5 +210,9 @@ def write_section(doc: Path, name: str, body: str) -> None:
         text = text[: text.index(start)] + block + text[text.index(end) + len(end):]
     else:
         text = text.rstrip() + ("\n\n" if text else "") + block + "\n"
-    with atomic_file(doc, "w") as f:
+    target = doc.resolve()  # a linked page is written where it lies, and keeps its mode
+    mode = target.stat().st_mode if target.exists() else None
+    with atomic_file(target, "w") as f:
         f.write(text)
+    if mode is not None:
+        os.chmod(target, mode)

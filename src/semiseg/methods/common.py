@@ -87,7 +87,7 @@ class SemiMethod(Method):
         # the class shares reach a selector that takes them (class_share) from the alignment's banks
         self.labeler = PseudoLabeler(c.selector, c.refiner, self.num_classes,
                                      self.align.shares if self.aligns else None)
-        self.align.counts |= self.labeler.wants_prior
+        self.align.ranks = bool(self.labeler.wants)
         self.notes += self.labeler.notes
         self.unlabeled_streams = self.partner.streams  # the trainer builds this many unlabeled loaders
 
@@ -99,17 +99,13 @@ class SemiMethod(Method):
         state = super().state_dict()
         if self.paste.p:
             state["paste_confidence"] = self.paste.confidence.clone()
-        if self.align.counts:
-            state["align_labeled"], state["align_mean"] = self.align.labeled.clone(), self.align.mean.clone()
-        return state
+        return {**state, **self.align.state()}
 
     def load_state_dict(self, state: Dict[str, Any], source: str = "the method state") -> None:
         super().load_state_dict(state, source)
         if self.paste.p and "paste_confidence" in state:
             self.paste.confidence = state["paste_confidence"].clone().float()
-        if self.align.counts and "align_mean" in state:
-            self.align.labeled = state["align_labeled"].clone().double()
-            self.align.mean = state["align_mean"].clone().float()
+        self.align.load(state)
 
     @torch.no_grad()
     def predict_eval(self, x: torch.Tensor) -> torch.Tensor:

@@ -24,7 +24,7 @@ from semiseg.data.augment import SEMIRES_STRONG, cutmix_box, mix, strong_photome
 from semiseg.errors import SemisegError
 from semiseg.pseudo.align import align
 from semiseg.pseudo.refiners import build_refiner
-from semiseg.pseudo.selectors import build_selector, wants_prior
+from semiseg.pseudo.selectors import build_selector, wanted_shares
 
 
 class StrongView:
@@ -106,10 +106,10 @@ class PseudoLabeler:
 
     def __init__(self, selector: dict, refiner: dict, num_classes: int, shares=None) -> None:
         """``shares``: a callable giving the class shares (``prior``, ``predicted``), for a selector that takes
-        them at each call."""
+        them at each call; it fills those its config left unset."""
         self.select = build_selector(selector)
-        self.wants_prior = wants_prior(self.select)
-        if self.wants_prior and shares is None:
+        self.wants = wanted_shares(self.select) if shares is not None else ()
+        if "prior" in wanted_shares(self.select) and shares is None:
             raise SemisegError(f"method.selector {selector.get('name')}: takes the labeled class shares, which this "
                                "method does not keep; give them as method.selector.prior (a list) or use fixmatch, "
                                "unimatch, unimatch_v2 or dssn")
@@ -122,7 +122,12 @@ class PseudoLabeler:
         self.notes = [n for n in [note(num_classes) if note else ""] if n]
 
     def _select(self, probs: torch.Tensor, ignore: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        return self.select(probs, ignore, **self.shares()) if self.wants_prior else self.select(probs, ignore)
+        if not self.wants:
+            return self.select(probs, ignore)
+        given = {k: v for k, v in self.shares().items() if k in self.wants}
+        if given.get("prior", 0) is None:  # no labeled pixel seen yet: nothing to share by, every label kept
+            return probs.argmax(1), (~ignore).float()
+        return self.select(probs, ignore, **given)
 
     def __call__(self, probs: torch.Tensor, ignore: torch.Tensor, props=None) -> Tuple[torch.Tensor, torch.Tensor]:
         pl, weight = self._select(probs, ignore)
@@ -226,27 +231,57 @@ class DistributionAlignment:
     each class scaled by its share of the labeled pixels seen so far over its share of the model's mean
     prediction on the unlabeled pixels, an EMA over steps (``momentum`` 0.99, ReMixMatch's window of 128
     batches in our form). A class the teacher starves is raised before selection, one it over-predicts lowered;
-    a class no labeled pixel holds is never pseudo-labelled. Off (``on`` False): the probabilities unchanged;
-    with ``counts`` set (a selector that takes the class shares, ``class_share``) both banks still fill."""
+    a class no labeled pixel holds is never pseudo-labelled. Off (``on`` False): the probabilities unchanged.
+
+    For a selector that takes the class shares (``class_share``), ``ranks`` set: the labeled bank fills with or
+    without alignment, and a third bank keeps an EMA of the argmax shares of the first map returned (the one
+    labels are made from, aligned where alignment is on), the model's class shares over the unlabeled set."""
 
     def __init__(self, on: bool, num_classes: int, momentum: float = 0.99) -> None:
         self.on, self.momentum = on, momentum
-        self.counts = on  # also set where a selector takes the class shares (``shares``) without alignment
+        self.ranks = False
         self.labeled = torch.zeros(num_classes, dtype=torch.float64)  # labeled pixels per class, every batch so far
         self.mean = torch.zeros(num_classes)  # saved with the method state: resume aligns as the run did
+        self.predicted = torch.zeros(num_classes)  # argmax shares of the returned maps (``ranks`` only)
 
     def labeled_shares(self) -> torch.Tensor | None:
         """The class shares of the labeled pixels seen so far; None before the first labeled batch."""
         return (self.labeled / self.labeled.sum()).float() if self.labeled.any() else None
 
     def shares(self) -> Dict[str, torch.Tensor | None]:
-        """The labeled class shares and the model's (the EMA of its mean prediction), for a selector."""
-        return {"prior": self.labeled_shares(), "predicted": self.mean if self.mean.any() else None}
+        """The labeled class shares and the model's (the EMA of its maps' argmax shares), for a selector."""
+        return {"prior": self.labeled_shares(), "predicted": self.predicted if self.predicted.any() else None}
+
+    def state(self) -> Dict[str, torch.Tensor]:
+        """The banks in use, for the method state (nothing when neither alignment nor a selector uses them)."""
+        banks = {}
+        if self.on or self.ranks:
+            banks.update(align_labeled=self.labeled, align_mean=self.mean)
+        if self.ranks:
+            banks["align_predicted"] = self.predicted
+        return {k: v.clone() for k, v in banks.items()}
+
+    def load(self, state: Dict[str, torch.Tensor]) -> None:
+        """The banks from a method state; a checkpoint without them leaves them empty (the first step fills them)."""
+        if (self.on or self.ranks) and "align_mean" in state:
+            self.labeled, self.mean = state["align_labeled"].clone().double(), state["align_mean"].clone().float()
+        if self.ranks and "align_predicted" in state:
+            self.predicted = state["align_predicted"].clone().float()
+
+    def _observe_predicted(self, probs: torch.Tensor, valid: torch.Tensor) -> None:
+        c = len(self.predicted)
+        stats = torch.cat([torch.bincount(probs.argmax(1)[valid], minlength=c), valid.sum()[None]]).float()
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.all_reduce(stats)
+        counts, n = stats[:c].cpu(), float(stats[c])
+        if n > 0:
+            fresh = not bool(self.predicted.any())
+            self.predicted = counts / n if fresh else self.momentum * self.predicted + (1 - self.momentum) * counts / n
 
     def __call__(self, y: torch.Tensor, ignore: torch.Tensor, probs: torch.Tensor, *others: torch.Tensor):
         """Observe the labeled batch ``y`` and ``probs`` (B, C, H, W) on its pixels outside ``ignore``, then
         return ``probs`` and ``others`` (the partner's, say) aligned with the banks."""
-        if not self.counts:
+        if not (self.on or self.ranks):
             return (probs, *others)
         c = len(self.mean)
         valid = ~ignore
@@ -261,6 +296,9 @@ class DistributionAlignment:
             batch = sums / n[0]
             fresh = not bool(self.mean.any())  # the first batch sets the bank: no pull towards zero
             self.mean = batch if fresh else self.momentum * self.mean + (1 - self.momentum) * batch
-        if not (self.on and self.labeled.any() and self.mean.any()):  # counting alone: for a selector's shares
-            return (probs, *others)
-        return tuple(align(p, self.labeled_shares(), self.mean) for p in (probs, *others))
+        out = (probs, *others)
+        if self.on and self.labeled.any() and self.mean.any():
+            out = tuple(align(p, self.labeled_shares(), self.mean) for p in out)
+        if self.ranks:
+            self._observe_predicted(out[0], valid)
+        return out

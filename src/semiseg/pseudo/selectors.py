@@ -59,14 +59,15 @@ def _shares(key: str, values, num_classes: int) -> torch.Tensor:
         out = torch.as_tensor(values, dtype=torch.float64)
     except (TypeError, ValueError, RuntimeError):
         out = None
-    if out is None or out.shape != (num_classes,) or (out < 0).any() or not out.sum() > 0:
-        raise SemisegError(f"method.selector.{key}: needs {num_classes} class shares, none negative, not all 0; "
-                           f"got {values if out is None else out.tolist()}")
+    if out is None or out.shape != (num_classes,) or not torch.isfinite(out).all() or (out < 0).any() \
+            or not out.sum() > 0:
+        raise SemisegError(f"method.selector.{key}: needs {num_classes} finite class shares, none negative, not "
+                           f"all 0; got {values if out is None else out.tolist()}")
     return out / out.sum()
 
 
 def _check_share(share) -> None:
-    if not (isinstance(share, (int, float)) and share > 0):
+    if isinstance(share, bool) or not (isinstance(share, (int, float)) and 0 < share < float("inf")):
         raise SemisegError(f"method.selector.share: {share!r} is not a share above 0 (1: each class its labeled share)")
 
 
@@ -79,14 +80,13 @@ def class_share(probs: torch.Tensor, ignore: torch.Tensor, prior: Sequence[float
     about ``share`` x its labeled share of the pixels. A class the model over-predicts loses its least confident
     labels; one it under-predicts keeps every label it has, however unsure.
 
-    ``prior``: the labeled pixels' class shares; ``predicted``: the model's class shares on the unlabeled pixels.
-    The methods that keep them (fixmatch, unimatch, unimatch_v2, dssn) pass both at each step: the labeled
-    pixels seen so far and the EMA of the mean prediction (distribution alignment's banks), so the fraction is
-    the set's, not the batch's. Without ``predicted`` the batch's own argmax shares stand in: each class then
-    keeps ``share * prior[c]`` of the batch's pixels, which cuts a batch that holds many objects of one class.
-    DARS ranks the whole unlabeled set offline, between rounds of self-training. With distribution_alignment
-    too, the maps it ranks are aligned already while ``predicted`` is the unaligned mean: the two corrections
-    compound.
+    ``prior``: the labeled pixels' class shares; ``predicted``: the argmax shares of the maps it ranks, over the
+    unlabeled set. The methods that keep them (fixmatch, unimatch, unimatch_v2, dssn) pass what the config left
+    unset at each step: the labeled pixels seen so far, and an EMA of the argmax shares of the maps they label
+    from (aligned ones where distribution_alignment is on), so the fraction is the set's, not the batch's.
+    Without ``predicted`` the batch's own argmax shares stand in: each class then keeps ``share * prior[c]`` of
+    the batch's pixels, which cuts a batch that holds many objects of one class. Quotas are rounded to whole
+    pixels. DARS ranks the whole unlabeled set offline, between rounds of self-training.
     """
     _check_share(share)
     if prior is None:
@@ -107,8 +107,8 @@ def class_share(probs: torch.Tensor, ignore: torch.Tensor, prior: Sequence[float
     order = torch.argsort(cls.double() * 2 + (1 - c), stable=True)  # by class, then the most confident first
     rank = torch.empty_like(cls)
     rank[order] = torch.arange(cls.numel(), device=cls.device) - (torch.cumsum(count, 0) - count)[cls[order]]
-    weight = torch.zeros_like(conf)
-    weight[valid] = (rank < quota[cls]).to(conf.dtype)
+    weight = torch.zeros(conf.shape, device=conf.device)  # float32 as every selector's, whatever the maps' dtype
+    weight[valid] = (rank < quota[cls]).float()
     return pl, weight
 
 
@@ -135,10 +135,13 @@ def build_selector(spec: Mapping[str, Any]) -> Selector:
     return functools.partial(fn, **spec)
 
 
-def wants_prior(select: Selector) -> bool:
-    """The selector takes the class shares at each call (``prior``, ``predicted``) and its config gave none."""
+SHARES = ("prior", "predicted")  # the class shares a selector may take at each call (``class_share``)
+
+
+def wanted_shares(select: Selector) -> Tuple[str, ...]:
+    """The class shares the selector takes at each call that its config left unset."""
     fn, bound = getattr(select, "func", select), getattr(select, "keywords", {})
-    return "prior" in inspect.signature(fn).parameters and bound.get("prior") is None
+    return tuple(k for k in SHARES if k in inspect.signature(fn).parameters and bound.get(k) is None)
 
 
 def selected(weight: torch.Tensor) -> torch.Tensor:

@@ -16,7 +16,7 @@ from semiseg.data.io import read_image
 from semiseg.data.presets import resolve_layout
 from semiseg.methods.common import SemiMethod
 from semiseg.methods.registry import METHODS
-from semiseg.pseudo.selectors import build_selector, selected, wants_prior
+from semiseg.pseudo.selectors import build_selector, selected, wanted_shares
 from semiseg.tasks.semantic.evaluator import confusion
 
 
@@ -32,10 +32,22 @@ class RunImages:
         self.trains_on_pseudo_labels = issubclass(METHODS.get(cfg.method["name"]), SemiMethod)
         self.selector = build_selector(cfg.method.get("selector") or {"name": "none"})
         self.layout = resolve_layout(cfg.data)
-        if wants_prior(self.selector):  # the labeled masks' class shares; each image's own stand in for the model's
-            pixels = labeled_class_pixels(self.layout, len(self.student.class_names), cfg.data.ignore_index)
-            self.selector = functools.partial(self.selector, prior=pixels.tolist())
+        self.selector = functools.partial(self.selector, **self._shares(state, wanted_shares(self.selector)))
         self.ds = SegDataset(self.layout.val, self.layout, cfg.data, "val")
+
+    def _shares(self, state: dict, wanted) -> Dict[str, torch.Tensor]:
+        """The class shares a selector takes (``class_share``) as the run's banks held them at this checkpoint;
+        a checkpoint without them: the labeled masks' shares, and each image's own argmax shares for the model's."""
+        banks, out = state.get("method", {}), {}
+        if "prior" in wanted:
+            labeled = banks.get("align_labeled")
+            if labeled is None or not labeled.any():
+                labeled = torch.as_tensor(labeled_class_pixels(self.layout, len(self.student.class_names),
+                                                               self.student.cfg.data.ignore_index))
+            out["prior"] = labeled.double()
+        if "predicted" in wanted and banks.get("align_predicted") is not None and banks["align_predicted"].any():
+            out["predicted"] = banks["align_predicted"]
+        return out
 
     def __len__(self) -> int:
         return len(self.ds)
