@@ -64,3 +64,12 @@ def test_on_two_class_data_fixmatch_and_dssn_as_authored_say_what_was_measured(r
     assert run(["train", str(own_folder), f"recipe={recipe}", "train.iters=1", "--work-dir", str(tmp_path / "w")]) == 0
     said = "as authored fell below supervised-only on every seed" in capsys.readouterr().out
     assert said == noted
+
+
+def test_the_align_recipe_is_the_measured_runs_config():
+    """dssn-horizon-iom-paste-align resolves to the config of the runs that measured it (scenes-align-fp)."""
+    named = load_config(REPO / "configs/scenes/dssn.yaml", ["recipe=dssn-horizon-iom-paste-align"])
+    measured = load_config(REPO / "configs/scenes/dssn.yaml", ["recipe=dssn-horizon-iom-paste",
+                                                               "method.distribution_alignment=true",
+                                                               "method.align_fp=true"])
+    assert named.method == measured.method and named.method["align_fp"] and named.method["distribution_alignment"]
