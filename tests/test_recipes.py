@@ -34,6 +34,14 @@ def test_a_users_override_wins_over_the_recipe_and_the_recipe_over_the_file(own_
     assert load_config(own_folder, ["recipe=dssn-horizon"]).method.ema_horizon == 0.033
 
 
+def test_an_empty_mapping_removes_the_recipes_component(own_folder):
+    """`method.refiner={}` after a recipe with IOM trains without a refiner (it kept the recipe's IOM)."""
+    cfg = load_config(own_folder, ["recipe=dssn-horizon-iom-paste", "method.refiner={}"])
+    assert dict(cfg.method.refiner) == {} and cfg.method.paste_p == 0.5
+    kept = load_config(own_folder, ["recipe=dssn-horizon-iom-paste", "method.refiner={iou_thresh: 0.6}"])
+    assert kept.method.refiner["name"] == "iom"  # a mapping with options still refines the recipe's spec
+
+
 def test_an_unknown_recipe_is_one_line_listing_the_names(own_folder):
     with pytest.raises(SemisegError,
                        match="command line override: bad value for 'recipe': 'dssn-fast'; valid: csl, dssn,"):

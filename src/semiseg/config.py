@@ -218,8 +218,9 @@ def parse_overrides(overrides: Sequence[str]) -> Dict[str, Any]:
 
 def deep_merge(base: Dict[str, Any], top: Dict[str, Any]) -> Dict[str, Any]:
     """Nested merge, except that a component spec (a mapping with a ``name``) whose name changes is
-    replaced as a whole: ``selector={name: class_aware}`` must not inherit the old selector's options."""
-    if "name" in top and "name" in base and top["name"] != base["name"]:
+    replaced as a whole: ``selector={name: class_aware}`` must not inherit the old selector's options; and an
+    empty mapping over a spec removes it (``method.refiner={}`` after a recipe with IOM: no refiner)."""
+    if "name" in base and (not top or ("name" in top and top["name"] != base["name"])):
         return dict(top)
     out = dict(base)
     for k, v in top.items():
