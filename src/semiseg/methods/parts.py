@@ -114,11 +114,12 @@ class PseudoLabeler:
                                "method does not keep; give them as method.selector.prior (a list) or use fixmatch, "
                                "unimatch, unimatch_v2 or dssn")
         self.shares = shares
-        check = getattr(getattr(self.select, "func", self.select), "check", None)  # a selector's own options
+        fn = getattr(self.select, "func", self.select)  # the selector's function under its options' partial
+        check = getattr(fn, "check", None)  # a selector's own options
         if check:
             check(num_classes, **getattr(self.select, "keywords", {}))
         self.refine = build_refiner(refiner) if refiner else None
-        note = getattr(getattr(self.select, "func", self.select), "note", None)  # a selector's word on this data
+        note = getattr(fn, "note", None)  # a selector's word on this data
         self.notes = [n for n in [note(num_classes) if note else ""] if n]
 
     def _select(self, probs: torch.Tensor, ignore: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
