@@ -1,5 +1,7 @@
 """The quality suite's bookkeeping: finished-run detection, the table, the doc section."""
 import json
+import subprocess
+import sys
 
 import pytest
 
@@ -167,9 +169,6 @@ def test_write_section_writes_a_linked_page_where_it_lies_and_keeps_its_mode(tmp
 def test_the_doc_section_is_written_even_when_the_tables_reader_has_gone(tmp_path):
     """`semiseg bench quality S --table-only --doc D | head -1`: the pipe closes before the table is printed; the
     section must be in D all the same (it was printed first, and the broken pipe stopped the command)."""
-    import subprocess
-    import sys
-
     fake_run(tmp_path / "out", "sup", 0, 40.0)
     fake_run(tmp_path / "out", "m", 0, 50.0)
     (tmp_path / "s.yaml").write_text("name: s\nbaseline: sup\nruns:\n  - {name: sup}\n  - {name: m}\n")
@@ -187,6 +186,18 @@ def test_suite_needs_unique_names(tmp_path):
     p.write_text("name: s\nruns:\n  - {name: a, config: x}\n  - {name: a, config: y}\n")
     with pytest.raises(SemisegError, match="unique name"):
         read_suite(p)
+
+
+@pytest.mark.parametrize("runs", ["[]", "5", "[a, b]"])
+def test_a_suite_whose_runs_are_no_list_of_runs_is_one_line(runs, tmp_path):
+    """`runs: []` (or no list of mappings) is one line naming the file and the key, exit 2; was a traceback."""
+    p = tmp_path / "s.yaml"
+    p.write_text(f"name: s\nruns: {runs}\n")
+    with pytest.raises(SemisegError, match=f"suite file {p}: 'runs' must list one run or more"):
+        read_suite(p)
+    out = subprocess.run([sys.executable, "-m", "semiseg", "bench", "quality", str(p), "--table-only"],
+                         capture_output=True, text=True, cwd=tmp_path)
+    assert out.returncode == 2 and out.stderr.count("\n") == 1 and "'runs'" in out.stderr
 
 
 def test_boundary_f_and_auroc_on_known_inputs():

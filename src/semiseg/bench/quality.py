@@ -58,7 +58,11 @@ def read_suite(path: str | Path) -> dict:
     for key in ("name", "runs"):
         if key not in suite:
             raise SemisegError(f"suite file {path} has no '{key}'")
-    names = [r.get("name") for r in suite["runs"]]
+    runs = suite["runs"]
+    if not isinstance(runs, list) or not runs or not all(isinstance(r, dict) for r in runs):
+        raise SemisegError(f"suite file {path}: 'runs' must list one run or more, each a mapping with a name and a "
+                           f"config; got {runs!r}")
+    names = [r.get("name") for r in runs]
     if len(set(names)) != len(names) or None in names:
         raise SemisegError(f"suite file {path}: every run needs a unique name, got {names}")
     return suite
