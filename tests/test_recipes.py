@@ -39,7 +39,7 @@ def test_an_empty_mapping_removes_the_recipes_component(own_folder):
     cfg = load_config(own_folder, ["recipe=dssn-horizon-iom-paste", "method.refiner={}"])
     assert dict(cfg.method.refiner) == {} and cfg.method.paste_p == 0.5
     kept = load_config(own_folder, ["recipe=dssn-horizon-iom-paste", "method.refiner={iou_thresh: 0.6}"])
-    assert kept.method.refiner["name"] == "iom"  # a mapping with options still refines the recipe's spec
+    assert dict(kept.method.refiner) == {"name": "iom", "iou_thresh": 0.6}  # options refine the recipe's spec
 
 
 def test_an_unknown_recipe_is_one_line_listing_the_names(own_folder):
