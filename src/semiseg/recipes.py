@@ -66,8 +66,7 @@ _recipe("dssn-horizon-iom-paste", ("method.name=dssn", "method.ema_horizon=0.033
         "the recommended recipe: dssn-horizon-iom with labeled objects pasted into the strong views, the classes "
         "the model is least sure of most often (needs data.proposal_store: semiseg proposals; compare makes one)",
         f"{RECIPE}; {PROBES}")
-_recipe("dssn-horizon-iom-paste-align", ("method.name=dssn", "method.ema_horizon=0.033", "method.refiner={name: iom}",
-                                         "method.paste_p=0.5", "method.distribution_alignment=true",
-                                         "method.align_fp=true"),
+_recipe("dssn-horizon-iom-paste-align", RECIPES.get("dssn-horizon-iom-paste").overrides
+        + ("method.distribution_alignment=true", "method.align_fp=true"),
         "dssn-horizon-iom-paste with every pseudo-label map aligned to the labeled class shares (the FP branches' "
         "too): for data whose teacher over-predicts a class (needs data.proposal_store)", ALIGNMENT)
