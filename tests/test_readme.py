@@ -32,7 +32,8 @@ def test_the_readme_config_trains_on_a_folder_of_images(tmp_path, capsys):
     root = write_folder(tmp_path / "mine", size=(48, 64))
     text = readme_config()
     cfg = yaml.safe_load(text)
-    assert cfg["data"]["dataset"] == "folder" and cfg["recipe"] == "dssn-horizon-iom-paste"  # what a newcomer copies
+    assert cfg["data"]["dataset"] == "folder"
+    assert cfg["recipe"] == "dssn-horizon-iom-paste-align"  # what a newcomer copies
     (tmp_path / "mine.yaml").write_text(text)
     store = tmp_path / "proposals"
     fit = [f"data.root={root}", f"data.proposal_store={store}", "train.iters=2", "train.eval_interval=2",

@@ -32,6 +32,7 @@ BINARY = 'docs/benchmarks.md, "Binary data"'
 PROBES = 'docs/benchmarks.md, "Composing a recipe: the probes"'
 RECIPE = 'docs/benchmarks.md, "The composed recipe on three seeds"'
 ALIGNMENT = 'docs/benchmarks.md, "Distribution alignment in training, on both benchmarks"'
+ALIGN_RECIPE = 'docs/benchmarks.md, "The align recipe beside UniMatch"'
 
 _recipe("supervised", ("method.name=supervised",),
         "labeled images only: the baseline every recipe is measured against", METHODS_TABLE)
@@ -63,10 +64,11 @@ _recipe("dssn-horizon-iom", ("method.name=dssn", "method.ema_horizon=0.033", "me
         "(needs data.proposal_store: semiseg proposals; compare makes one)", f"{RECIPE}; {PROBES}")
 _recipe("dssn-horizon-iom-paste", ("method.name=dssn", "method.ema_horizon=0.033", "method.refiner={name: iom}",
                                    "method.paste_p=0.5"),
-        "the recommended recipe: dssn-horizon-iom with labeled objects pasted into the strong views, the classes "
+        "dssn-horizon-iom with labeled objects pasted into the strong views, the classes "
         "the model is least sure of most often (needs data.proposal_store: semiseg proposals; compare makes one)",
         f"{RECIPE}; {PROBES}")
 _recipe("dssn-horizon-iom-paste-align", RECIPES.get("dssn-horizon-iom-paste").overrides
         + ("method.distribution_alignment=true", "method.align_fp=true"),
-        "dssn-horizon-iom-paste with every pseudo-label map aligned to the labeled class shares (the FP branches' "
-        "too): for data whose teacher over-predicts a class (needs data.proposal_store)", ALIGNMENT)
+        "the recommended recipe: dssn-horizon-iom-paste with every pseudo-label map aligned to the labeled class "
+        "shares, the FP branches' too (needs data.proposal_store: semiseg proposals; compare makes one)",
+        f"{ALIGNMENT}; {ALIGN_RECIPE}")

@@ -90,7 +90,7 @@ def recommendation(res: Dict[str, List[dict]], recipes: Sequence[str], key: str)
 
 def default_recipes(num_classes: int) -> List[str]:
     """The recommended recipes, and on two-class data the one measured best on binary data."""
-    return ["unimatch", "dssn-horizon-iom-paste"] + (["dssn-horizon-clean"] if num_classes == 2 else [])
+    return ["unimatch", "dssn-horizon-iom-paste-align"] + (["dssn-horizon-clean"] if num_classes == 2 else [])
 
 
 def recipes_given(text: Optional[str]) -> Optional[List[str]]:
