@@ -98,7 +98,8 @@ def test_a_sentence_per_run_says_which_differences_the_interval_supports(tmp_pat
 
 def test_the_sentence_gives_each_seeds_difference_and_the_classes_below_the_baseline(tmp_path):
     """What a reader checks a recipe by: whether every seed gains, and whether any class ends below the
-    baseline on the seed mean (over the seeds both runs finished)."""
+    baseline on the seed mean (over the seeds both runs finished), with that class's IoU on each seed: whether one
+    seed or all of them put it there."""
     suite = {"name": "s", "seeds": [0, 1, 2], "baseline": "sup",
              "runs": [{"name": "sup"}, {"name": "m"}, {"name": "low"}]}
     for seed, (b, m, m_obj, low_obj) in enumerate([(40.0, 42.0, 25.0, 25.0), (50.0, 53.0, 45.0, 45.0),
@@ -110,7 +111,8 @@ def test_the_sentence_gives_each_seeds_difference_and_the_classes_below_the_base
     assert ("- m: +3.00 against sup (by seed +2.00 / +3.00 / +4.00), [+0.52, +5.48]: a gain the interval "
             "supports. No class below sup on the seed mean.") in text
     assert ("- low: +3.00 against sup (by seed +2.00 / +3.00 / +4.00), [+0.52, +5.48]: a gain the interval "
-            "supports. Below sup on the seed mean: obj (34.0 against 35.0).") in text
+            "supports. Below sup on the seed mean: obj (34.0 against 35.0; by seed 25.0 / 45.0 / 32.0 against "
+            "30.0 / 40.0 / 35.0).") in text
 
 
 def test_table_at_an_intermediate_step(tmp_path):
@@ -179,6 +181,20 @@ def test_the_doc_section_is_written_even_when_the_tables_reader_has_gone(tmp_pat
     p.stdout.close()  # the reader is gone before the command writes anything
     p.wait(timeout=120)
     assert "| m | 1 | 50.00 | - | +10.00 |" in doc.read_text()
+
+
+def test_a_table_of_no_finished_run_keeps_the_page(tmp_path):
+    """`--table-only` pointed at a folder without the suite's runs (a forgotten `--out`) wrote a table of empty
+    rows over the page's measured one; it is one line naming the folder, exit 2, the page and folder untouched."""
+    (tmp_path / "s.yaml").write_text("name: s\nbaseline: sup\nruns:\n  - {name: sup}\n  - {name: m}\n")
+    doc = tmp_path / "d.md"
+    doc.write_text("<!-- semiseg:s -->\nmeasured\n<!-- /semiseg:s -->\n")
+    out = subprocess.run([sys.executable, "-m", "semiseg", "bench", "quality", str(tmp_path / "s.yaml"), "--table-only",
+                          "--out", str(tmp_path / "elsewhere"), "--doc", str(doc)], capture_output=True, text=True,
+                         cwd=tmp_path)
+    assert out.returncode == 2 and out.stderr.count("\n") == 1 and "elsewhere" in out.stderr
+    assert doc.read_text() == "<!-- semiseg:s -->\nmeasured\n<!-- /semiseg:s -->\n"
+    assert not (tmp_path / "elsewhere").exists()
 
 
 def test_suite_needs_unique_names(tmp_path):

@@ -104,15 +104,22 @@ def verdicts(suite: dict, res: Dict[str, List[dict]]) -> List[str]:
 
 
 def classes_below(reference: List[dict], evals: List[dict], ref: str) -> str:
-    """The classes whose IoU, averaged over the seeds both runs finished, ends below the reference's; ""
-    where the task reports no per-class IoU."""
+    """The classes whose IoU, averaged over the seeds both runs finished, ends below the reference's, each with
+    its IoU on every seed (one seed or all of them may put it there); "" where the task reports no per-class IoU."""
     pairs = paired(reference, evals)
     classes = [k for k in (pairs[0][1] if pairs else {}) if k.startswith("IoU_") and k in pairs[0][0]]
     if not classes:
         return ""
-    means = {k[4:]: (statistics.mean(e[k] for _, e in pairs), statistics.mean(b[k] for b, _ in pairs))
-             for k in classes}
-    below = [f"{c} ({m:.1f} against {b:.1f})" for c, (m, b) in means.items() if m < b]
+
+    def by_seed(values: List[float]) -> str:
+        return " / ".join(f"{v:.1f}" for v in values)
+
+    below = []
+    for k in classes:
+        mine, theirs = [e[k] for _, e in pairs], [b[k] for b, _ in pairs]
+        if statistics.mean(mine) < statistics.mean(theirs):
+            seeds = f"; by seed {by_seed(mine)} against {by_seed(theirs)}" if len(pairs) > 1 else ""
+            below.append(f"{k[4:]} ({statistics.mean(mine):.1f} against {statistics.mean(theirs):.1f}{seeds})")
     if not below:
         return f" No class below {ref} on the seed mean."
     return f" Below {ref} on the seed mean: {', '.join(below)}."

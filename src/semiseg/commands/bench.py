@@ -79,12 +79,15 @@ def _quality(args) -> int:
     import yaml
 
     from semiseg.bench.quality import read_suite, run_suite
-    from semiseg.bench.tables import table
+    from semiseg.bench.tables import suite_results, table
 
     if args.jobs < 1 or args.nproc_per_node < 1:
         raise SemisegError(f"--jobs {args.jobs} --nproc-per-node {args.nproc_per_node}: each at least 1")
     suite = read_suite(args.suite)
     out = Path(args.out or f"runs/bench/{suite['name']}")
+    if args.table_only and not any(suite_results(suite, out, args.step)[r["name"]] for r in suite["runs"]):
+        # a forgotten --out would write empty rows over the page's measured table
+        raise SemisegError(f"{out}: no finished run of suite {suite['name']!r} here (--out names the runs' folder)")
     out.mkdir(parents=True, exist_ok=True)
     (out / "suite.yaml").write_text(yaml.safe_dump(suite))  # lets `semiseg report OUT` rebuild the table
     if not args.table_only:
