@@ -117,9 +117,10 @@ def classes_below(reference: List[dict], evals: List[dict], ref: str) -> str:
     below = []
     for k in classes:
         mine, theirs = [e[k] for _, e in pairs], [b[k] for b, _ in pairs]
-        if statistics.mean(mine) < statistics.mean(theirs):
+        m, b = statistics.mean(mine), statistics.mean(theirs)
+        if m < b:
             seeds = f"; by seed {by_seed(mine)} against {by_seed(theirs)}" if len(pairs) > 1 else ""
-            below.append(f"{k[4:]} ({statistics.mean(mine):.1f} against {statistics.mean(theirs):.1f}{seeds})")
+            below.append(f"{k[4:]} ({m:.1f} against {b:.1f}{seeds})")
     if not below:
         return f" No class below {ref} on the seed mean."
     return f" Below {ref} on the seed mean: {', '.join(below)}."
