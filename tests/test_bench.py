@@ -195,6 +195,12 @@ def test_a_table_of_no_finished_run_keeps_the_page(tmp_path):
     assert out.returncode == 2 and out.stderr.count("\n") == 1 and "elsewhere" in out.stderr
     assert doc.read_text() == "<!-- semiseg:s -->\nmeasured\n<!-- /semiseg:s -->\n"
     assert not (tmp_path / "elsewhere").exists()
+    fake_run(tmp_path / "out", "sup", 0, 40.0)  # finished, evaluated at step 10 only
+    out = subprocess.run([sys.executable, "-m", "semiseg", "bench", "quality", str(tmp_path / "s.yaml"), "--table-only",
+                          "--out", str(tmp_path / "out"), "--step", "7", "--doc", str(doc)], capture_output=True,
+                         text=True, cwd=tmp_path)
+    assert out.returncode == 2 and out.stderr.count("\n") == 1 and "evaluation at step 7" in out.stderr
+    assert doc.read_text() == "<!-- semiseg:s -->\nmeasured\n<!-- /semiseg:s -->\n"
 
 
 def test_suite_needs_unique_names(tmp_path):
