@@ -87,9 +87,10 @@ def _quality(args) -> int:
     out = Path(args.out or f"runs/bench/{suite['name']}")
     if args.table_only and not any(suite_results(suite, out, args.step)[r["name"]] for r in suite["runs"]):
         # a forgotten --out (or a step never evaluated) would write empty rows over the page's measured table
+        none = f"{out}: no finished run of suite {suite['name']!r} here"
         if args.step is not None:
-            raise SemisegError(f"{out}: no finished run of suite {suite['name']!r} here has an evaluation at step {args.step}")
-        raise SemisegError(f"{out}: no finished run of suite {suite['name']!r} here (--out names the runs' folder)")
+            raise SemisegError(f"{none} has an evaluation at step {args.step}")
+        raise SemisegError(f"{none} (--out names the runs' folder)")
     out.mkdir(parents=True, exist_ok=True)
     (out / "suite.yaml").write_text(yaml.safe_dump(suite))  # lets `semiseg report OUT` rebuild the table
     if not args.table_only:
