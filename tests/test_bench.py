@@ -504,3 +504,121 @@ def test_bench_pseudo_on_folder_data_says_first_that_its_unlabeled_images_have_n
     monkeypatch.chdir(tmp_path)
     with pytest.raises(SemisegError, match=r"folder data set's unlabeled images have no masks.*data\.unlabeled"):
         run(["bench", "pseudo", str(tmp_path / "run" / "latest.pth")])
+
+
+TWICE = "<!-- semiseg:s -->\na\n<!-- /semiseg:s -->\n<!-- semiseg:s -->\nb\n<!-- /semiseg:s -->\n"
+
+
+@pytest.mark.parametrize("page", ["<!-- semiseg:s -->\nold\n", "x\n<!-- /semiseg:s -->\nold\n<!-- semiseg:s -->\ny\n",
+                                  TWICE])
+def test_a_section_whose_markers_are_not_one_pair_in_order_keeps_the_page(page, tmp_path):
+    """A start marker without its end (or an end before its start, or two sections of one name) made the next
+    write append a second section and the one after replace everything between the two starts: 570 lines of
+    other tables went. It is one line naming the page and the section, the page as it was."""
+    doc = tmp_path / "d.md"
+    doc.write_text(page)
+    with pytest.raises(SemisegError, match=f"{doc}: section 's'"):
+        write_section(doc, "s", "new")
+    assert doc.read_text() == page
+
+
+def test_a_page_without_write_permission_is_not_replaced(tmp_path):
+    """The page is replaced by a rename, which a read-only file does not stop: its mode says keep it."""
+    doc = tmp_path / "d.md"
+    doc.write_text("<!-- semiseg:s -->\nold\n<!-- /semiseg:s -->\n")
+    doc.chmod(0o444)
+    with pytest.raises(SemisegError, match=f"cannot write {doc}: it is read-only"):
+        write_section(doc, "s", "new")
+    assert doc.read_text() == "<!-- semiseg:s -->\nold\n<!-- /semiseg:s -->\n"
+
+
+def test_gain_and_gap_closed_are_paired_on_the_seeds_the_baseline_has(tmp_path):
+    """A baseline missing a seed: the gain was the method's 3-seed mean against the baseline's 2-seed mean, and
+    lay outside its own (paired, 2-seed) interval. Gain and gap closed now use the seeds both (all three) have."""
+    suite = {"name": "s", "seeds": [0, 1, 2], "baseline": "sup", "full": "full",
+             "runs": [{"name": "sup"}, {"name": "full"}, {"name": "m"}]}
+    for seed, (b, f, m) in enumerate([(40.0, 60.0, 45.0), (50.0, 70.0, 56.0), (45.0, 65.0, 40.0)]):
+        if seed < 2:
+            fake_run(tmp_path, "sup", seed, b)
+        fake_run(tmp_path, "full", seed, f)
+        fake_run(tmp_path, "m", seed, m)
+    # paired seeds 0, 1: differences 5, 6 -> +5.50; the gap on those seeds is 20 each -> 28%
+    assert "| m | 3 | 47.00 ± 8.19 | - | +5.50 | [-0.85, +11.85] | +28% |" in table(suite, tmp_path)
+
+
+@pytest.mark.parametrize("seeds", ["[0, 0, 1]", "[]", "1", "'012'", "[0, x]", "[true]"])
+def test_seeds_must_be_a_list_of_distinct_integers(seeds, tmp_path):
+    """A repeated seed counted twice in every mean and interval; `seeds: 1` was a traceback; `seeds: []` blamed
+    --out."""
+    p = tmp_path / "s.yaml"
+    p.write_text(f"name: s\nseeds: {seeds}\nruns:\n  - {{name: a, config: x}}\n")
+    with pytest.raises(SemisegError, match=f"suite file {p}: 'seeds' must list distinct integer seeds"):
+        read_suite(p)
+
+
+@pytest.mark.parametrize("key, line", [("baseline", "baseline: nosuch"), ("full", "full: nosuch"),
+                                       ("versus", "versus: nosuch"), ("baseline", "baseline: [a]"),
+                                       ("runs.1.baseline", None)])
+def test_baseline_full_and_versus_name_a_run_of_the_suite(key, line, tmp_path):
+    """A baseline, full or versus naming no run emptied every gain, gap or sentence of the table, silently."""
+    p = tmp_path / "s.yaml"
+    runs = "  - {name: a, config: x}\n  - {name: b, config: x" + (", baseline: nosuch}" if line is None else "}")
+    p.write_text(f"name: s\n{line or ''}\nruns:\n{runs}\n")
+    with pytest.raises(SemisegError, match=f"suite file {p}: '{key}' names no run"):
+        read_suite(p)
+
+
+def test_a_reference_suite_may_name_its_baseline_from_the_reference(tmp_path):
+    p = tmp_path / "s.yaml"
+    p.write_text("name: s\nreference: elsewhere\nbaseline: sup\nfull: full\nreference_runs: [dssn]\nversus: dssn\n"
+                 "runs:\n  - {name: a, config: x}\n")
+    assert read_suite(p)["versus"] == "dssn"
+
+
+@pytest.mark.parametrize("text, what", [("name: [x", "not YAML"), ("name: 'a -->'\nruns:\n  - {name: a, config: x}\n",
+                                                                    "'name'"),
+                                        ("name: s\nruns:\n  - {name: 'a/b', config: x}\n", "'runs'")])
+def test_a_suite_file_that_is_no_yaml_or_names_no_folder_is_one_line(text, what, tmp_path):
+    """Names become folders and the page's markers: a name with '-->' or '/' broke them."""
+    p = tmp_path / "s.yaml"
+    p.write_text(text)
+    with pytest.raises(SemisegError, match=f"suite file {p}.*{what}"):
+        read_suite(p)
+
+
+def test_table_only_keeps_the_runs_folders_suite_record(tmp_path):
+    """`--table-only` only reads the runs: it rewrote their folder's suite.yaml (which `semiseg report` rebuilds
+    the table from) with whatever suite it was given."""
+    fake_run(tmp_path / "out", "sup", 0, 40.0)
+    (tmp_path / "out" / "suite.yaml").write_text("name: s\nruns:\n  - {name: sup}\n")
+    (tmp_path / "s.yaml").write_text("name: s\nruns:\n  - {name: sup}\n  - {name: m}\n")
+    out = subprocess.run([sys.executable, "-m", "semiseg", "bench", "quality", str(tmp_path / "s.yaml"), "--table-only",
+                          "--out", str(tmp_path / "out")], capture_output=True, text=True, cwd=tmp_path)
+    assert out.returncode == 0 and "| sup | 1 | 40.00 |" in out.stdout
+    assert (tmp_path / "out" / "suite.yaml").read_text() == "name: s\nruns:\n  - {name: sup}\n"
+
+
+@pytest.mark.parametrize("row", ['{"step": 5}', "[1, 2]"])
+def test_a_metrics_row_that_is_no_record_is_one_line(row, tmp_path):
+    fake_run(tmp_path, "sup", 0, 40.0)
+    metrics = tmp_path / "sup" / "seed0" / "metrics.jsonl"
+    metrics.write_text(row + "\n" + metrics.read_text())
+    with pytest.raises(SemisegError, match=f"{metrics}, line 1: not a metrics record"):
+        final_eval(tmp_path / "sup" / "seed0")
+
+
+@pytest.mark.parametrize("cfg", ["", "train: [x\n", "train: {}\n"])
+def test_a_run_config_without_its_schedule_is_one_line(cfg, tmp_path):
+    fake_run(tmp_path, "sup", 0, 40.0)
+    (tmp_path / "sup" / "seed0" / "config.yaml").write_text(cfg)
+    with pytest.raises(SemisegError, match=f"{tmp_path / 'sup' / 'seed0' / 'config.yaml'}: no train.iters"):
+        final_eval(tmp_path / "sup" / "seed0")
+
+
+def test_an_empty_out_is_one_line_not_the_default_folder(tmp_path):
+    """`--out ''` fell back to runs/bench/NAME: a suite meant elsewhere trained (or tabulated) there."""
+    (tmp_path / "s.yaml").write_text("name: s\nruns:\n  - {name: sup, config: x}\n")
+    out = subprocess.run([sys.executable, "-m", "semiseg", "bench", "quality", str(tmp_path / "s.yaml"), "--out", ""],
+                         capture_output=True, text=True, cwd=tmp_path)
+    assert out.returncode == 2 and out.stderr.count("\n") == 1 and "--out" in out.stderr
+    assert not (tmp_path / "runs").exists()

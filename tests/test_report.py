@@ -2,6 +2,7 @@
 import re
 import shutil
 import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -80,6 +81,21 @@ def test_suite_report_has_the_table_and_a_bar_chart(tmp_path):
     assert "<table>" in page and "unimatch" in page and 'aria-label="final mIoU' in page
     curves = page[page.index('id="curves"'):]
     assert curves.count("<polyline") == 2 and "supervised" in curves and "unimatch" in curves
+
+
+def test_a_suite_report_whose_record_is_damaged_or_whose_page_has_no_folder_is_one_line(tmp_path):
+    """A suite.yaml that is no YAML, and --out in a folder that does not exist, were tracebacks."""
+    from test_bench import fake_run
+
+    fake_run(tmp_path, "supervised", 0, 40.0)
+    page = tmp_path / "no" / "r.html"
+    out = subprocess.run([sys.executable, "-m", "semiseg", "report", str(tmp_path), "--out", str(page)],
+                         capture_output=True, text=True)
+    assert out.returncode == 2 and out.stderr.count("\n") == 1 and f"cannot write {page}" in out.stderr
+    (tmp_path / "suite.yaml").write_text("name: [x\n")
+    out = subprocess.run([sys.executable, "-m", "semiseg", "report", str(tmp_path)], capture_output=True, text=True)
+    assert out.returncode == 2 and out.stderr.count("\n") == 1 and f"suite file {tmp_path / 'suite.yaml'}" in out.stderr
+    assert not (tmp_path / "report.html").exists()
 
 
 def test_suite_report_of_referring_runs_charts_the_teachers_oiou(tmp_path):

@@ -14,6 +14,10 @@ A suite YAML::
       - {name: unimatch, config: configs/scenes/unimatch.yaml}
       - {name: unimatch-1_8, config: ..., overrides: [data.split=1_8], baseline: supervised-1_8}  # own baseline
 
+Suite and run names are letters, digits, '.', '_' and '-' (each names a folder, the suite also the page's
+markers); ``seeds`` lists distinct integers; ``baseline``, ``full``, ``versus`` and a run's own ``baseline``
+name a run of the suite or of its reference folder.
+
 An ablation suite that shares another suite's runs names that suite's runs folder instead of training
 them again (``reference: runs/bench/scenes-1_16``): its baseline and full runs, and those listed in
 ``reference_runs: [dssn, csl]`` (the methods being ablated), are read from there and never run; the table
@@ -33,6 +37,7 @@ precision at IoU thresholds, of the teacher where a run has one).
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -54,18 +59,50 @@ def read_suite(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise SemisegError(f"suite file {path} does not exist")
-    suite = yaml.load(path.read_text(), Loader=YamlLoader) or {}
+    try:
+        suite = yaml.load(path.read_text(), Loader=YamlLoader) or {}
+    except yaml.YAMLError as e:
+        raise SemisegError(f"suite file {path} is not YAML: {str(e).splitlines()[0]}") from None
+    if not isinstance(suite, dict):
+        raise SemisegError(f"suite file {path} is not YAML: a mapping of name, runs, ... is expected")
     for key in ("name", "runs"):
         if key not in suite:
             raise SemisegError(f"suite file {path} has no '{key}'")
+    if not _folder_name(suite["name"]):  # a folder and the page's markers are named after it
+        raise SemisegError(f"suite file {path}: 'name' must be letters, digits, '.', '_' or '-'; got {suite['name']!r}")
     runs = suite["runs"]
     if not isinstance(runs, list) or not runs or not all(isinstance(r, dict) for r in runs):
         raise SemisegError(f"suite file {path}: 'runs' must list one run or more, each a mapping with a name and a "
                            f"config; got {runs!r}")
     names = [r.get("name") for r in runs]
-    if len(set(names)) != len(names) or None in names:
-        raise SemisegError(f"suite file {path}: every run needs a unique name, got {names}")
+    if len(set(map(str, names))) != len(names) or not all(map(_folder_name, names)):
+        raise SemisegError(f"suite file {path}: 'runs' need unique names of letters, digits, '.', '_' or '-' (each "
+                           f"a folder), got {names}")
+    seeds = suite.get("seeds", [0])  # a repeated seed would count twice in every mean and interval
+    if (not isinstance(seeds, list) or not seeds or len(set(seeds)) != len(seeds)
+            or not all(isinstance(x, int) and not isinstance(x, bool) for x in seeds)):
+        raise SemisegError(f"suite file {path}: 'seeds' must list distinct integer seeds, got {seeds!r}")
+    _check_references(path, suite, names)
     return suite
+
+
+def _folder_name(name) -> bool:
+    return isinstance(name, str) and re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name) is not None
+
+
+def _check_references(path: Path, suite: dict, names: List[str]) -> None:
+    """baseline, full, versus and a run's own baseline name a run of the suite, or of its reference folder (the
+    baseline, full and reference_runs it reads from there): a name of no run empties the table's gains."""
+    known = set(names)
+    if "reference" in suite:
+        known |= {suite.get("baseline"), suite.get("full"), *(r.get("baseline") for r in suite["runs"]),
+                  *suite.get("reference_runs", [])}
+    keys = [(k, suite[k]) for k in ("baseline", "full", "versus") if k in suite]
+    keys += [(f"runs.{i}.baseline", r["baseline"]) for i, r in enumerate(suite["runs"]) if "baseline" in r]
+    for key, name in keys:
+        if not isinstance(name, str) or name not in known:
+            raise SemisegError(f"suite file {path}: '{key}' names no run of the suite, got {name!r} "
+                               f"(runs: {', '.join(sorted(map(str, known - {None})))})")
 
 
 def read_rows(work_dir: Path) -> List[dict]:
@@ -80,7 +117,10 @@ def final_eval(work_dir: Path, step: Optional[int] = None) -> Optional[dict]:
     metrics, cfg = work_dir / "metrics.jsonl", work_dir / "config.yaml"
     if not metrics.is_file() or not cfg.is_file():
         return None
-    iters = yaml.safe_load(cfg.read_text())["train"]["iters"]
+    try:
+        iters = (yaml.safe_load(cfg.read_text()) or {})["train"]["iters"]
+    except (yaml.YAMLError, KeyError, TypeError):
+        raise SemisegError(f"{cfg}: no train.iters (its run's schedule): a damaged run folder?") from None
     rows = read_rows(work_dir)
     evals = [r for r in rows if r["kind"] == "eval" and r["step"] == iters]
     if step is not None and evals:

@@ -18,6 +18,7 @@ from scipy.stats import t as scipy_t
 from semiseg.bench.quality import final_eval
 from semiseg.engine.checkpoint import atomic_file
 from semiseg.engine.logging import fmt_time
+from semiseg.errors import SemisegError
 
 
 def _mean_sd(values: List[float]) -> str:
@@ -45,13 +46,32 @@ def suite_results(suite: dict, out: Path, step: Optional[int] = None) -> Dict[st
     return res
 
 
-def paired_mean(reference: List[dict], evals: List[dict], key: str) -> Optional[float]:
-    """Mean of ``key`` over the reference runs with the seeds ``evals`` has (a method that has finished
-    seed 0 only is compared with the baseline's seed 0), or over all of them if any of those is missing."""
-    seeds = {e["seed"] for e in evals}
-    same = [e for e in reference if e["seed"] in seeds]
-    use = same if len(same) == len(seeds) else reference
-    return statistics.mean(e[key] for e in use) if use else None
+def paired_gain(reference: List[dict], evals: List[dict], key: str) -> Optional[float]:
+    """Mean of the per-seed differences (method - reference) over the seeds both finished: the centre of the
+    paired interval (a method that has finished seed 0 only is compared with the baseline's seed 0); the
+    difference of the means where they share no seed; None without a reference."""
+    if not reference or not evals:
+        return None
+    pairs = paired(reference, evals)
+    if pairs:
+        return statistics.mean(e[key] - b[key] for b, e in pairs)
+    return statistics.mean(e[key] for e in evals) - statistics.mean(b[key] for b in reference)
+
+
+def gap_closed(reference: List[dict], full: List[dict], evals: List[dict], key: str) -> Optional[float]:
+    """The share of the reference-to-full gap the method closes, on the seeds all three finished (else on their
+    means); None where the gap is unknown or zero."""
+    by_seed = {e["seed"]: e for e in full}
+    trios = [(b, e, by_seed[e["seed"]]) for b, e in paired(reference, evals) if e["seed"] in by_seed]
+    if trios:
+        gain = statistics.mean(e[key] - b[key] for b, e, _ in trios)
+        gap = statistics.mean(f[key] - b[key] for b, _, f in trios)
+    elif reference and full and evals:
+        mean = lambda runs: statistics.mean(r[key] for r in runs)  # noqa: E731
+        gain, gap = mean(evals) - mean(reference), mean(full) - mean(reference)
+    else:
+        return None
+    return gain / gap if gap else None
 
 
 def paired(reference: List[dict], evals: List[dict]) -> List[tuple]:
@@ -159,11 +179,11 @@ def suite_task(suite: dict, out: Path):
     return task_named(named)
 
 
-def table(suite: dict, out: Path, step: Optional[int] = None) -> str:
+def table(suite: dict, out: Path, step: Optional[int] = None, res: Optional[Dict[str, List[dict]]] = None) -> str:
     """Each run's scores (the task's columns, mean ± sd over seeds), its gain in the task's headline score over
     its baseline with the paired 95% interval, the share of the baseline-to-all-labels gap it closes, and
-    its speed; then per-class IoU where the task reports it."""
-    res = suite_results(suite, out, step)
+    its speed; then per-class IoU where the task reports it. ``res``: the suite's results if already read."""
+    res = suite_results(suite, out, step) if res is None else res
     task = suite_task(suite, out)
     res = {name: [{**e, "headline": task.headline(e)} for e in evals] for name, evals in res.items()}
     columns = list(task.table_scores(next((e for evals in res.values() for e in evals), {task.key: 0.0})))
@@ -174,15 +194,13 @@ def table(suite: dict, out: Path, step: Optional[int] = None) -> str:
     for r in [{"name": n} for n in res if n not in own] + suite["runs"]:  # against the run's baseline, on its seeds
         name, evals = r["name"], res[r["name"]]
         base_name = r.get("baseline", suite.get("baseline"))
-        base = paired_mean(res.get(base_name or "", []), evals, "headline")
-        full = paired_mean(res.get(suite.get("full", ""), []), evals, "headline")
+        base_runs, full_runs = res.get(base_name or "", []), res.get(suite.get("full", ""), [])
         gain = gap = interval = "-"
-        if base is not None and evals and name not in (base_name, suite.get("full")):
-            m = statistics.mean(e["headline"] for e in evals)
-            gain = f"{m - base:+.2f}"
-            interval = paired_interval(res.get(base_name or "", []), evals, "headline")
-            if full is not None and full != base:
-                gap = f"{100 * (m - base) / (full - base):+.0f}%"
+        if base_runs and evals and name not in (base_name, suite.get("full")):  # on the seeds they share
+            gain = f"{paired_gain(base_runs, evals, 'headline'):+.2f}"
+            interval = paired_interval(base_runs, evals, "headline")
+            share = gap_closed(base_runs, full_runs, evals, "headline")
+            gap = "-" if share is None else f"{100 * share:+.0f}%"
         scores = [task.table_scores(e) for e in evals]
         cells = [_mean_sd([v for sc in scores if (v := sc[c]) == v]) for c in columns]  # NaN: a run without it
         speed = _mean_sd([e["s_per_step"] for e in evals]) if evals else "-"
@@ -214,12 +232,19 @@ def write_section(doc: Path, name: str, body: str) -> None:
     start, end = f"<!-- semiseg:{name} -->", f"<!-- /semiseg:{name} -->"
     text = doc.read_text() if doc.is_file() else ""
     block = f"{start}\n{body}\n{end}"
-    if start in text and end in text:
+    starts, ends = text.count(start), text.count(end)
+    if starts or ends:  # one pair in order, or nothing is written: a lone marker would take other tables with it
+        if starts != 1 or ends != 1 or text.index(end) < text.index(start):
+            raise SemisegError(f"{doc}: section {name!r} has {starts} start and {ends} end marker(s)"
+                               + (", the end first" if starts == ends == 1 else "")
+                               + "; mend them by hand (the page is kept)")
         text = text[: text.index(start)] + block + text[text.index(end) + len(end):]
     else:
         text = text.rstrip() + ("\n\n" if text else "") + block + "\n"
     target = doc.resolve()  # a linked page is written where it lies, and keeps its mode
     mode = target.stat().st_mode if target.exists() else None
+    if mode is not None and not mode & 0o222:  # a rename would replace it all the same
+        raise SemisegError(f"cannot write {doc}: it is read-only; the page is kept")
     with atomic_file(target, "w") as f:
         f.write(text)
     if mode is not None:

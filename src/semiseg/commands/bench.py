@@ -84,16 +84,19 @@ def _quality(args) -> int:
     if args.jobs < 1 or args.nproc_per_node < 1:
         raise SemisegError(f"--jobs {args.jobs} --nproc-per-node {args.nproc_per_node}: each at least 1")
     suite = read_suite(args.suite)
+    if args.out is not None and not args.out.strip():
+        raise SemisegError("--out: an empty folder name (leave it out for runs/bench/NAME)")
     out = Path(args.out or f"runs/bench/{suite['name']}")
-    if args.table_only and not any(suite_results(suite, out, args.step)[r["name"]] for r in suite["runs"]):
+    res = suite_results(suite, out, args.step) if args.table_only else None  # read once (each read warns)
+    if res is not None and not any(res[r["name"]] for r in suite["runs"]):
         # a forgotten --out (or a step never evaluated) would write empty rows over the page's measured table
         none = f"{out}: no finished run of suite {suite['name']!r} here"
         if args.step is not None:
             raise SemisegError(f"{none} has an evaluation at step {args.step}")
         raise SemisegError(f"{none} (--out names the runs' folder)")
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "suite.yaml").write_text(yaml.safe_dump(suite))  # lets `semiseg report OUT` rebuild the table
-    if not args.table_only:
+    if not args.table_only:  # which only reads the runs: their folder's record stays the suite that trained them
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "suite.yaml").write_text(yaml.safe_dump(suite))  # lets `semiseg report OUT` rebuild the table
         seeds = [int(x) for x in args.seeds.split(",")] if args.seeds else None
         run_suite(suite, out, args.only.split(",") if args.only else None, args.jobs, seeds, args.echo,
                   args.nproc_per_node)
@@ -104,7 +107,7 @@ def _quality(args) -> int:
               f"overrides {suite.get('overrides', [])}, seeds {suite.get('seeds', [0])}"
               + (f"; evaluations at step {args.step}" if args.step is not None else "") + ".")
     name = suite["name"] + (f"-step{args.step}" if args.step is not None else "")
-    return _publish(args.doc, name, header, table(suite, out, args.step))
+    return _publish(args.doc, name, header, table(suite, out, args.step, res))
 
 
 def _speed(args) -> int:

@@ -135,11 +135,15 @@ def read_jsonl(path: Path) -> List[dict]:
         if not line.strip():
             continue
         try:
-            rows.append(json.loads(line))
+            row = json.loads(line)
         except ValueError:
             if n < len(lines):
                 raise SemisegError(f"{path}, line {n}: not a JSON row ({line[:60]!r})") from None
             print(f"warning: {path}: the last line is torn (a crash mid-write?); skipped", file=sys.stderr, flush=True)
+            continue
+        if not isinstance(row, dict) or "kind" not in row:  # every row the logger writes has its kind
+            raise SemisegError(f"{path}, line {n}: not a metrics record ({line[:60]!r})")
+        rows.append(row)
     return rows
 
 

@@ -20,6 +20,7 @@ import numpy as np
 import yaml
 from PIL import Image
 
+from semiseg.engine.checkpoint import atomic_file
 from semiseg.engine.logging import read_jsonl
 from semiseg.errors import SemisegError
 from semiseg.report.svg import bar_chart, heatmap, line_chart
@@ -141,11 +142,12 @@ def comparison_images(suite: dict, work: Path, max_images: int, task) -> List[st
 
 
 def suite_sections(work: Path, max_images: int = 8) -> List[str]:
+    from semiseg.bench.quality import read_suite
     from semiseg.bench.tables import suite_results, suite_task, table
 
     suite_file = work / "suite.yaml"
     if suite_file.is_file():
-        suite = yaml.safe_load(suite_file.read_text())
+        suite = read_suite(suite_file)
     else:
         suite = {"name": work.name, "runs": [{"name": d.name} for d in sorted(work.iterdir()) if d.is_dir()]}
     results = suite_results(suite, work)
@@ -203,5 +205,6 @@ def build_report(work_dir: str | Path, out: str | Path | None = None, max_images
     page = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
             f"<style>{CSS}</style></head><body><h1>{html.escape(title)}</h1>" + "\n".join(parts) + "</body></html>")
     path = Path(out) if out else work / "report.html"
-    path.write_text(page)
+    with atomic_file(path, "w") as f:  # a missing folder or a full disk is one line; a former page is kept
+        f.write(page)
     return path
