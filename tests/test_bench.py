@@ -575,8 +575,8 @@ def test_a_reference_suite_may_name_its_baseline_from_the_reference(tmp_path):
     assert read_suite(p)["versus"] == "dssn"
 
 
-@pytest.mark.parametrize("text, what", [("name: [x", "not YAML"), ("name: 'a -->'\nruns:\n  - {name: a, config: x}\n",
-                                                                    "'name'"),
+@pytest.mark.parametrize("text, what", [("name: [x", "not valid YAML"),
+                                        ("name: 'a -->'\nruns:\n  - {name: a, config: x}\n", "'name'"),
                                         ("name: s\nruns:\n  - {name: 'a/b', config: x}\n", "'runs'")])
 def test_a_suite_file_that_is_no_yaml_or_names_no_folder_is_one_line(text, what, tmp_path):
     """Names become folders and the page's markers: a name with '-->' or '/' broke them."""

@@ -228,19 +228,27 @@ def deep_merge(base: Dict[str, Any], top: Dict[str, Any]) -> Dict[str, Any]:
     return out
 
 
-def read_yaml(path: str | Path, _seen: tuple = ()) -> Dict[str, Any]:
-    """A config file; ``_base_: other.yaml`` (relative to the file) is read first and overlaid."""
-    path = Path(path)
+def yaml_mapping(path: Path, what: str) -> Dict[str, Any]:
+    """The mapping a YAML file (``what``: "config file", "suite file") holds; one line naming the file where it
+    is missing, no YAML or no mapping."""
     if not path.is_file():
-        raise SemisegError(f"config file {path} does not exist")
-    if path.resolve() in _seen:
-        raise SemisegError(f"config file {path} includes itself through _base_")
+        raise SemisegError(f"{what} {path} does not exist")
     try:
         data = yaml.load(path.read_text(), Loader=YamlLoader) or {}
     except yaml.YAMLError as e:
-        raise SemisegError(f"config file {path} is not valid YAML: {e}") from None
+        where = " ".join(line.strip() for line in str(e).splitlines())
+        raise SemisegError(f"{what} {path} is not valid YAML: {where}") from None
     if not isinstance(data, dict):
-        raise SemisegError(f"config file {path} must hold a mapping at the top, not {type(data).__name__}")
+        raise SemisegError(f"{what} {path} must hold a mapping at the top, not {type(data).__name__}")
+    return data
+
+
+def read_yaml(path: str | Path, _seen: tuple = ()) -> Dict[str, Any]:
+    """A config file; ``_base_: other.yaml`` (relative to the file) is read first and overlaid."""
+    path = Path(path)
+    if path.resolve() in _seen:
+        raise SemisegError(f"config file {path} includes itself through _base_")
+    data = yaml_mapping(path, "config file")
     base = data.pop("_base_", None)
     if base is not None and not isinstance(base, str):
         raise SemisegError(f"config file {path}: _base_ must name one file (a path relative to it), not {base!r}")

@@ -54,17 +54,10 @@ from semiseg.errors import SemisegError
 
 
 def read_suite(path: str | Path) -> dict:
-    from semiseg.config import YamlLoader
+    from semiseg.config import yaml_mapping
 
     path = Path(path)
-    if not path.is_file():
-        raise SemisegError(f"suite file {path} does not exist")
-    try:
-        suite = yaml.load(path.read_text(), Loader=YamlLoader) or {}
-    except yaml.YAMLError as e:
-        raise SemisegError(f"suite file {path} is not YAML: {str(e).splitlines()[0]}") from None
-    if not isinstance(suite, dict):
-        raise SemisegError(f"suite file {path} is not YAML: a mapping of name, runs, ... is expected")
+    suite = yaml_mapping(path, "suite file")
     for key in ("name", "runs"):
         if key not in suite:
             raise SemisegError(f"suite file {path} has no '{key}'")
