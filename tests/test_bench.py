@@ -546,7 +546,7 @@ def test_gain_and_gap_closed_are_paired_on_the_seeds_the_baseline_has(tmp_path):
     assert "| m | 3 | 47.00 ± 8.19 | - | +5.50 | [-0.85, +11.85] | +28% |" in table(suite, tmp_path)
 
 
-@pytest.mark.parametrize("seeds", ["[0, 0, 1]", "[]", "1", "'012'", "[0, x]", "[true]"])
+@pytest.mark.parametrize("seeds", ["[0, 0, 1]", "[]", "1", "'012'", "[0, x]", "[true]", "[[0]]"])
 def test_seeds_must_be_a_list_of_distinct_integers(seeds, tmp_path):
     """A repeated seed counted twice in every mean and interval; `seeds: 1` was a traceback; `seeds: []` blamed
     --out."""

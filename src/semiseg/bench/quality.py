@@ -72,8 +72,8 @@ def read_suite(path: str | Path) -> dict:
         raise SemisegError(f"suite file {path}: 'runs' need unique names of letters, digits, '.', '_' or '-' (each "
                            f"a folder), got {names}")
     seeds = suite.get("seeds", [0])  # a repeated seed would count twice in every mean and interval
-    if (not isinstance(seeds, list) or not seeds or len(set(seeds)) != len(seeds)
-            or not all(isinstance(x, int) and not isinstance(x, bool) for x in seeds)):
+    if (not isinstance(seeds, list) or not seeds
+            or not all(isinstance(x, int) and not isinstance(x, bool) for x in seeds) or len(set(seeds)) != len(seeds)):
         raise SemisegError(f"suite file {path}: 'seeds' must list distinct integer seeds, got {seeds!r}")
     _check_references(path, suite, names)
     return suite
