@@ -39,6 +39,49 @@ def test_predict_command_writes_index_colour_and_overlay(ckpt, tiny_scenes, tmp_
         run(["predict", str(ckpt), "--input", str(tmp_path / "nothing*.png"), "--output", str(tmp_path)])
 
 
+def test_a_prediction_that_fails_mid_write_keeps_the_earlier_one(ckpt, tiny_scenes, tmp_path, monkeypatch):
+    """The PNGs were written in place: a full disk (or Ctrl-C) mid-write left a truncated file under the final
+    name, over the earlier good one. Each is now written beside it and renamed; a failure names the file."""
+    import errno
+
+    image = str(tiny_scenes / "images" / "val_00000.png")
+    assert run(["predict", str(ckpt), "--input", image, "--output", str(tmp_path)]) == 0
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*.png")}
+    real_save = Image.Image.save
+
+    def full_disk(self, fp, format=None, **params):
+        real_save(self, fp, format or "PNG", **params)  # the whole file, then the disk is full
+        if hasattr(fp, "truncate"):
+            fp.truncate(40)
+        else:
+            with open(fp, "r+b") as f:
+                f.truncate(40)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Image.Image, "save", full_disk)
+    with pytest.raises(SemisegError, match=f"cannot write {tmp_path / 'index' / 'val_00000.png'}: No space left"):
+        run(["predict", str(ckpt), "--input", image, "--output", str(tmp_path)])
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*.png")} == before
+    assert not [p for p in tmp_path.rglob(".*tmp*")]
+
+
+def test_a_checkpoint_without_its_settings_is_one_line(ckpt, tiny_scenes, tmp_path):
+    """A checkpoint whose 'config' entry is gone (or no mapping) was a KeyError traceback in predict, eval, export."""
+    import torch
+
+    state = torch.load(ckpt, map_location="cpu", weights_only=True)
+    for name, cfg in (("none.pth", None), ("text.pth", "x")):
+        bad = tmp_path / name
+        torch.save({k: v for k, v in state.items() if k != "config"} | ({} if cfg is None else {"config": cfg}), bad)
+        for argv in (["predict", str(bad), "--input", str(tiny_scenes / "images" / "val_00000.png"), "--output",
+                      str(tmp_path / "o")], ["eval", str(bad)],
+                     ["export", str(bad), "--output", str(tmp_path / "m.onnx")]):
+            with pytest.raises(SemisegError, match=f"checkpoint {bad} holds no settings"):
+                run(argv)
+    with pytest.raises(SemisegError, match=f"checkpoint {tmp_path} is a folder"):
+        run(["eval", str(tmp_path)])
+
+
 def test_eval_command_prints_the_table(ckpt, capsys):
     assert run(["eval", str(ckpt), "--mode", "slide"]) == 0
     out = capsys.readouterr().out
@@ -80,3 +123,9 @@ def test_an_export_that_drifts_at_another_size_is_refused(ckpt, tmp_path, monkey
     with pytest.raises(SemisegError, match="differs from the model by .* on a .* input"):
         export.export_model(predictor, "torchscript", tmp_path / "m.pt", (32, 32))
     assert not (tmp_path / "m.pt").exists()
+    # an earlier export under that name is kept: the new one is written beside it and renamed only once checked
+    # (the refusal removed the earlier file, and a kill mid-write left a torn one under the name)
+    (tmp_path / "m.pt").write_bytes(b"earlier")
+    with pytest.raises(SemisegError, match="differs from the model by"):
+        export.export_model(predictor, "torchscript", tmp_path / "m.pt", (32, 32))
+    assert (tmp_path / "m.pt").read_bytes() == b"earlier" and sorted(tmp_path.iterdir()) == [tmp_path / "m.pt"]

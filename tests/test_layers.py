@@ -6,7 +6,7 @@ from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "semiseg"
 # one table: the layer of each room (a top-level module, or a package of src/semiseg)
-RANK = {"errors": 0, "version": 0, "registry": 1, "config": 1, "config_check": 1, "losses": 2, "models": 2,
+RANK = {"errors": 0, "version": 0, "files": 1, "registry": 1, "config": 1, "config_check": 1, "losses": 2, "models": 2,
         "pseudo": 2, "recipes": 2, "data": 3, "methods": 4, "tasks": 5, "configure": 6, "export": 6, "engine": 7,
         "inference": 8, "bench": 9, "report": 10, "commands": 11, "cli": 12, "__main__": 13, "": 13}
 # packages whose sub-packages are plug-ins: each may use the package's shared modules, never another plug-in

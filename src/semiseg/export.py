@@ -8,6 +8,7 @@ so an exported model's masks are ``predict``'s.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Dict, List, Tuple
 
@@ -34,7 +35,18 @@ def export_model(predictor: Predictor, fmt: str, out: Path, size: Tuple[int, int
     """Export with dynamic height and width, re-run the exported model at several sizes and return the
     largest |exported - eager| at each; refuse (and remove the file) where one exceeds the tolerance. The
     task's predictor says what the network reads (``export_inputs``: the image, and e.g. an expression's
-    word ids) and which module takes them (``export_module``)."""
+    word ids) and which module takes them (``export_module``). The file is written beside ``out`` and renamed
+    over it once checked: a refusal or a kill keeps an earlier export under that name."""
+    tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
+    try:
+        diffs = _export_checked(predictor, fmt, tmp, size)
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return diffs
+
+
+def _export_checked(predictor: Predictor, fmt: str, out: Path, size: Tuple[int, int]) -> Dict[Tuple[int, int], float]:
     model = predictor.export_module().float().eval()
     example = predictor.export_inputs(size)
     names = list(example)
@@ -65,11 +77,9 @@ def export_model(predictor: Predictor, fmt: str, out: Path, size: Tuple[int, int
         try:
             got = run(inp)
         except Exception as e:  # noqa: BLE001 (the runtime's own error types)
-            out.unlink(missing_ok=True)
             raise SemisegError(f"the {fmt} export fails on a {hw[0]}x{hw[1]} input: {str(e).splitlines()[0]}") from None
         diffs[hw] = float(np.abs(got - ref).max()) if got.shape == ref.shape else float("inf")
         if diffs[hw] > TOLERANCE:
-            out.unlink(missing_ok=True)
             raise SemisegError(f"the {fmt} export differs from the model by {diffs[hw]:.2e} on a {hw[0]}x{hw[1]} "
                                f"input (tolerance {TOLERANCE:g}); no file written")
     return diffs

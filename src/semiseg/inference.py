@@ -17,5 +17,5 @@ from semiseg.tasks.base import Predictor
 def load(path: str | Path, device: str = "cpu", teacher: Optional[bool] = None) -> Predictor:
     """The checkpoint at ``path`` as its task's predictor; ``teacher``: the EMA teacher's weights (unset: the
     task's rule, the student for semantic segmentation, the teacher where there is one for referring)."""
-    state = load_checkpoint(path)
+    state = load_checkpoint(path, settings=True)
     return task_of(state).predictor(state, str(path), device, teacher)

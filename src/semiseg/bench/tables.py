@@ -16,7 +16,7 @@ import yaml
 from scipy.stats import t as scipy_t
 
 from semiseg.bench.quality import final_eval
-from semiseg.engine.checkpoint import atomic_file
+from semiseg.files import atomic_file
 from semiseg.engine.logging import fmt_time
 from semiseg.errors import SemisegError
 

@@ -17,7 +17,7 @@ def run(args) -> int:
     from semiseg.engine.checkpoint import load_checkpoint
     from semiseg.tasks import build_task
 
-    ckpt = load_checkpoint(args.ckpt)
+    ckpt = load_checkpoint(args.ckpt, settings=True)
     cfg = load_config(None, args.overrides, extra=ckpt["config"])
     if args.mode:
         cfg.eval.mode = args.mode

@@ -16,6 +16,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from semiseg.errors import SemisegError
+from semiseg.files import atomic_file
 
 # the files a folder or a glob yields as images (predict's --input, folder data sets): what read_image reads
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pnm")
@@ -103,14 +104,25 @@ def is_binary_255(values, num_classes: int) -> bool:
     return num_classes == 2 and 255 in values and values <= {0, 255}
 
 
-def save_mask(path: str | Path, mask: np.ndarray, palette: list[list[int]] | None = None) -> None:
-    """Index PNG; with a palette it is a 'P' image that viewers show in colour and readers see as ids."""
+def mask_image(mask: np.ndarray, palette: list[list[int]] | None = None) -> Image.Image:
+    """Index image; with a palette a 'P' image that viewers show in colour and readers see as ids."""
     im = Image.fromarray(mask.astype(np.uint8), mode="L")
     if palette:
         im = im.convert("P")
         flat = [c for rgb in palette for c in rgb]
         im.putpalette(flat + [0] * (768 - len(flat)))
-    im.save(path)
+    return im
+
+
+def save_mask(path: str | Path, mask: np.ndarray, palette: list[list[int]] | None = None) -> None:
+    mask_image(mask, palette).save(path)
+
+
+def save_png(image: Image.Image, path: Path) -> None:
+    """Written beside ``path`` and renamed over it: Ctrl-C or a full disk mid-write keeps the earlier file (a
+    prediction folder is written again and again) and the error names this one."""
+    with atomic_file(path) as f:
+        image.save(f, format="PNG")
 
 
 def output_names(inputs: List[Path]) -> List[str]:

@@ -1,4 +1,4 @@
-"""Checkpoints: atomic writes, unwrapped state dicts, ``weights_only`` loading.
+"""Checkpoints: atomic writes (``semiseg.files``), unwrapped state dicts, ``weights_only`` loading.
 
 A checkpoint holds model, teacher (via the method state), optimizer, scaler, step, best metrics, RNG
 states and the resolved config, so ``--resume`` restores everything and ``predict`` needs nothing else.
@@ -7,9 +7,8 @@ from __future__ import annotations
 
 import os
 import random
-from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Any, Dict, Iterator, Optional
+from typing import Any, Dict
 
 import numpy as np
 import torch
@@ -17,6 +16,7 @@ from torch import nn
 
 from semiseg.config import Config
 from semiseg.errors import SemisegError
+from semiseg.files import atomic_file
 
 
 def save_checkpoint(path: str | Path, state: Dict[str, Any]) -> None:
@@ -28,43 +28,6 @@ def save_checkpoint(path: str | Path, state: Dict[str, Any]) -> None:
     remove_torn_temporaries(path.parent, path.name)
 
 
-@contextmanager
-def atomic_file(path: Path, mode: str = "wb") -> Iterator[IO]:
-    """An open temporary beside ``path`` that replaces it once written and synced. On any failure the
-    temporary is removed and ``path`` keeps its previous content; a disk error (full, quota, read-only)
-    becomes one line naming the file instead of a chained traceback."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, mode) as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException as e:
-        tmp.unlink(missing_ok=True)
-        disk = os_error(e)
-        if disk is None:
-            raise
-        kept = f"; the previous {path.name} is kept" if path.exists() else ""
-        raise SemisegError(f"cannot write {path}: {disk.strerror or disk}{kept}") from None
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
-def os_error(e: BaseException) -> Optional[OSError]:
-    """The operating system's error behind ``e``: torch.save reports a full disk as a RuntimeError raised while
-    handling the OSError."""
-    seen = 0
-    while e is not None and seen < 10:
-        if isinstance(e, OSError):
-            return e
-        e, seen = e.__cause__ or e.__context__, seen + 1
-    return None
-
-
 def remove_torn_temporaries(folder: Path, name: str) -> None:
     """Delete the half-written temporaries (``.NAME.tmpPID``) that killed writers left behind. Only one
     process writes a run's checkpoints: right after its own write finished, any other temporary is stale."""
@@ -73,8 +36,12 @@ def remove_torn_temporaries(folder: Path, name: str) -> None:
             stale.unlink(missing_ok=True)
 
 
-def load_checkpoint(path: str | Path) -> Dict[str, Any]:
+def load_checkpoint(path: str | Path, settings: bool = False) -> Dict[str, Any]:
+    """A checkpoint, read without running code; ``settings``: it must hold its run's config (predict, eval and
+    export build the model from it)."""
     path = Path(path)
+    if path.is_dir():
+        raise SemisegError(f"checkpoint {path} is a folder, not a file (a run's best.pth or latest.pth is)")
     if not path.is_file():
         raise SemisegError(f"checkpoint {path} does not exist")
     if path.stat().st_size == 0:
@@ -87,6 +54,9 @@ def load_checkpoint(path: str | Path) -> Dict[str, Any]:
                            f"would run code): {why}") from None
     if not isinstance(ckpt, dict) or "model" not in ckpt:
         raise SemisegError(f"checkpoint {path} is not a semiseg checkpoint (no 'model' entry)")
+    if settings and not isinstance(ckpt.get("config"), dict):
+        raise SemisegError(f"checkpoint {path} holds no settings (its 'config' entry): the model it holds cannot be "
+                           f"built")
     return ckpt
 
 

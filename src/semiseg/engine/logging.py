@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
-from semiseg.engine.checkpoint import atomic_file
+from semiseg.files import atomic_file
 from semiseg.errors import SemisegError
 
 

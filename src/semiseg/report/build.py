@@ -20,7 +20,7 @@ import numpy as np
 import yaml
 from PIL import Image
 
-from semiseg.engine.checkpoint import atomic_file
+from semiseg.files import atomic_file
 from semiseg.engine.logging import read_jsonl
 from semiseg.errors import SemisegError
 from semiseg.report.svg import bar_chart, heatmap, line_chart

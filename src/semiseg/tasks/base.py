@@ -24,7 +24,7 @@ from PIL import Image
 from torch import nn
 
 from semiseg.config import from_dict
-from semiseg.data.io import output_names, read_image, save_mask
+from semiseg.data.io import mask_image, output_names, read_image, save_png
 from semiseg.errors import SemisegError
 from semiseg.models.weights import load_weights
 
@@ -106,9 +106,9 @@ class Predictor:
         for f, name in zip(inputs, output_names(list(inputs))):
             img = read_image(f)
             pred = self.predict(img, **model_inputs, **self.predict_options(options))
-            save_mask(out / "index" / name, self.index_png(pred, **options))
-            Image.fromarray(self.colorize(pred)).save(out / "color" / name)
-            Image.fromarray(self.overlay(img, pred, opacity)).save(out / "overlay" / name)
+            save_png(mask_image(self.index_png(pred, **options)), out / "index" / name)
+            save_png(Image.fromarray(self.colorize(pred)), out / "color" / name)
+            save_png(Image.fromarray(self.overlay(img, pred, opacity)), out / "overlay" / name)
             written.append(out / "overlay" / name)
         return written
 
