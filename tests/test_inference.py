@@ -65,6 +65,24 @@ def test_a_prediction_that_fails_mid_write_keeps_the_earlier_one(ckpt, tiny_scen
     assert not [p for p in tmp_path.rglob(".*tmp*")]
 
 
+def test_an_unreadable_image_among_many_says_how_many_were_written(ckpt, tiny_scenes, tmp_path):
+    """predict stopped at an unreadable file with no word of what it had written, and a first file that failed left
+    empty index/, color/ and overlay/ folders behind."""
+    import shutil
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name in ("a.png", "b.png"):
+        shutil.copy(tiny_scenes / "images" / "val_00000.png", folder / name)
+    (folder / "c.png").write_text("not an image")
+    with pytest.raises(SemisegError, match=f"c.png cannot be read.*2 of 3 images were written to {tmp_path / 'o'}"):
+        run(["predict", str(ckpt), "--input", str(folder), "--output", str(tmp_path / "o")])
+    assert sorted(p.name for p in (tmp_path / "o" / "index").iterdir()) == ["a.png", "b.png"]
+    with pytest.raises(SemisegError, match="0 of 1 images"):
+        run(["predict", str(ckpt), "--input", str(folder / "c.png"), "--output", str(tmp_path / "none")])
+    assert not (tmp_path / "none").exists()
+
+
 def test_a_checkpoint_without_its_settings_is_one_line(ckpt, tiny_scenes, tmp_path):
     """A checkpoint whose 'config' entry is gone (or no mapping) was a KeyError traceback in predict, eval, export."""
     import torch

@@ -100,12 +100,16 @@ class Predictor:
         :meth:`index_png` as the task takes them (slide mode, label ids)."""
         options = dict(options or {})
         self.check_options(options)
-        for sub in ("index", "color", "overlay"):
-            (out / sub).mkdir(parents=True, exist_ok=True)
-        written = []
+        written: List[Path] = []
         for f, name in zip(inputs, output_names(list(inputs))):
-            img = read_image(f)
+            try:
+                img = read_image(f)
+            except SemisegError as e:  # what is already there, so that a rerun need not redo it blind
+                done = f"{len(written)} of {len(inputs)} images were written to {out} before it"
+                raise SemisegError(f"{e}; {done}") from None
             pred = self.predict(img, **model_inputs, **self.predict_options(options))
+            for sub in ("index", "color", "overlay"):  # made with the first result: a failed first file leaves none
+                (out / sub).mkdir(parents=True, exist_ok=True)
             save_png(mask_image(self.index_png(pred, **options)), out / "index" / name)
             save_png(Image.fromarray(self.colorize(pred)), out / "color" / name)
             save_png(Image.fromarray(self.overlay(img, pred, opacity)), out / "overlay" / name)
