@@ -10,16 +10,18 @@ from semiseg.errors import SemisegError
 
 
 @contextmanager
-def atomic_file(path: Path, mode: str = "wb") -> Iterator[IO]:
-    """An open temporary beside ``path`` that replaces it once written and synced. On any failure the
-    temporary is removed and ``path`` keeps its previous content; a disk error (full, quota, read-only)
-    becomes one line naming the file instead of a chained traceback."""
+def atomic_file(path: Path, mode: str = "wb", durable: bool = True) -> Iterator[IO]:
+    """An open temporary beside ``path`` that replaces it once written (and, ``durable``, synced to the disk,
+    with its folder: a power cut keeps it too). On any failure the temporary is removed and ``path`` keeps its
+    previous content; a disk error (full, quota, read-only) becomes one line naming the file instead of a
+    chained traceback."""
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
         with open(tmp, mode) as f:
             yield f
-            f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                f.flush()
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException as e:
         tmp.unlink(missing_ok=True)
@@ -28,6 +30,8 @@ def atomic_file(path: Path, mode: str = "wb") -> Iterator[IO]:
             raise
         kept = f"; the previous {path.name} is kept" if path.exists() else ""
         raise SemisegError(f"cannot write {path}: {disk.strerror or disk}{kept}") from None
+    if not durable:
+        return
     dir_fd = os.open(path.parent, os.O_RDONLY)
     try:
         os.fsync(dir_fd)
