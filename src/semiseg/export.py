@@ -17,6 +17,7 @@ import torch
 from PIL import Image
 
 from semiseg.errors import SemisegError
+from semiseg.files import temporary_beside
 from semiseg.tasks.base import Predictor
 from semiseg.version import __version__
 
@@ -37,7 +38,7 @@ def export_model(predictor: Predictor, fmt: str, out: Path, size: Tuple[int, int
     task's predictor says what the network reads (``export_inputs``: the image, and e.g. an expression's
     word ids) and which module takes them (``export_module``). The file is written beside ``out`` and renamed
     over it once checked: a refusal or a kill keeps an earlier export under that name."""
-    tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
+    tmp = temporary_beside(out)
     try:
         diffs = _export_checked(predictor, fmt, tmp, size)
         os.replace(tmp, out)

@@ -9,13 +9,19 @@ from typing import IO, Iterator, Optional
 from semiseg.errors import SemisegError
 
 
+def temporary_beside(path: Path) -> Path:
+    """Where ``path`` is written before it is renamed into place: hidden, in its folder (a rename within one
+    file system is atomic), named by this process."""
+    return path.with_name(f".{path.name}.tmp{os.getpid()}")
+
+
 @contextmanager
 def atomic_file(path: Path, mode: str = "wb", durable: bool = True) -> Iterator[IO]:
     """An open temporary beside ``path`` that replaces it once written (and, ``durable``, synced to the disk,
     with its folder: a power cut keeps it too). On any failure the temporary is removed and ``path`` keeps its
     previous content; a disk error (full, quota, read-only) becomes one line naming the file instead of a
     chained traceback."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp = temporary_beside(path)
     try:
         with open(tmp, mode) as f:
             yield f

@@ -120,8 +120,8 @@ def save_mask(path: str | Path, mask: np.ndarray, palette: list[list[int]] | Non
 
 def save_png(image: Image.Image, path: Path) -> None:
     """Written beside ``path`` and renamed over it: Ctrl-C or a full disk mid-write keeps the earlier file (a
-    prediction folder is written again and again) and the error names this one. Not synced: a prediction is
-    made again in a moment, and syncing each PNG made predict of 512 small images 1.24-1.35x as long."""
+    prediction folder is written again and again) and the error names this one. Not synced to the disk: a
+    prediction is made again in a moment, and a sync per small PNG costs more than writing it."""
     with atomic_file(path, durable=False) as f:
         image.save(f, format="PNG")
 

@@ -16,7 +16,7 @@ from torch import nn
 
 from semiseg.config import Config
 from semiseg.errors import SemisegError
-from semiseg.files import atomic_file
+from semiseg.files import atomic_file, temporary_beside
 
 
 def save_checkpoint(path: str | Path, state: Dict[str, Any]) -> None:
@@ -32,7 +32,7 @@ def remove_torn_temporaries(folder: Path, name: str) -> None:
     """Delete the half-written temporaries (``.NAME.tmpPID``) that killed writers left behind. Only one
     process writes a run's checkpoints: right after its own write finished, any other temporary is stale."""
     for stale in Path(folder).glob(f".{name}.tmp*"):
-        if stale.name != f".{name}.tmp{os.getpid()}":
+        if stale != temporary_beside(Path(folder) / name):
             stale.unlink(missing_ok=True)
 
 

@@ -108,8 +108,9 @@ class Predictor:
                 done = f"{len(written)} of {len(inputs)} images were written to {out} before it"
                 raise SemisegError(f"{e}; {done}") from None
             pred = self.predict(img, **model_inputs, **self.predict_options(options))
-            for sub in ("index", "color", "overlay"):  # made with the first result: a failed first file leaves none
-                (out / sub).mkdir(parents=True, exist_ok=True)
+            if not written:  # made with the first result: a failed first file leaves no empty folders
+                for sub in ("index", "color", "overlay"):
+                    (out / sub).mkdir(parents=True, exist_ok=True)
             save_png(mask_image(self.index_png(pred, **options)), out / "index" / name)
             save_png(Image.fromarray(self.colorize(pred)), out / "color" / name)
             save_png(Image.fromarray(self.overlay(img, pred, opacity)), out / "overlay" / name)
